@@ -1,0 +1,1 @@
+"""Countersign's domain: actions, policy, escalation, decisions, configuration and the app factory."""

@@ -1,0 +1,66 @@
+"""Settings from the environment and a `.env` file (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", validation_alias="SLACK_API_URL")
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///countersign.db", validation_alias="DATABASE_URL"
+    )
+    policy_path: str | None = Field(default=None, validation_alias="COUNTERSIGN_POLICY")
+    host: str = Field(default="0.0.0.0", validation_alias="COUNTERSIGN_HOST")
+    port: int = Field(default=3000, ge=0, le=65535, validation_alias="COUNTERSIGN_PORT")
+    public_url: str | None = Field(default=None, validation_alias="COUNTERSIGN_PUBLIC_URL")
+    log_format: str = Field(default="text", pattern="^(text|json)$", validation_alias="COUNTERSIGN_LOG_FORMAT")
+    log_level: str = Field(default="INFO", validation_alias="COUNTERSIGN_LOG_LEVEL")
+    # How often the escalation sweeper and outbox relay look for due work.
+    tick_seconds: float = Field(default=0.5, gt=0, validation_alias="COUNTERSIGN_TICK_SECONDS")
+    digest_time: str = Field(
+        default="09:00", pattern=r"^\d{2}:\d{2}$", validation_alias="COUNTERSIGN_DIGEST_TIME"
+    )
+    digest_timezone: str = Field(default="UTC", validation_alias="COUNTERSIGN_DIGEST_TIMEZONE")
+
+    @property
+    def api_url(self) -> str:
+        return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://127.0.0.1:{self.port}").rstrip("/")
+
+    def require_slack(self) -> None:
+        """`serve` needs the bot token and (in HTTP mode) the signing secret."""
+        missing = [
+            name
+            for name, value in (
+                ("SLACK_BOT_TOKEN", self.slack_bot_token),
+                ("SLACK_SIGNING_SECRET", self.slack_signing_secret if not self.slack_app_token else "x"),
+            )
+            if not value
+        ]
+        if missing:
+            raise SettingsError(f"missing setting(s): {', '.join(missing)} (environment or .env file)")
+
+
+class SettingsError(RuntimeError):
+    pass
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; any invalid value is reported by its environment variable name."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{err['loc'][0] if err['loc'] else '?'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid setting(s): {problems}") from exc

@@ -1,0 +1,75 @@
+"""Slack people: resolve a policy's user spec (a `U…` id or an email) to a user id, cached.
+
+Emails are resolved with `users.lookupByEmail`; answers (and permanent failures) are cached in
+the `slack_users` table for a day so a page never waits on Slack twice for the same person.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from bot.services import Services
+from storage.models import SlackUser, utcnow
+
+log = logging.getLogger(__name__)
+CACHE_FOR = timedelta(days=1)
+
+
+class UserNotFound(LookupError):
+    """A permanent failure: Slack says this person does not exist (or is not reachable)."""
+
+
+def is_email(spec: str) -> bool:
+    return "@" in spec
+
+
+async def resolve(svc: Services, spec: str | None) -> str | None:
+    """A user spec -> Slack user id. Raises UserNotFound for an email Slack does not know."""
+    if not spec or not is_email(spec):
+        return spec
+    now = svc.clock()
+    async with svc.db.session() as session:
+        cached = await session.get(SlackUser, spec.lower())
+        if cached is not None and now - cached.fetched_at < CACHE_FOR:
+            if cached.slack_user_id:
+                return cached.slack_user_id
+            raise UserNotFound(f"{spec}: {cached.error}")
+    if svc.slack is None:
+        return None
+    try:
+        resp: Any = await svc.slack.users_lookupByEmail(email=spec)
+        user_id, name, error = resp["user"]["id"], resp["user"].get("real_name") or resp["user"].get("name"), None
+    except SlackApiError as exc:
+        code = exc.response.get("error") if exc.response is not None else "unknown"
+        if code not in ("users_not_found", "user_not_found", "account_inactive"):
+            raise  # temporary or configuration trouble: let the caller retry
+        user_id, name, error = None, None, code
+    async with svc.db.session() as session:
+        row = await session.get(SlackUser, spec.lower()) or SlackUser(key=spec.lower())
+        row.slack_user_id, row.name, row.error, row.fetched_at = user_id, name, error, now
+        session.add(row)
+        await session.commit()
+    if user_id is None:
+        raise UserNotFound(f"{spec}: {error}")
+    return user_id
+
+
+async def resolve_all(svc: Services, specs: list[str]) -> set[str]:
+    """Every spec that resolves; people Slack cannot find are skipped (and logged)."""
+    ids: set[str] = set()
+    for spec in specs:
+        try:
+            user_id = await resolve(svc, spec)
+        except UserNotFound as exc:
+            log.warning("cannot resolve %s", exc)
+            continue
+        except SlackApiError as exc:
+            log.warning("cannot resolve %s now: %s", spec, exc)
+            continue
+        if user_id:
+            ids.add(user_id)
+    return ids

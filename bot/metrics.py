@@ -1,0 +1,40 @@
+"""Prometheus metrics, one registry per application (so tests can run several side by side)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "countersign_http_requests", "HTTP API requests", ["method", "route", "status"], registry=r
+        )
+        self.actions_submitted = Counter(
+            "countersign_actions_submitted", "Actions accepted", ["kind", "mode"], registry=r
+        )
+        self.actions_refused = Counter("countersign_actions_refused", "Actions refused by policy", registry=r)
+        self.decisions = Counter(
+            "countersign_decisions", "Decisions", ["outcome", "accountability", "via"], registry=r
+        )
+        self.pending = Gauge("countersign_pending_actions", "Pending actions by level", ["level"], registry=r)
+        self.steps_fired = Counter("countersign_escalation_steps", "Escalation steps fired", ["kind"], registry=r)
+        self.step_lateness = Histogram(
+            "countersign_escalation_lateness_seconds",
+            "How late escalation steps fired",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+            registry=r,
+        )
+        self.outbox_backlog = Gauge("countersign_outbox_backlog", "Messages waiting to be sent", registry=r)
+        self.outbox_oldest_age = Gauge(
+            "countersign_outbox_oldest_age_seconds", "Age of the oldest unsent message", registry=r
+        )
+        self.outbox_sent = Counter("countersign_outbox_sent", "Messages delivered", ["target", "method"],
+                                   registry=r)
+        self.outbox_errors = Counter(
+            "countersign_outbox_errors", "Delivery errors", ["target", "error", "permanent"], registry=r
+        )
+        self.slack_rate_limited = Counter("countersign_slack_rate_limited", "429s received from Slack",
+                                          registry=r)

@@ -1,0 +1,248 @@
+"""The policy file: its schema, loading with line numbers, and first-match rule evaluation.
+
+Pure: no I/O except `load_policy`, which reads the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Mode = Literal["autonomous", "acknowledge", "approve", "forbidden"]
+Level = Literal["owner", "secondary", "leadership"]
+LEVELS: tuple[Level, ...] = ("owner", "secondary", "leadership")
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'30s', '5m', '2h', '1h30m', '1d' (or a bare number of seconds) -> seconds."""
+    if isinstance(text, bool):
+        raise ValueError("a duration must be like 30s, 5m, 2h")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(text)
+    compact = str(text).strip().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(f"bad duration {text!r}: use a number and a unit, like 30s, 5m, 2h")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+class Step(_Strict):
+    notify: Level
+    after: float = 0.0
+
+    _after = field_validator("after", mode="before")(_duration)
+
+
+class Escalation(_Strict):
+    """Escalation settings: a tier's, or a service's override of its tier's."""
+
+    escalation: list[Step] | None = None
+    remind_every: float | None = None
+    timeout: float | None = None
+    on_timeout: Literal["deny", "approve"] | None = None
+
+    @field_validator("remind_every", "timeout", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("escalation")
+    @classmethod
+    def _ordered(cls, steps: list[Step] | None) -> list[Step] | None:
+        if steps is not None:
+            if not steps:
+                raise ValueError("escalation needs at least one step")
+            afters = [s.after for s in steps]
+            if afters != sorted(afters):
+                raise ValueError("escalation steps must be in order of `after`")
+        return steps
+
+
+class Tier(Escalation):
+    pass
+
+
+class Service(Escalation):
+    owner: str
+    secondary: str | None = None
+    channel: str | None = None
+    tier: str | None = None
+    storm_per_minute: int | None = Field(default=None, ge=1)
+
+
+class Leadership(_Strict):
+    channel: str
+    users: list[str] = []
+
+
+StrOrList = str | list[str]
+
+
+class Match(_Strict):
+    tier: StrOrList | None = None
+    service: StrOrList | None = None
+    action_type: StrOrList | None = None
+    environment: StrOrList | None = None
+    kind: StrOrList | None = None
+
+
+class Rule(_Strict):
+    match: Match | None = None
+    mode: Mode
+    name: str | None = None
+
+
+class Policy(_Strict):
+    leadership: Leadership | None = None
+    admins: list[str] = []
+    tiers: dict[str, Tier] = {}
+    services: dict[str, Service]
+    rules: list[Rule] = []
+    storm_per_minute: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _known_tiers(self) -> Policy:
+        for name, service in self.services.items():
+            if service.tier is not None and service.tier not in self.tiers:
+                raise _LocatedError(("services", name, "tier"), f"unknown tier {service.tier!r}")
+        for i, rule in enumerate(self.rules):
+            tiers = rule.match.tier if rule.match else None
+            for tier in [tiers] if isinstance(tiers, str) else tiers or []:
+                if tier not in self.tiers:
+                    raise _LocatedError(("rules", i, "match", "tier"), f"unknown tier {tier!r}")
+        return self
+
+
+class _LocatedError(ValueError):
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+class PolicyError(ValueError):
+    """A bad policy file: every problem with its file, line and reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = next((kv for kv in node.value if kv[0].value == part), None)
+            if found is None:
+                break
+            key, node = found
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _loc_text(loc: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise PolicyError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    if not isinstance(data, dict):
+        raise PolicyError([f"{source}:1: the policy must be a mapping with `services` and `rules`"])
+    try:
+        return Policy.model_validate(data)
+    except _LocatedError as exc:
+        raise PolicyError([f"{source}:{_line_of(node, exc.loc)}: {_loc_text(exc.loc)}: {exc}"]) from exc
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key {loc[-1]!r}"
+            elif err["type"] == "missing":
+                msg = f"missing required key {loc[-1]!r}"
+            problems.append(f"{source}:{_line_of(node, loc)}: {_loc_text(loc)}: {msg}")
+        raise PolicyError(problems) from exc
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError([f"{path}: cannot read the policy file: {exc.strerror}"]) from exc
+    return parse_policy(text, str(path))
+
+
+def policy_hash(policy: Policy) -> str:
+    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+class RuleMatch(_Strict):
+    index: int | None  # None: no rule matched, the built-in default applies
+    mode: Mode
+    rule: dict[str, Any]
+
+
+# With no matching rule and no default rule, ask a human: never let the AI act alone by accident.
+FALLBACK_MODE: Mode = "approve"
+
+
+def _matches(want: StrOrList | None, value: str | None) -> bool:
+    if want is None:
+        return True
+    return value in ([want] if isinstance(want, str) else want)
+
+
+def evaluate(
+    policy: Policy, service: str, action_type: str, environment: str, kind: str | None = None
+) -> RuleMatch:
+    """First matching rule wins; a rule without `match` matches everything."""
+    svc = policy.services.get(service)
+    tier = svc.tier if svc else None
+    for i, rule in enumerate(policy.rules):
+        m = rule.match
+        if m is None or (
+            _matches(m.tier, tier)
+            and _matches(m.service, service)
+            and _matches(m.action_type, action_type)
+            and _matches(m.environment, environment)
+            and _matches(m.kind, kind)
+        ):
+            return RuleMatch(index=i, mode=rule.mode, rule=rule.model_dump(exclude_none=True))
+    return RuleMatch(index=None, mode=FALLBACK_MODE, rule={"mode": FALLBACK_MODE, "fallback": True})

@@ -1,0 +1,20 @@
+"""Slack: translate Slack requests into domain calls and render answers in Block Kit.
+
+Only the app factory (bot.app) and the CLI import this package.
+"""
+
+from __future__ import annotations
+
+from slack_bolt.app.async_app import AsyncApp
+
+from bot.services import Services
+from handlers.render import render
+
+__all__ = ["register", "render"]
+
+
+def register(app: AsyncApp, svc: Services) -> None:
+    """Register every listener on the one bolt app."""
+    from handlers import actions
+
+    actions.register(app, svc)

@@ -1,0 +1,128 @@
+"""Queries over actions, their responses, fired escalation steps and card locations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import Action, Agent, EscalationStep, Response, SlackMessage, utcnow
+
+
+async def get(session: AsyncSession, action_id: int) -> Action | None:
+    return await session.get(Action, action_id)
+
+
+async def get_with_agent(session: AsyncSession, action_id: int) -> tuple[Action, Agent] | None:
+    row = (
+        await session.execute(
+            select(Action, Agent).join(Agent, Agent.id == Action.agent_id).where(Action.id == action_id)
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+async def page(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    service: str | None = None,
+    owner: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[tuple[Action, Agent]]:
+    """Newest first; `before_id` is the cursor (the id of the last item of the previous page)."""
+    stmt = select(Action, Agent).join(Agent, Agent.id == Action.agent_id)
+    if status:
+        stmt = stmt.where(Action.status == status)
+    if service:
+        stmt = stmt.where(Action.service == service)
+    if owner:
+        stmt = stmt.where(Action.owner == owner)
+    if before_id is not None:
+        stmt = stmt.where(Action.id < before_id)  # type: ignore[operator]
+    stmt = stmt.order_by(Action.id.desc()).limit(limit)  # type: ignore[union-attr]
+    return [(a, g) for a, g in (await session.execute(stmt)).all()]
+
+
+async def fired_steps(session: AsyncSession, action_id: int) -> dict[str, datetime]:
+    rows = await session.execute(
+        select(EscalationStep.step, EscalationStep.fired_at).where(EscalationStep.action_id == action_id)
+    )
+    return {step: fired for step, fired in rows.all()}
+
+
+async def record_step(
+    session: AsyncSession,
+    action_id: int,
+    step: str,
+    *,
+    level: str | None,
+    due_at: datetime,
+    now: datetime,
+    note: str | None = None,
+) -> bool:
+    """Record that a step fired; False if it had already fired (the unique key refuses it)."""
+    try:
+        async with session.begin_nested():
+            session.add(
+                EscalationStep(
+                    action_id=action_id,
+                    step=step,
+                    level=level,
+                    due_at=due_at,
+                    fired_at=now,
+                    late_seconds=max(0.0, (now - due_at).total_seconds()),
+                    note=note,
+                )
+            )
+            await session.flush()
+        return True
+    except IntegrityError:
+        return False
+
+
+async def decide(session: AsyncSession, action_id: int, *, expect_status: str, **fields: Any) -> bool:
+    """Compare-and-set: the first decision wins; False if the action was no longer `expect_status`."""
+    fields.setdefault("updated_at", utcnow())
+    result = await session.execute(
+        update(Action)
+        .where(Action.id == action_id, Action.status == expect_status)  # type: ignore[arg-type]
+        .values(version=Action.version + 1, **fields)
+        .execution_options(synchronize_session=False)
+    )
+    return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+
+async def add_response(session: AsyncSession, response: Response) -> Response:
+    session.add(response)
+    await session.flush()
+    return response
+
+
+async def responses(session: AsyncSession, action_id: int) -> list[Response]:
+    rows = await session.execute(
+        select(Response).where(Response.action_id == action_id).order_by(Response.id)  # type: ignore[arg-type]
+    )
+    return list(rows.scalars())
+
+
+async def slack_messages(session: AsyncSession, action_id: int) -> list[SlackMessage]:
+    rows = await session.execute(select(SlackMessage).where(SlackMessage.action_id == action_id))
+    return list(rows.scalars())
+
+
+async def remember_message(session: AsyncSession, action_id: int, purpose: str, channel: str, ts: str) -> None:
+    existing = (
+        await session.execute(
+            select(SlackMessage).where(SlackMessage.action_id == action_id, SlackMessage.purpose == purpose)
+        )
+    ).scalar_one_or_none()
+    if existing is None:
+        session.add(SlackMessage(action_id=action_id, purpose=purpose, channel=channel, ts=ts))
+    else:
+        existing.channel, existing.ts = channel, ts
+        session.add(existing)

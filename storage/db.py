@@ -1,0 +1,108 @@
+"""Async engines for SQLite (aiosqlite) and PostgreSQL (asyncpg), and schema migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is unmigrated or behind the code's migrations."""
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from the driver so we can BEGIN IMMEDIATE below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Every transaction takes the writer lock up front: no lock upgrade can deadlock,
+        # and a claim (sweeper, outbox relay, ledger append) is serialized across processes.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """One engine and its session factory. `dialect` is "sqlite" or "postgresql"."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"pool_pre_ping": False}
+        if url.startswith("postgresql"):
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+
+    def session(self) -> AsyncSession:
+        return self.sessions()
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    # --- migrations -------------------------------------------------------------------------
+    def _alembic_config(self) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return cfg
+
+    async def migrate(self) -> str:
+        """Upgrade the schema to the newest revision; returns it."""
+        cfg = self._alembic_config()
+
+        def _upgrade(connection: Connection) -> None:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together: one migrates, the others wait and find nothing to do.
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7428301)")
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+        return self.head_revision()
+
+    def head_revision(self) -> str:
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        assert head is not None
+        return head
+
+    async def current_revision(self) -> str | None:
+        def _current(connection: Connection) -> str | None:
+            return MigrationContext.configure(connection).get_current_revision()
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_current)
+
+    async def check_schema(self) -> None:
+        """Raise SchemaNotCurrent with an actionable message unless the schema is at head."""
+        current, head = await self.current_revision(), self.head_revision()
+        if current is None:
+            raise SchemaNotCurrent(
+                "the database has no Countersign schema yet: run `countersign migrate` "
+                "(or `countersign serve --migrate`)"
+            )
+        if current != head:
+            raise SchemaNotCurrent(
+                f"the database schema is at revision {current}, this version needs {head}: "
+                "run `countersign migrate` (or `countersign serve --migrate`)"
+            )

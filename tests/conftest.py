@@ -1,0 +1,169 @@
+"""Shared fixtures: a fresh database per test (SQLite file and a new PostgreSQL database), the fake
+Slack Web API, and the running application reached over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bot.app import create_app
+from bot.clock import Clock, system_clock
+from bot.config import Settings
+from bot.policy import Policy, parse_policy
+from bot.services import Services
+from storage import agents
+from tests.fakeslack import FakeSlack
+from tests.policies import FAST
+
+PG_ADMIN_URL = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+DATABASES = [d for d in os.environ.get("COUNTERSIGN_TEST_DATABASES", "sqlite,postgresql").split(",") if d]
+SIGNING_SECRET = "test-signing-secret"
+BOT_TOKEN = "xoxb-test-token"
+
+
+@pytest.fixture(params=DATABASES)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
+    """A fresh, empty database: a SQLite file, or a PostgreSQL database created for this test."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/countersign.db"
+        return
+    name = f"cs_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    yield f"{base}/{name}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    slack = FakeSlack()
+    await slack.start()
+    slack.add_user("U0OWNER", "owner@example.com", "Olive Owner")
+    slack.add_user("U0DANA", "dana@example.com", "Dana Secondary")
+    slack.add_user("U0VP", "vp@example.com", "Vic President")
+    slack.add_user("U0ADMIN", "admin@example.com", "Ada Admin")
+    slack.add_user("U0STRANGER", "stranger@example.com", "Sam Stranger")
+    yield slack
+    await slack.stop()
+
+
+def make_settings(database_url: str, slack_url: str, **extra: Any) -> Settings:
+    return Settings(
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack_url,
+        DATABASE_URL=database_url,
+        COUNTERSIGN_TICK_SECONDS=0.05,
+        _env_file=None,
+        **extra,
+    )
+
+
+class Running:
+    """The application on a real port, with helpers to act as an agent and as Slack."""
+
+    def __init__(self, server: TestServer, app: web.Application, http: aiohttp.ClientSession) -> None:
+        self.server, self.app, self.http = server, app, http
+        self.url = str(server.make_url("")).rstrip("/")
+        self.token = ""
+
+    @property
+    def svc(self) -> Services:
+        from bot.api import SERVICES
+
+        return self.app[SERVICES]
+
+    async def add_agent(self, name: str = "remediator") -> tuple[str, str]:
+        async with self.svc.db.session() as session:
+            agent, token = await agents.create(session, name)
+            await session.commit()
+        self.token = self.token or token
+        return token, agent.callback_secret
+
+    async def submit(self, body: dict[str, Any], *, token: str | None = None,
+                     headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        hdrs = {"Authorization": f"Bearer {token or self.token}", **(headers or {})}
+        async with self.http.post(f"{self.url}/v1/actions", json=body, headers=hdrs) as resp:
+            return resp.status, await resp.json()
+
+    async def get(self, path: str, *, token: str | None = None) -> tuple[int, Any]:
+        async with self.http.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {token or self.token}"}) as r:
+            return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
+
+    async def slack(self, body: dict[str, Any] | str, *, form: bool = True, timestamp: int | None = None,
+                    secret: str = SIGNING_SECRET) -> aiohttp.ClientResponse:
+        """Send a request to /slack/events signed the way Slack signs them."""
+        raw = body if isinstance(body, str) else (urlencode(body) if form else json.dumps(body))
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{raw}".encode(), hashlib.sha256).hexdigest()
+        ctype = "application/x-www-form-urlencoded" if form else "application/json"
+        resp = await self.http.post(f"{self.url}/slack/events", data=raw.encode(), headers={
+            "Content-Type": ctype, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig})
+        await resp.read()
+        return resp
+
+    async def interact(self, payload: dict[str, Any], **kw: Any) -> aiohttp.ClientResponse:
+        """A block_actions / view_submission payload, form-encoded as Slack sends it."""
+        return await self.slack({"payload": json.dumps(payload)}, **kw)
+
+
+def test_policy(text: str = FAST) -> Policy:
+    return parse_policy(text, "test-policy.yml")
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return test_policy()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return system_clock
+
+
+@pytest.fixture
+async def running(database_url: str, fake_slack: FakeSlack, policy: Policy, clock: Clock) -> AsyncIterator[Running]:
+    app = create_app(make_settings(database_url, fake_slack.url), policy=policy, clock=clock)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    async with aiohttp.ClientSession() as http:
+        run = Running(server, app, http)
+        run.svc.settings.public_url = run.url
+        await run.add_agent()
+        yield run
+    await server.close()
+
+
+def proposal(**over: Any) -> dict[str, Any]:
+    body = {
+        "kind": "proposed",
+        "service": "checkout-api",
+        "action_type": "scale_down",
+        "summary": "Scale checkout-api from 12 to 8 pods",
+        "rationale": "CPU under 20% for 3 hours; saving cost",
+        "confidence": 0.82,
+        "evidence": [{"label": "CPU dashboard", "url": "https://grafana.example.com/d/cpu"}],
+    }
+    body.update(over)
+    return body

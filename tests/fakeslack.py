@@ -1,0 +1,194 @@
+"""A fake Slack Web API server (aiohttp, random port) that records every call.
+
+It answers like Slack (`{"ok": true, ...}`), validates blocks and views with slack_sdk.models so
+a card Slack would reject fails the test, and can inject faults: HTTP 500s, 429 with Retry-After,
+`ok: false` errors and slow answers, per method or for everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Fault:
+    """Answer matching calls with this instead of success, `times` times (None: until cleared)."""
+
+    method: str | None = None  # None: every method
+    status: int = 200
+    error: str | None = None  # with status 200: {"ok": false, "error": error}
+    retry_after: int | None = None
+    delay: float = 0.0
+    times: int | None = 1
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.faults: list[Fault] = []
+        self.users_by_email: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self.down = False  # refuse every call with 503, as in an outage
+        self._ts = itertools.count(1)
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest message
+        self.on_call: list[Callable[[Call], None]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._handle)
+        app.router.add_post("/response/{key}", self._response_url)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/api/"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- test helpers ------------------------------------------------------------------------------
+    def add_user(self, user_id: str, email: str | None = None, name: str | None = None) -> None:
+        user = {"id": user_id, "name": name or user_id.lower(), "real_name": name or user_id,
+                "profile": {"email": email}}
+        self.users[user_id] = user
+        if email:
+            self.users_by_email[email.lower()] = user
+
+    def inject(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    def calls_to(self, method: str, **match: Any) -> list[Call]:
+        return [c for c in self.calls if c.method == method
+                and all(c.args.get(k) == v for k, v in match.items())]
+
+    def posts(self, channel: str | None = None) -> list[Call]:
+        return [c for c in self.calls_to("chat.postMessage") if channel is None or c.args.get("channel") == channel]
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out waiting; calls so far: {[c.method for c in self.calls]}")
+
+    # --- the API -----------------------------------------------------------------------------------
+    async def _args(self, request: web.Request) -> dict[str, Any]:
+        raw = await request.text()
+        if request.content_type == "application/json":
+            return json.loads(raw or "{}")
+        args: dict[str, Any] = dict(parse_qsl(raw))
+        for key in ("blocks", "view", "attachments"):
+            if isinstance(args.get(key), str):
+                args[key] = json.loads(args[key])
+        return args
+
+    def response_url(self, key: str = "r1") -> str:
+        """A response_url for slash commands and interactions; posts to it are recorded."""
+        return f"{self.url.removesuffix('/api/')}/response/{key}"
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        self.calls.append(Call(f"response_url:{request.match_info['key']}", await request.json()))
+        return web.Response(text="ok")
+
+    def _fault_for(self, method: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.method in (None, method):
+                if fault.times is not None:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                return fault
+        return None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        if self.down:
+            return web.Response(status=503, text="service unavailable")
+        args = await self._args(request)
+        fault = self._fault_for(method)
+        if fault is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.status == 429:
+                return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                         headers={"Retry-After": str(fault.retry_after or 1)})
+            if fault.status != 200:
+                return web.Response(status=fault.status, text="fault injected")
+            if fault.error:
+                return web.json_response({"ok": False, "error": fault.error})
+        call = Call(method, args)
+        problem = self._validate(method, args)
+        if problem:
+            return web.json_response({"ok": False, "error": "invalid_blocks", "errors": [problem]})
+        self.calls.append(call)
+        for hook in self.on_call:
+            hook(call)
+        return web.json_response(self._answer(method, args))
+
+    def _validate(self, method: str, args: dict[str, Any]) -> str | None:
+        try:
+            for block in args.get("blocks") or []:
+                Block.parse(block).validate_json()  # type: ignore[union-attr]
+            if len(args.get("blocks") or []) > 50:
+                return "more than 50 blocks"
+            if "view" in args:
+                view = args["view"]
+                View(**view).validate_json()
+                if len(view.get("blocks") or []) > 100:
+                    return "more than 100 blocks in a view"
+            if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
+                if not args.get("text") and not args.get("blocks"):
+                    return "no_text"
+                if len(args.get("text") or "") > 40000:
+                    return "msg_too_long"
+        except Exception as exc:  # slack_sdk raises SlackObjectFormationError and friends
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "team": "Test"}
+        if method == "users.lookupByEmail":
+            user = self.users_by_email.get(str(args.get("email", "")).lower())
+            return {"ok": True, "user": user} if user else {"ok": False, "error": "users_not_found"}
+        if method == "users.info":
+            user = self.users.get(args.get("user", ""))
+            return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
+        if method == "conversations.open":
+            return {"ok": True, "channel": {"id": "D" + str(args.get("users", "X"))}}
+        if method in ("chat.postMessage", "chat.update"):
+            channel = args.get("channel", "")
+            ts = args.get("ts") if method == "chat.update" else f"{1700000000 + next(self._ts)}.000100"
+            self.messages[(channel, ts)] = args
+            return {"ok": True, "channel": channel, "ts": ts, "message": {"text": args.get("text")}}
+        if method == "chat.postEphemeral":
+            return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
+        if method in ("views.open", "views.publish", "views.update", "views.push"):
+            return {"ok": True, "view": {"id": f"V{next(self._ts)}", **(args.get("view") or {})}}
+        return {"ok": True}

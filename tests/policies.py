@@ -1,0 +1,42 @@
+"""Policies the tests use: second-scale durations, so escalation runs without long sleeps."""
+
+FAST = """
+leadership:
+  channel: C0LEADERS
+  users: [U0VP]
+admins: [U0ADMIN]
+tiers:
+  tier1:
+    escalation:
+      - {notify: owner, after: 0s}
+      - {notify: secondary, after: 2s}
+      - {notify: leadership, after: 4s}
+    remind_every: 1s
+    timeout: 6s
+    on_timeout: deny
+  tier2:
+    escalation:
+      - {notify: owner, after: 0s}
+    timeout: 1h
+services:
+  checkout-api:
+    owner: U0OWNER
+    secondary: dana@example.com
+    channel: C0CHECKOUT
+    tier: tier1
+  search:
+    owner: U0SEARCH
+    channel: C0SEARCH
+    tier: tier2
+  batch:
+    owner: U0BATCH
+    channel: C0BATCH
+rules:
+  - match: {action_type: [drop_database, delete_data]}
+    mode: forbidden
+  - match: {tier: tier1, environment: production}
+    mode: approve
+  - match: {action_type: [rollback, restart]}
+    mode: acknowledge
+  - mode: autonomous
+"""
