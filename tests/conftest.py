@@ -25,7 +25,7 @@ from bot.config import Settings
 from bot.policy import Policy, parse_policy
 from bot.services import Services
 from storage import agents
-from tests.fakeslack import FakeSlack
+from bot.fakeslack import FakeSlack
 from tests.policies import FAST
 
 PG_ADMIN_URL = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -1,4 +1,5 @@
-"""A fake Slack Web API server (aiohttp, random port) that records every call.
+"""A fake Slack Web API server (aiohttp, random port) that records every call: used by the tests
+and by `countersign demo`, so the whole flow runs with no Slack workspace.
 
 It answers like Slack (`{"ok": true, ...}`), validates blocks and views with slack_sdk.models so
 a card Slack would reject fails the test, and can inject faults: HTTP 500s, 429 with Retry-After,
