@@ -75,6 +75,13 @@ class Action(SQLModel, table=True):
         Index("ix_actions_service_id", "service", "id"),
         Index("ix_actions_owner_status", "owner", "status"),
         Index("ix_actions_created_at", "created_at"),
+        # /ai-actions mine and App Home: what someone decided, newest first.
+        Index("ix_actions_decided_by_at", "decided_by", "decided_at"),
+        # The digest's lists: what was decided during one day.
+        Index("ix_actions_decided_at", "decided_at"),
+        # /ai-actions stats: covers the window scan so the grouped count never reads the table.
+        Index("ix_actions_stats", "created_at", "mode", "status", "accountability", "agent_id", "service",
+              "decided_at"),
     )
     id: int | None = Field(default=None, sa_column=Column(BigInt, primary_key=True, autoincrement=True))
     agent_id: int = Field(foreign_key="agents.id", nullable=False)

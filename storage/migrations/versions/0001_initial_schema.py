@@ -122,6 +122,10 @@ def upgrade() -> None:
         batch_op.create_index('ix_actions_owner_status', ['owner', 'status'], unique=False)
         batch_op.create_index('ix_actions_service_id', ['service', 'id'], unique=False)
         batch_op.create_index('ix_actions_status_id', ['status', 'id'], unique=False)
+        batch_op.create_index('ix_actions_decided_by_at', ['decided_by', 'decided_at'], unique=False)
+        batch_op.create_index('ix_actions_decided_at', ['decided_at'], unique=False)
+        batch_op.create_index('ix_actions_stats', ['created_at', 'mode', 'status', 'accountability', 'agent_id',
+                              'service', 'decided_at'], unique=False)
 
     op.create_table('idempotency_keys',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -246,6 +250,9 @@ def downgrade() -> None:
     op.drop_table('idempotency_keys')
     with op.batch_alter_table('actions', schema=None) as batch_op:
         batch_op.drop_index('ix_actions_status_id')
+        batch_op.drop_index('ix_actions_decided_by_at')
+        batch_op.drop_index('ix_actions_decided_at')
+        batch_op.drop_index('ix_actions_stats')
         batch_op.drop_index('ix_actions_service_id')
         batch_op.drop_index('ix_actions_owner_status')
         batch_op.drop_index('ix_actions_next_at')
