@@ -56,12 +56,9 @@ def failed_key(level: str) -> str:
     return f"failed:{level}"
 
 
-def plan(chain: Chain, created_at: datetime, fired: dict[str, datetime], now: datetime) -> Plan:
-    """Which steps are due at `now` (given those already `fired`, by key -> when), and when is the next.
-
-    Reminders missed while the process was down collapse into one; a reminder is not sent
-    while the level is paged for the first time, and none after the timeout.
-    """
+def _pages(chain: Chain, created_at: datetime, fired: dict[str, datetime]) -> list[DueStep]:
+    """Each level's page, at its planned time, brought forward to when the level before it failed
+    for good (fail closed: a page that cannot be delivered never waits out the timer)."""
     pages: list[DueStep] = []
     bring_forward: datetime | None = None
     for level, after in chain.steps:
@@ -69,40 +66,70 @@ def plan(chain: Chain, created_at: datetime, fired: dict[str, datetime], now: da
         if bring_forward is not None:
             at = min(at, bring_forward)
         pages.append(DueStep(f"page:{level}", "page", level, at))
-        failed_at = fired.get(failed_key(level))
-        bring_forward = failed_at if failed_at is not None else None
+        bring_forward = fired.get(failed_key(level))
+    return pages
 
-    due: list[DueStep] = [p for p in pages if p.key not in fired and p.at <= now]
-    reached = [p for p in pages if p.key in fired or p.at <= now]
-    current = reached[-1] if reached else None
-    level = current.level if current else None
 
+def plan(chain: Chain, created_at: datetime, fired: dict[str, datetime], now: datetime) -> Plan:
+    """Which steps are due at `now` (given those already `fired`, by key -> when), and when is the next.
+
+    - Pages fire in chain order; a page planned after the timeout never fires (escalation ends there).
+    - Reminders count from when the current level was actually paged, so a page that fired late is
+      not followed at once by a reminder; reminders missed while the process was down collapse into
+      one; none while the level is being paged, none for a level whose page failed, none after the
+      timeout (nor at the very moment of the next page or the timeout).
+    - The timeout is due once, with the last level reached; nothing is due after it.
+    """
     timeout_at = created_at + timedelta(seconds=chain.timeout) if chain.timeout is not None else None
-    timed_out = "timeout" in fired
-    if timeout_at is not None and not timed_out and timeout_at <= now:
-        due.append(DueStep("timeout", "timeout", level, timeout_at))
-        timed_out = True
+    if "timeout" in fired:
+        return Plan(due=(), next_at=None)
+    pages = [p for p in _pages(chain, created_at, fired) if timeout_at is None or p.at <= timeout_at]
+    due: list[DueStep] = [p for p in pages if p.key not in fired and p.at <= now]
+    reached = [p for p in pages if p.key in fired or p in due]
+    current = reached[-1] if reached else None
+
+    if timeout_at is not None and timeout_at <= now:
+        due.append(DueStep("timeout", "timeout", current.level if current else None, timeout_at))
+        return Plan(due=tuple(due), next_at=None)
 
     candidates = [p.at for p in pages if p.key not in fired and p.at > now]
-    if timeout_at is not None and not timed_out:
+    if timeout_at is not None:
         candidates.append(timeout_at)
-
-    if current is not None and chain.remind_every and not timed_out:
-        every = chain.remind_every
-        later = [p.at for p in pages[pages.index(current) + 1 :]]
-        end = min([t for t in (*later[:1], timeout_at) if t is not None], default=None)
-        elapsed = (now - current.at).total_seconds()
-        k = math.floor(elapsed / every + 1e-9) if elapsed > 0 else 0
-        k_at = current.at + timedelta(seconds=k * every)
-        if k >= 1 and (end is None or k_at < end) and current not in due:
-            key = f"remind:{current.level}:{k}"
-            if key not in fired:
-                due.append(DueStep(key, "remind", current.level, k_at))
-        next_reminder = current.at + timedelta(seconds=(k + 1) * every)
-        if end is None or next_reminder < end:
-            candidates.append(next_reminder)
-
+    reminder, next_reminder = _reminder(chain, pages, current, due, fired, timeout_at, now)
+    if reminder is not None:
+        due.append(reminder)
+    if next_reminder is not None:
+        candidates.append(next_reminder)
     return Plan(due=tuple(due), next_at=min(candidates, default=None))
+
+
+def _reminder(
+    chain: Chain,
+    pages: list[DueStep],
+    current: DueStep | None,
+    due: list[DueStep],
+    fired: dict[str, datetime],
+    timeout_at: datetime | None,
+    now: datetime,
+) -> tuple[DueStep | None, datetime | None]:
+    """The reminder due now at the current level (if any), and when the next one would be."""
+    every = chain.remind_every
+    if current is None or not every or current.level is None or failed_key(current.level) in fired:
+        return None, None
+    # Counted from the real paging time; a page firing right now starts the count now.
+    base = fired.get(current.key) or max(current.at, now)
+    later = [p.at for p in pages[pages.index(current) + 1 :]]
+    end = min([t for t in (*later[:1], timeout_at) if t is not None], default=None)
+    elapsed = (now - base).total_seconds()
+    k = math.floor(elapsed / every + 1e-9) if elapsed > 0 and current not in due else 0
+    reminder = None
+    if k >= 1:
+        at = base + timedelta(seconds=k * every)
+        key = f"remind:{current.level}:{k}"
+        if (end is None or at < end) and key not in fired:
+            reminder = DueStep(key, "remind", current.level, at)
+    following = base + timedelta(seconds=(k + 1) * every)
+    return reminder, (following if end is None or following < end else None)
 
 
 def level_reached(chain: Chain, fired: dict[str, datetime]) -> Level | None:

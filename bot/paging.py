@@ -1,7 +1,9 @@
 """Fire an action's due escalation steps: page a level, remind it, or time the action out.
 
 Runs inside the caller's transaction (submission, or the sweeper's claim), so the step record,
-the state change, the ledger entry and the outbox messages commit together or not at all.
+the state change, the ledger entry and the outbox messages commit together or not at all. The
+caller holds the action's row (the sweeper's FOR UPDATE claim on PostgreSQL, the writer lock on
+SQLite), and the unique (action, step) record refuses any second firing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from bot.messages import Kind, send, update_cards
 from storage import actions as repo
 from storage import ledger
 from storage.models import Action
+from storage.sweep import lock_action
+
+# Pages, failures and the timeout can make more steps due at once (fail closed brings the next
+# level forward); a chain has at most three levels, so a few rounds always settle it.
+MAX_ROUNDS = 8
 
 
 def _level_target(frozen: dict[str, Any], level: str) -> str | None:
@@ -37,23 +44,38 @@ def default_decider(frozen: dict[str, Any], level: str | None) -> tuple[str | No
     return frozen.get("owner"), "owner"
 
 
-async def advance(session: AsyncSession, action: Action, now: datetime) -> list[DueStep]:
-    """Fire every step of `action` that is due at `now`, exactly once; set `next_at`. Returns what fired."""
+async def advance(
+    session: AsyncSession, action: Action, now: datetime, *, fired: dict[str, datetime] | None = None
+) -> list[DueStep]:
+    """Fire every step of `action` that is due at `now`, exactly once; set `level` and `next_at`.
+
+    `fired` (step key -> when) may be passed by a caller that loaded it for a whole batch.
+    Returns the steps this call fired.
+    """
     if action.status != "pending" or action.id is None:
         action.next_at = None
         return []
     chain = Chain.from_frozen(action.frozen)
-    fired = await repo.fired_steps(session, action.id)
-    result = plan(chain, action.created_at, fired, now)
+    fired = dict(fired) if fired is not None else await repo.fired_steps(session, action.id)
+    known = set(fired)
     done: list[DueStep] = []
-    for step in result.due:
-        if not await repo.record_step(session, action.id, step.key, level=step.level, due_at=step.at, now=now):
-            continue  # another replica fired it first
-        done.append(step)
-        fired[step.key] = now
-        await _fire(session, action, step, now)
-        if action.status != "pending":
+    for _ in range(MAX_ROUNDS):
+        due = plan(chain, action.created_at, fired, now).due
+        if not due or action.status != "pending":
             break
+        for step in due:
+            if not await repo.record_step(session, action.id, step.key, level=step.level, due_at=step.at,
+                                          now=now):
+                fired = await repo.fired_steps(session, action.id)  # fired elsewhere: re-plan from truth
+                break
+            fired[step.key] = now
+            done.append(step)
+            await _fire(session, action, step, fired, now)
+            if action.status != "pending":
+                break
+    escalated = any(s.kind == "timeout" or (s.kind == "page" and s.level != "owner") for s in done)
+    if escalated or any(key.startswith("failed:") for key in set(fired) - known):
+        update_cards(session, action.id)  # earlier copies show that it escalated, and to whom
     if action.status == "pending":
         action.next_at = plan(chain, action.created_at, fired, now).next_at
     else:
@@ -64,16 +86,39 @@ async def advance(session: AsyncSession, action: Action, now: datetime) -> list[
 
 
 async def fail_level(session: AsyncSession, action: Action, level: str, reason: str, now: datetime) -> None:
-    """Paging `level` failed for good: record why and make the next level due at once (fail closed)."""
+    """Paging `level` failed for good: record why and page the next level at once (fail closed).
+
+    Called by the outbox relay after a permanent Slack error; takes the action's row first so it
+    cannot cross a sweeper or a response working on the same action.
+    """
     assert action.id is not None
-    if await repo.record_step(session, action.id, failed_key(level), level=level, due_at=now, now=now,
-                              note=reason):
-        await ledger.append(session, "page.failed", {"level": level, "reason": reason},
-                            action_id=action.id, at=now)
-        await advance(session, action, now)
+    locked = await lock_action(session, action.id)
+    if locked is None or locked.status != "pending":
+        return
+    fired = await repo.fired_steps(session, action.id)
+    if failed_key(level) in fired:
+        return
+    recorded = await _record_failure(session, locked, level, reason, fired, now)
+    if recorded and not await advance(session, locked, now, fired=fired):
+        update_cards(session, action.id)  # nothing left to page: the cards still show why
 
 
-async def _fire(session: AsyncSession, action: Action, step: DueStep, now: datetime) -> None:
+async def _record_failure(
+    session: AsyncSession, action: Action, level: str, reason: str, fired: dict[str, datetime], now: datetime
+) -> bool:
+    assert action.id is not None
+    if not await repo.record_step(session, action.id, failed_key(level), level=level, due_at=now, now=now,
+                                  note=reason):
+        return False
+    fired[failed_key(level)] = now
+    await ledger.append(session, "page.failed", {"level": level, "reason": reason},
+                        action_id=action.id, at=now)
+    return True
+
+
+async def _fire(
+    session: AsyncSession, action: Action, step: DueStep, fired: dict[str, datetime], now: datetime
+) -> None:
     assert action.id is not None
     late = max(0.0, (now - step.at).total_seconds())
     frozen = action.frozen
@@ -93,13 +138,12 @@ async def _fire(session: AsyncSession, action: Action, step: DueStep, now: datet
         if target:
             purpose = "card:leadership" if step.level == "leadership" else f"card:dm:{step.level}"
             send(session, Kind.CARD, channel=target, action_id=action.id, purpose=purpose, level=step.level)
-        if step.level != "owner" or not target:
-            update_cards(session, action.id)  # earlier copies show that it escalated, and to whom
-        if not target:
-            await fail_level(session, action, step.level, f"no {step.level} configured", now)
+        else:
+            await _record_failure(session, action, step.level, f"no {step.level} configured", fired, now)
     elif step.kind == "remind":
         assert step.level is not None
-        await ledger.append(session, "escalation.reminder", {"level": step.level, "step": step.key},
+        await ledger.append(session, "escalation.reminder",
+                            {"level": step.level, "step": step.key, "late_seconds": round(late, 3)},
                             action_id=action.id, at=now)
         target = _level_target(frozen, step.level)
         if target:
@@ -111,11 +155,12 @@ async def _fire(session: AsyncSession, action: Action, step: DueStep, now: datet
 
 async def _time_out(session: AsyncSession, action: Action, step: DueStep, now: datetime) -> None:
     """A proposal gets on_timeout (deny unless the policy says approve); an executed action stays
-    open, with accountability defaulting to the last level reached."""
+    open, with accountability defaulting to the last level reached (a later acknowledge still wins)."""
     assert action.id is not None
+    late = round(max(0.0, (now - step.at).total_seconds()), 3)
     level = step.level or action.level
     by, name = default_decider(action.frozen, level)
-    decision = {
+    decision: dict[str, Any] = {
         "decided_at": now,
         "decided_by": by,
         "decided_by_name": name,
@@ -127,8 +172,8 @@ async def _time_out(session: AsyncSession, action: Action, step: DueStep, now: d
         outcome = "approved" if action.frozen.get("on_timeout") == "approve" else "denied"
         decision["decision_reason"] = f"no response before the timeout; on_timeout: {outcome[:-1]}"
         if not await repo.decide(session, action.id, expect_status="pending", status="expired",
-                                 outcome=outcome, **decision):
-            return
+                                 outcome=outcome, next_at=None, **decision):
+            return  # a response won the row first
         action.status, action.outcome = "expired", outcome
     else:
         decision["decision_reason"] = "not acknowledged before the timeout; accountability defaults"
@@ -140,10 +185,9 @@ async def _time_out(session: AsyncSession, action: Action, step: DueStep, now: d
         session,
         "decision",
         {"outcome": action.outcome, "by": by, "accountability": "default", "level": level, "via": "timeout",
-         "reason": decision["decision_reason"]},
+         "reason": decision["decision_reason"], "late_seconds": late},
         action_id=action.id,
         actor=by,
         at=now,
     )
-    update_cards(session, action.id)
     await queue_callback(session, action)

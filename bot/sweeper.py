@@ -1,40 +1,96 @@
 """The escalation sweeper: on every replica, claims the actions whose next step is due and fires it.
 
-The database is the source of truth (each pending action carries `next_at`); the unique
-(action, step) record makes a second firing impossible even if two replicas race.
+The database is the source of truth (each pending action carries its `level` and `next_at`); the
+unique (action, step) record makes a second firing impossible even if two replicas race. It runs
+as an APScheduler interval job on the application's event loop (see `schedule`); its first run is
+at start, so steps that came due while no process was running fire at once, and the lateness is
+recorded with each step (escalation_steps.late_seconds, the ledger, the lateness histogram).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.escalation import DueStep
 from bot.paging import advance
+from bot.policy import LEVELS
 from bot.services import Services
-from storage.sweep import claim_due_actions
+from storage.models import Action
+from storage.sweep import claim_due_actions, fired_steps_for, next_due_at, pending_by_level
 
 log = logging.getLogger("countersign.sweeper")
+JOB_ID = "escalation-sweeper"
 
 
 class Sweeper:
-    def __init__(self, svc: Services, *, batch: int = 200) -> None:
+    def __init__(self, svc: Services, *, batch: int = 100) -> None:
+        # A batch is one transaction: on PostgreSQL it holds its rows (and the ledger head) until it
+        # commits, so it stays small enough not to delay responses and submissions noticeably.
         self.svc, self.batch = svc, batch
+        self._busy = asyncio.Lock()
+        self._stopped = False
 
     async def tick(self) -> int:
-        """Fire every due step; returns how many actions were advanced."""
-        now = self.svc.clock()
+        """Claim one batch of due actions and fire their due steps; returns how many were claimed."""
         metrics = self.svc.extras.get("metrics")
+        fired: list[tuple[Action, DueStep, float]] = []
         async with self.svc.db.session() as session:
-            actions = await claim_due_actions(session, now, limit=self.batch)
-            fired_total = 0
+            actions = await claim_due_actions(session, self.svc.clock(), limit=self.batch)
+            history = await fired_steps_for(session, [a.id for a in actions if a.id is not None])
             for action in actions:
-                fired = await advance(session, action, now)
-                fired_total += len(fired)
-                for step in fired:
-                    late = max(0.0, (now - step.at).total_seconds())
-                    log.info("action %s: %s (%.3fs late)", action.id, step.key, late,
-                             extra={"action_id": action.id})
-                    if metrics:
-                        metrics.steps_fired.labels(step.kind).inc()
-                        metrics.step_lateness.observe(late)
+                # Read the clock per action: a step's recorded lateness is when it really fired.
+                now = self.svc.clock()
+                for step in await advance(session, action, now, fired=history.get(action.id or 0, {})):
+                    fired.append((action, step, max(0.0, (now - step.at).total_seconds())))
             await session.commit()
+        for action, step, late in fired:
+            log.info("action %s: %s (%.3fs late)", action.id, step.key, late, extra={"action_id": action.id})
+            if metrics:
+                metrics.steps_fired.labels(step.kind).inc()
+                metrics.step_lateness.observe(late)
         return len(actions)
+
+    async def run(self) -> int:
+        """One scheduled run: claim batches until no due action is left. A run still going when
+        the next is due makes that one return at once (never two sweeps in one process)."""
+        if self._busy.locked() or self._stopped:
+            return 0
+        total = 0
+        async with self._busy:
+            while not self._stopped:
+                claimed = await self.tick()
+                total += claimed
+                if claimed < self.batch:
+                    break
+        return total
+
+    def schedule(self, scheduler: AsyncIOScheduler, interval: float) -> None:
+        """An interval job on the scheduler's event loop, first run now. max_instances=2 with the
+        lock in `run` lets an overlapping run skip quietly instead of logging a warning each time."""
+        scheduler.add_job(self.run, "interval", seconds=interval, id=JOB_ID, replace_existing=True,
+                          next_run_time=datetime.now(UTC), max_instances=2, coalesce=True,
+                          misfire_grace_time=None)
+
+    async def stop(self) -> None:
+        """No new runs; wait for the current one to commit (nothing is left half-written)."""
+        self._stopped = True
+        async with self._busy:
+            pass
+
+
+async def refresh_metrics(svc: Services) -> None:
+    """Pending actions by level and the earliest deadline, read when /metrics is scraped."""
+    metrics = svc.extras.get("metrics")
+    if metrics is None:
+        return
+    async with svc.db.session() as session:
+        counts = await pending_by_level(session)
+        earliest = await next_due_at(session)
+        await session.commit()
+    for level in (*LEVELS, None):
+        metrics.pending.labels(level or "none").set(counts.get(level, 0))
+    metrics.next_step_at.set(earliest.timestamp() if earliest else 0)

@@ -1,24 +1,76 @@
-"""Claiming pending actions whose next escalation step is due."""
+"""Escalation bookkeeping queries: claiming due actions by the indexed deadline, the steps they
+already fired, and what is pending (for the metrics)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Action
+from storage.models import Action, EscalationStep
 
 
-async def claim_due_actions(session: AsyncSession, now: datetime, *, limit: int = 200) -> list[Action]:
-    """Due actions, by the indexed deadline (never a scan). PostgreSQL: rows another replica holds
-    are skipped (FOR UPDATE SKIP LOCKED); SQLite: the transaction already holds the writer lock."""
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+async def claim_due_actions(session: AsyncSession, now: datetime, *, limit: int = 100) -> list[Action]:
+    """Due actions, oldest deadline first, read through ix_actions_next_at (a range scan bounded by
+    `limit`, never a table scan, so the cost does not grow with the number of pending actions).
+
+    PostgreSQL: the rows are locked for this transaction and rows another replica holds are
+    skipped (FOR UPDATE SKIP LOCKED), so replicas share the work and never fire the same action
+    at once; a response waits on the same row lock. SQLite: the transaction already holds the
+    database's writer lock (BEGIN IMMEDIATE, see storage.db), which serializes claimers.
+    """
     stmt = (
         select(Action)
-        .where(Action.next_at.is_not(None), Action.next_at <= now)  # type: ignore[union-attr,operator]
-        .order_by(Action.next_at)  # type: ignore[arg-type]
+        .where(col(Action.next_at).is_not(None), col(Action.next_at) <= now)
+        .order_by(col(Action.next_at))
         .limit(limit)
     )
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    if _is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True)
-    return list((await session.execute(stmt)).scalars())
+    return list((await session.execute(stmt.execution_options(populate_existing=True))).scalars())
+
+
+async def lock_action(session: AsyncSession, action_id: int) -> Action | None:
+    """The action, re-read and (on PostgreSQL) locked for this transaction: waits for a sweeper
+    or a response holding it, then sees what they committed."""
+    stmt = select(Action).where(col(Action.id) == action_id)
+    if _is_postgres(session):
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def fired_steps_for(session: AsyncSession, action_ids: list[int]) -> dict[int, dict[str, datetime]]:
+    """Steps already fired, for a whole claimed batch in one query: action id -> step -> fired_at."""
+    fired: dict[int, dict[str, datetime]] = defaultdict(dict)
+    if not action_ids:
+        return fired
+    rows = await session.execute(
+        select(col(EscalationStep.action_id), col(EscalationStep.step), col(EscalationStep.fired_at)).where(
+            col(EscalationStep.action_id).in_(action_ids)
+        )
+    )
+    for action_id, step, fired_at in rows.all():
+        fired[action_id][step] = fired_at
+    return fired
+
+
+async def pending_by_level(session: AsyncSession) -> dict[str | None, int]:
+    """How many actions are pending at each escalation level (None: not paged yet)."""
+    rows = await session.execute(
+        select(col(Action.level), func.count())
+        .where(col(Action.status) == "pending")
+        .group_by(col(Action.level))
+    )
+    return {level: int(count) for level, count in rows.all()}
+
+
+async def next_due_at(session: AsyncSession) -> datetime | None:
+    """The earliest deadline of any action (the first entry of ix_actions_next_at)."""
+    return (await session.execute(select(func.min(col(Action.next_at))))).scalar_one_or_none()
