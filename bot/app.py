@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
@@ -24,7 +26,7 @@ from bot.policy import Policy, load_policy
 from bot.relay import Relay, run_forever
 from bot.schemas import MAX_BODY_BYTES
 from bot.services import Services
-from bot.sweeper import Sweeper
+from bot.sweeper import Sweeper, refresh_metrics
 from storage.db import Database
 
 log = logging.getLogger("countersign.app")
@@ -82,6 +84,9 @@ def create_app(
     relay = Relay(svc, handlers.render)
     sweeper = Sweeper(svc)
     svc.extras["relay"], svc.extras["sweeper"] = relay, sweeper
+    svc.extras["metrics_refresh"] = partial(refresh_metrics, svc)
+    # Periodic jobs run on the app's event loop; job state lives in our database, not a job store.
+    scheduler = svc.extras["scheduler"] = AsyncIOScheduler(timezone="UTC")
 
     app = web.Application(middlewares=[api.errors_middleware, api.auth_middleware],
                           client_max_size=MAX_BODY_BYTES)
@@ -105,7 +110,8 @@ def create_app(
             await svc.db.check_schema()
         if background:
             tick = settings.tick_seconds
-            tasks.append(asyncio.create_task(run_forever(sweeper.tick, tick, stop), name="sweeper"))
+            sweeper.schedule(scheduler, tick)  # first run at once: steps due while down fire now
+            scheduler.start()
             tasks.append(asyncio.create_task(run_forever(relay.tick, tick, stop), name="relay"))
         for starter in svc.extras.get("on_startup", []):
             await starter()
@@ -125,6 +131,9 @@ def create_app(
         if "socket" in svc.extras:
             await svc.extras["socket"].close_async()
         # Let the current tick finish its transaction: nothing half-written.
+        await sweeper.stop()
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
         await asyncio.gather(*tasks, return_exceptions=True)
         await relay.close()
         await svc.db.dispose()

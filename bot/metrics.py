@@ -20,6 +20,8 @@ class Metrics:
             "countersign_decisions", "Decisions", ["outcome", "accountability", "via"], registry=r
         )
         self.pending = Gauge("countersign_pending_actions", "Pending actions by level", ["level"], registry=r)
+        self.next_step_at = Gauge("countersign_escalation_next_step_timestamp_seconds",
+                                  "When the earliest escalation step is due (0: none)", registry=r)
         self.steps_fired = Counter("countersign_escalation_steps", "Escalation steps fired", ["kind"], registry=r)
         self.step_lateness = Histogram(
             "countersign_escalation_lateness_seconds",
