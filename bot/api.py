@@ -15,8 +15,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from bot import api_decision
 from bot.errors import ApiError
-from bot.schemas import MAX_BODY_BYTES, ActionIn, check_text, field_problems
+from bot.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, field_problems
 from bot.serialize import action_json
 from bot.services import Services
 from bot.submit import submit
@@ -36,19 +37,30 @@ def _json_error(status: int, code: str, message: str, **details: Any) -> web.Res
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _answer(request, handler)
+    metrics = request.app[SERVICES].extras.get("metrics")
+    if metrics is not None and not request.path.startswith("/slack"):
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.http_requests.labels(request.method, route, str(response.status)).inc()
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
         return web.json_response(exc.body(), status=exc.status)
     except web.HTTPRequestEntityTooLarge:
-        return _json_error(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+        return _json_error(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes (1 MiB)")
     except web.HTTPException as exc:
         if exc.status < 400 or request.path.startswith("/slack"):
             raise
         return _json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
-        return _json_error(500, "internal", "internal error; nothing was lost, retry with the same Idempotency-Key")
+        return _json_error(500, "internal",
+                           "internal error; nothing was lost, retry with the same Idempotency-Key")
 
 
 @web.middleware
@@ -57,7 +69,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer" or not token.strip() or not token.isascii():
         raise ApiError(401, "unauthorized", "send the agent's token as `Authorization: Bearer <token>`")
     svc = request.app[SERVICES]
     async with svc.db.session() as session:
@@ -68,41 +80,68 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+# JSON, and curl's default for `-d` (so the README's one-liner works without a header).
+JSON_TYPES = {"application/json", "application/x-www-form-urlencoded", "application/octet-stream"}
+
+
+def _too_large() -> ApiError:
+    return ApiError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes (1 MiB)")
+
+
+def _bad_request(problems: list[FieldProblem]) -> ApiError:
+    summary = "; ".join(f"{p.field}: {p.message}" for p in problems)
+    return ApiError(400, "invalid_request", summary, fields=[p.model_dump() for p in problems])
+
+
 async def _read_json(request: web.Request) -> Any:
+    ctype = request.content_type  # aiohttp answers application/octet-stream when none was sent
+    if ctype not in JSON_TYPES and not ctype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Type: send application/json, not {ctype}", field="Content-Type")
+    # A declared length over the limit is refused before reading; a lying or chunked one is caught
+    # by aiohttp's client_max_size while reading (HTTPRequestEntityTooLarge, see the middleware).
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+        raise _too_large()
     raw = await request.read()
     if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+        raise _too_large()
     try:
         text = raw.decode("utf-8")
         return json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not UTF-8 (byte {exc.start})") from None
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 255 and key.isascii() and key.isprintable()):
+        expected = "1 to 255 printable ASCII characters"
+        raise ApiError(400, "invalid_request", f"Idempotency-Key: {expected}",
+                       fields=[{"field": "Idempotency-Key", "message": expected}])
+    return key
+
+
 async def post_action(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
+    key = _idempotency_key(request)
     body = await _read_json(request)
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_request", "the body must be a JSON object", fields=[])
+        raise ApiError(400, "invalid_request", f"the body must be a JSON object, not {type(body).__name__}",
+                       fields=[{"field": "body", "message": "a JSON object"}])
+    problem = check_json(body)
+    if problem is not None:
+        raise _bad_request([problem])
     try:
-        check_text(body)
         req = ActionIn.model_validate(body)
     except ValidationError as exc:
-        problems = field_problems(exc)
-        summary = "; ".join(f"{p.field}: {p.message}" for p in problems)
-        raise ApiError(400, "invalid_request", summary, fields=[p.model_dump() for p in problems]) from None
-    except ValueError as exc:
-        raise ApiError(400, "invalid_request", str(exc)) from None
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= 255):
-        raise ApiError(400, "invalid_request", "Idempotency-Key must be 1 to 255 characters",
-                       fields=[{"field": "Idempotency-Key", "message": "1 to 255 characters"}])
+        raise _bad_request(field_problems(exc)) from None
     status, out = await submit(svc, request[AGENT], req, idempotency_key=key, raw=body)
     log.info("action %s accepted: %s %s on %s -> %s", out["id"], req.kind, req.action_type, req.service,
              out["mode"], extra={"action_id": out["id"]})
@@ -114,7 +153,7 @@ async def post_action(request: web.Request) -> web.Response:
 
 def _action_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ApiError(404, "not_found", f"there is no action {raw!r}")
     return int(raw)
 
@@ -148,7 +187,7 @@ async def list_actions(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_request", "limit: a whole number from 1 to 500",
                        fields=[{"field": "limit", "message": "1 to 500"}]) from None
     cursor = q.get("cursor") or None
-    if cursor is not None and not (cursor.isdigit() and len(cursor) <= 18):
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise ApiError(400, "invalid_request", "cursor: use the next_cursor of a previous page",
                        fields=[{"field": "cursor", "message": "invalid cursor"}])
     async with svc.db.session() as session:
@@ -196,6 +235,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/actions", post_action)
     app.router.add_get("/v1/actions", list_actions)
     app.router.add_get("/v1/actions/{id}", get_action)
+    api_decision.register(app, SERVICES)  # GET /v1/actions/{id}/decision?wait=N (long poll)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

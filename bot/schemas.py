@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import rfc8785
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -45,11 +53,26 @@ class ActionIn(BaseModel):
     model: ModelInfo | None = None
     metadata: dict[str, Any] | None = None
 
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true is not a confidence of 1.0
+            raise ValueError("a number from 0 to 1, not a boolean")
+        return value
+
     @field_validator("executed_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("an ISO 8601 time between 1970 and 9998") from None
+        if not 1970 <= value.year <= 9998:
+            raise ValueError("an ISO 8601 time between 1970 and 9998")
         return value
 
     @field_validator("metadata")
@@ -90,19 +113,41 @@ def field_problems(exc: ValidationError) -> list[FieldProblem]:
     return problems
 
 
-def _no_nul(value: Any) -> None:
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("NUL characters are not allowed in text")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _no_nul(k)
-            _no_nul(v)
-    elif isinstance(value, list):
-        for v in value:
-            _no_nul(v)
+# Deeper than this is not an action description; it also keeps every later walk (pydantic, the
+# canonical JSON of the ledger) far from Python's recursion limit.
+MAX_DEPTH = 32
 
 
-def check_text(value: Any) -> None:
-    """Reject NUL characters anywhere (PostgreSQL cannot store them in text)."""
-    _no_nul(value)
+def _bad_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "NUL characters are not allowed in text"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "text must be valid Unicode (a lone surrogate escape is not)"
+    return None
+
+
+def check_json(body: Any) -> FieldProblem | None:
+    """The first problem no schema catches: too deep, NUL characters (PostgreSQL cannot store them
+    in text) or lone surrogates (no database can). Iterative, so any nesting is safe to walk."""
+    stack: list[tuple[Any, str, int]] = [(body, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            top = path.split(".", 1)[0]
+            return FieldProblem(field=top, message=f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            problem = _bad_text(value)
+            if problem:
+                return FieldProblem(field=path or "body", message=problem)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                problem = _bad_text(key)
+                if problem:
+                    return FieldProblem(field=path or "body", message=f"a key: {problem}")
+                stack.append((item, child, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}.{i}", depth + 1) for i, item in enumerate(value))
+    return None

@@ -41,6 +41,9 @@ async def submit(
     if isinstance(key_row_id, tuple):
         return key_row_id  # the stored response of the first request
     try:
+        gate = svc.extras.get("submit_gate")
+        if gate is not None:  # tests hold a request here, in flight, to prove the 409
+            await gate()
         status, body = await _accept(svc, agent, req, key_row_id)
     except ApiError as exc:
         if key_row_id is not None:
@@ -193,8 +196,8 @@ async def _claim_key(
             return existing.id
         assert existing.response_status is not None and existing.response_body is not None
         if existing.response_status >= 400:
-            err = existing.response_body["error"]
-            raise ApiError(existing.response_status, err["code"], err["message"])
+            err = dict(existing.response_body["error"])
+            raise ApiError(existing.response_status, err.pop("code"), err.pop("message"), **err)
         return existing.response_status, existing.response_body
 
 
