@@ -110,6 +110,8 @@ async def respond(
             update_cards(session, action_id)
             await queue_callback(session, action)
         await session.commit()
+    for listener in svc.extras.get("decision_listeners", []) if refusal is None else []:
+        listener(action_id)  # wake the agents long-polling for this decision
     return Result(refusal is None, action, refusal, message)
 
 
