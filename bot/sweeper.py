@@ -47,6 +47,8 @@ class Sweeper:
                 for step in await advance(session, action, now, fired=history.get(action.id or 0, {})):
                     fired.append((action, step, max(0.0, (now - step.at).total_seconds())))
             await session.commit()
+        for listener in self.svc.extras.get("decision_listeners", []):
+            listener(*[a.id for a in actions if a.accountability])  # a timeout decided them: wake waiters
         for action, step, late in fired:
             log.info("action %s: %s (%.3fs late)", action.id, step.key, late, extra={"action_id": action.id})
             if metrics:

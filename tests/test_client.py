@@ -132,14 +132,17 @@ async def test_client_stops_waiting_and_raises_timed_out(running: Running, clien
 async def test_escalation_timeout_raises_timed_out_expired(running: Running,
                                                            client: CountersignClient) -> None:
     ran = []
+    running.svc.extras["decision_waiters"].recheck = 30  # the sweeper's own notification must wake us
 
     @requires_approval(service="quick-api", action_type="restart", summary="Restart quick-api",
                        rationale="memory leak", client=client, timeout=20)
     async def restart() -> None:
         ran.append(True)
 
+    started = time.monotonic()
     with pytest.raises(TimedOut) as timed_out:
         await restart()
+    assert time.monotonic() - started < 5
     action = timed_out.value.action
     assert not timed_out.value.still_pending and not ran
     assert action["status"] == "expired" and action["decision"]["outcome"] == "denied"
