@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import IntegrityError
 
 from bot.services import Services
 from storage.models import SlackUser, utcnow
@@ -41,7 +42,8 @@ async def resolve(svc: Services, spec: str | None) -> str | None:
     if svc.slack is None:
         return None
     try:
-        resp: Any = await svc.slack.users_lookupByEmail(email=spec)
+        # POST form (Slack accepts both): slack_sdk's users_lookupByEmail uses GET, which some fakes lack.
+        resp: Any = await svc.slack.api_call("users.lookupByEmail", data={"email": spec})
         user_id, name, error = resp["user"]["id"], resp["user"].get("real_name") or resp["user"].get("name"), None
     except SlackApiError as exc:
         code = exc.response.get("error") if exc.response is not None else "unknown"
@@ -52,7 +54,10 @@ async def resolve(svc: Services, spec: str | None) -> str | None:
         row = await session.get(SlackUser, spec.lower()) or SlackUser(key=spec.lower())
         row.slack_user_id, row.name, row.error, row.fetched_at = user_id, name, error, now
         session.add(row)
-        await session.commit()
+        try:
+            await session.commit()
+        except IntegrityError:  # a concurrent lookup cached the same person first: keep theirs
+            await session.rollback()
     if user_id is None:
         raise UserNotFound(f"{spec}: {error}")
     return user_id

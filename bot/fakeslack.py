@@ -57,7 +57,7 @@ class FakeSlack:
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> str:
         app = web.Application()
-        app.router.add_post("/api/{method}", self._handle)
+        app.router.add_route("*", "/api/{method}", self._handle)  # slack_sdk sends some methods as GET
         app.router.add_post("/response/{key}", self._response_url)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -101,6 +101,8 @@ class FakeSlack:
     # --- the API -----------------------------------------------------------------------------------
     async def _args(self, request: web.Request) -> dict[str, Any]:
         raw = await request.text()
+        if request.method == "GET":
+            return dict(request.query)
         if request.content_type == "application/json":
             return json.loads(raw or "{}")
         args: dict[str, Any] = dict(parse_qsl(raw))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.services import Services
+from handlers import cards  # noqa: F401  (registers the card renderers)
 from handlers.render import render
 
 __all__ = ["register", "render"]
@@ -15,6 +16,7 @@ __all__ = ["register", "render"]
 
 def register(app: AsyncApp, svc: Services) -> None:
     """Register every listener on the one bolt app."""
-    from handlers import actions
+    from handlers import actions, views
 
     actions.register(app, svc)
+    views.register(app, svc)
