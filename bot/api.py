@@ -218,9 +218,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    refresh = svc.extras.get("metrics_refresh")
-    if refresh is not None:
-        await refresh()
+    # Gauges read from the database when scraped: "metrics_refresh" and any "metrics_refreshers".
+    refreshers = [svc.extras.get("metrics_refresh"), *svc.extras.get("metrics_refreshers", [])]
+    for refresh in refreshers:
+        if refresh is not None:
+            await refresh()
     registry = svc.extras["metrics"].registry
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -85,6 +85,8 @@ def create_app(
     sweeper = Sweeper(svc)
     svc.extras["relay"], svc.extras["sweeper"] = relay, sweeper
     svc.extras["metrics_refresh"] = partial(refresh_metrics, svc)
+    svc.extras.setdefault("metrics_refreshers", []).append(relay.refresh_metrics)  # outbox backlog and age
+    svc.extras.setdefault("health_probes", {})["deliveries"] = relay.health  # Slack failing / backlog old
     # Periodic jobs run on the app's event loop; job state lives in our database, not a job store.
     scheduler = svc.extras["scheduler"] = AsyncIOScheduler(timezone="UTC")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,29 @@ class Fault:
     retry_after: int | None = None
     delay: float = 0.0
     times: int | None = 1
+    channel: str | None = None  # only calls to this channel (None: any)
+
+
+@dataclass
+class RateLimit:
+    """Enforce Slack's chat.postMessage limit: `per_second` per channel with bursts of `burst`;
+    beyond it answer 429 with Retry-After, as Slack does (the benchmark's mode)."""
+
+    per_second: float = 1.0
+    burst: int = 5
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # channel -> (tokens, at)
+    refused: list[Call] = field(default_factory=list)
+
+    def retry_after(self, channel: str) -> float:
+        """0 if a message may go now (and take a token), else seconds until one may."""
+        now = time.monotonic()
+        tokens, at = self.buckets.get(channel, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.per_second)
+        if tokens >= 1.0:
+            self.buckets[channel] = (tokens - 1.0, now)
+            return 0.0
+        self.buckets[channel] = (tokens, now)
+        return (1.0 - tokens) / self.per_second
 
 
 class FakeSlack:
@@ -48,6 +72,7 @@ class FakeSlack:
         self.users_by_email: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.down = False  # refuse every call with 503, as in an outage
+        self.post_limit: RateLimit | None = None  # set to enforce chat.postMessage's per-channel rate
         self._ts = itertools.count(1)
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest message
         self.on_call: list[Callable[[Call], None]] = []
@@ -119,8 +144,10 @@ class FakeSlack:
         self.calls.append(Call(f"response_url:{request.match_info['key']}", await request.json()))
         return web.Response(text="ok")
 
-    def _fault_for(self, method: str) -> Fault | None:
+    def _fault_for(self, method: str, args: dict[str, Any] | None = None) -> Fault | None:
         for fault in self.faults:
+            if fault.channel is not None and (args or {}).get("channel") != fault.channel:
+                continue
             if fault.method in (None, method):
                 if fault.times is not None:
                     fault.times -= 1
@@ -134,7 +161,13 @@ class FakeSlack:
         if self.down:
             return web.Response(status=503, text="service unavailable")
         args = await self._args(request)
-        fault = self._fault_for(method)
+        if method == "chat.postMessage" and self.post_limit is not None:
+            wait = self.post_limit.retry_after(str(args.get("channel", "")))
+            if wait > 0:
+                self.post_limit.refused.append(Call(method, args))
+                return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                         headers={"Retry-After": str(math.ceil(wait))})
+        fault = self._fault_for(method, args)
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)

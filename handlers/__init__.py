@@ -8,6 +8,7 @@ from __future__ import annotations
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.services import Services
+from handlers import storm  # noqa: F401  (registers the storm parent card renderer)
 from handlers import cards  # noqa: F401  (registers the card renderers)
 from handlers.render import render
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import DeliveryAttempt, OutboxMessage, utcnow
@@ -40,8 +42,31 @@ def enqueue(
     return msg
 
 
+async def enqueue_once(session: AsyncSession, *, dedupe_key: str, **fields: Any) -> bool:
+    """Queue a message unless one with this dedupe_key exists already (any replica, any time)."""
+    if await by_dedupe_key(session, dedupe_key) is not None:
+        return False
+    try:
+        async with session.begin_nested():
+            enqueue(session, dedupe_key=dedupe_key, **fields)
+            await session.flush()
+        return True
+    except IntegrityError:
+        return False
+
+
+async def by_dedupe_key(session: AsyncSession, dedupe_key: str) -> OutboxMessage | None:
+    stmt = select(OutboxMessage).where(col(OutboxMessage.dedupe_key) == dedupe_key)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def claim_due(
-    session: AsyncSession, now: datetime, *, limit: int = 50, lease_seconds: float = 60.0
+    session: AsyncSession,
+    now: datetime,
+    *,
+    limit: int = 50,
+    lease_seconds: float = 60.0,
+    target: str | None = None,
 ) -> list[OutboxMessage]:
     """Claim due rows for this relay; a lease lets another replica take over after a crash.
 
@@ -51,13 +76,15 @@ async def claim_due(
     stmt = (
         select(OutboxMessage)
         .where(
-            OutboxMessage.status.in_(["pending", "sending"]),  # type: ignore[attr-defined]
-            OutboxMessage.next_attempt_at <= now,
-            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until <= now),  # type: ignore[union-attr]
+            col(OutboxMessage.status).in_(["pending", "sending"]),
+            col(OutboxMessage.next_attempt_at) <= now,
+            or_(col(OutboxMessage.claimed_until).is_(None), col(OutboxMessage.claimed_until) <= now),
         )
-        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
         .limit(limit)
     )
+    if target is not None:
+        stmt = stmt.where(col(OutboxMessage.target) == target)
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     rows = list((await session.execute(stmt)).scalars())
@@ -67,6 +94,37 @@ async def claim_due(
         row.claimed_until = until
         session.add(row)
     return rows
+
+
+def defer(session: AsyncSession, msg: OutboxMessage, until: datetime) -> None:
+    """Put a claimed row back, due at `until`, without counting an attempt (pacing, storm parent)."""
+    msg.status, msg.next_attempt_at, msg.claimed_until = "pending", until, None
+    session.add(msg)
+
+
+async def release(session: AsyncSession, msg_id: int) -> None:
+    """Hand an unsent claimed row back at once (Slack went down before its turn)."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == msg_id, col(OutboxMessage.status) == "sending")
+        .values(status="pending", claimed_until=None)
+    )
+
+
+async def wake(session: AsyncSession, now: datetime, *, target: str = "slack") -> int:
+    """Slack is back: rows backing off after transient errors are due now (delivered on recovery)."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            col(OutboxMessage.status) == "pending",
+            col(OutboxMessage.target) == target,
+            col(OutboxMessage.attempts) > 0,
+            col(OutboxMessage.next_attempt_at) > now,
+            ~col(OutboxMessage.last_error).startswith("ratelimited"),
+        )
+        .values(next_attempt_at=now)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def record_attempt(
@@ -98,25 +156,45 @@ async def record_attempt(
     session.add(msg)
 
 
-async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+async def backlog(session: AsyncSession, *, target: str | None = None) -> tuple[int, datetime | None]:
     """How many messages wait to be sent, and since when the oldest waits."""
-    from sqlalchemy import func
-
-    row = (
-        await session.execute(
-            select(func.count(), func.min(OutboxMessage.created_at)).where(
-                OutboxMessage.status.in_(["pending", "sending"])  # type: ignore[attr-defined]
-            )
-        )
-    ).one()
+    stmt = select(func.count(), func.min(col(OutboxMessage.created_at))).where(
+        col(OutboxMessage.status).in_(["pending", "sending"])
+    )
+    if target is not None:
+        stmt = stmt.where(col(OutboxMessage.target) == target)
+    row = (await session.execute(stmt)).one()
     return int(row[0]), row[1]
 
 
-async def retry_failed(session: AsyncSession, *, target: str | None = None, ids: list[int] | None = None) -> int:
-    stmt = update(OutboxMessage).where(OutboxMessage.status == "failed")
+async def count_failed(session: AsyncSession) -> int:
+    stmt = select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.status) == "failed")
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def listing(session: AsyncSession, *, status: str | None = None, limit: int = 50
+                  ) -> list[OutboxMessage]:
+    """Newest deliveries first, optionally only one status."""
+    stmt = select(OutboxMessage).order_by(col(OutboxMessage.id).desc()).limit(limit)
+    if status:
+        stmt = stmt.where(col(OutboxMessage.status) == status)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def attempts(session: AsyncSession, outbox_id: int) -> list[DeliveryAttempt]:
+    stmt = (select(DeliveryAttempt).where(col(DeliveryAttempt.outbox_id) == outbox_id)
+            .order_by(col(DeliveryAttempt.attempt)))
+    return list((await session.execute(stmt)).scalars())
+
+
+async def retry_failed(session: AsyncSession, *, target: str | None = None, ids: list[int] | None = None,
+                       now: datetime | None = None) -> int:
+    """Failed deliveries are due again now (e.g. after the Slack app was invited to the channel)."""
+    stmt = update(OutboxMessage).where(col(OutboxMessage.status) == "failed")
     if target:
-        stmt = stmt.where(OutboxMessage.target == target)
+        stmt = stmt.where(col(OutboxMessage.target) == target)
     if ids:
-        stmt = stmt.where(OutboxMessage.id.in_(ids))  # type: ignore[union-attr]
-    result = await session.execute(stmt.values(status="pending", next_attempt_at=utcnow()))
+        stmt = stmt.where(col(OutboxMessage.id).in_(ids))
+    result = await session.execute(stmt.values(status="pending", claimed_until=None,
+                                               next_attempt_at=now or utcnow()))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

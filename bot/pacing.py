@@ -1,0 +1,178 @@
+"""Pacing Slack calls so Countersign never earns a 429, and a breaker so it never hammers a dead Slack.
+
+`Pacer` is a per-key schedule (the generic cell rate algorithm, i.e. a token bucket expressed as
+a "theoretical arrival time"): `chat.postMessage` is paced per channel at Slack's documented rate
+(about one message per second per channel, short bursts allowed). A message that may not go yet
+gets a *reserved slot*; the relay defers the outbox row to that time, so nobody sleeps on one
+message while others wait, and a backlog of a thousand rows costs one write each, not one per tick.
+
+`Breaker` notices that Slack itself is failing (5xx, timeouts, refused connections): while open,
+the relay stops sending Slack rows altogether and probes Slack with `api.test` at a capped
+backoff; the first successful probe closes it and wakes the rows that were backing off.
+
+Both live in one process. Several replicas each pace on their own: run one relay per channel set,
+or accept that N replicas may burst N times (Slack's 429 is still honoured).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from storage import outbox
+
+# Slack: "chat.postMessage ... generally allows an app to post 1 message per second to a specific
+# channel, with short bursts over 1 allowed". A burst of 3 keeps a margin for timing jitter.
+POST_RATE_PER_SECOND = 1.0
+POST_BURST = 3
+
+Monotonic = Callable[[], float]
+
+
+class Pacer:
+    def __init__(self, rate: float = POST_RATE_PER_SECOND, burst: int = POST_BURST,
+                 clock: Monotonic = time.monotonic) -> None:
+        self.interval = 1.0 / rate
+        self.tolerance = (burst - 1) * self.interval
+        self.clock = clock
+        self._tat: dict[str, float] = {}  # key -> theoretical arrival time of the next message
+        self._blocked_until: dict[str, float] = {}  # key -> Retry-After end
+        self._slots: dict[int, tuple[str, float]] = {}  # message id -> (key, reserved slot)
+
+    def reserve(self, key: str, msg_id: int) -> float:
+        """Seconds until message `msg_id` may be sent on `key` (0: now). Takes a slot either way."""
+        now = self.clock()
+        held = self._slots.get(msg_id)
+        if held is not None:
+            held_key, slot = held
+            if held_key == key and slot >= self._blocked_until.get(key, 0.0):
+                if slot <= now + 0.05:
+                    del self._slots[msg_id]
+                    return 0.0
+                return slot - now  # woke early: keep the slot
+            del self._slots[msg_id]  # the slot fell inside a Retry-After window: take a new one
+        tat = max(self._tat.get(key, now), now, self._blocked_until.get(key, 0.0) + self.tolerance)
+        allowed_at = tat - self.tolerance
+        self._tat[key] = tat + self.interval
+        if allowed_at <= now:
+            return 0.0
+        self._slots[msg_id] = (key, allowed_at)
+        return allowed_at - now
+
+    def release(self, msg_id: int) -> None:
+        """Forget a message's slot (it was not sent for another reason)."""
+        self._slots.pop(msg_id, None)
+
+    def block(self, key: str, seconds: float) -> None:
+        """Slack answered 429 with Retry-After: nothing goes on `key` before it has passed."""
+        until = self.clock() + seconds
+        self._blocked_until[key] = max(self._blocked_until.get(key, 0.0), until)
+        self._tat[key] = max(self._tat.get(key, 0.0), until + self.tolerance)
+
+    def prune(self, older_than: float = 600.0) -> None:
+        """Drop state for keys idle for a while (bounded memory over months of channels)."""
+        cutoff = self.clock() - older_than
+        for key in [k for k, tat in self._tat.items() if tat < cutoff]:
+            del self._tat[key]
+            self._blocked_until.pop(key, None)
+        for msg_id in [m for m, (_, slot) in self._slots.items() if slot < cutoff]:
+            del self._slots[msg_id]
+
+
+@dataclass
+class Breaker:
+    """Open after `threshold` consecutive transient Slack failures; probe at a capped backoff."""
+
+    threshold: int = 3
+    max_probe_interval: float = 15.0
+    clock: Monotonic = time.monotonic
+    failures: int = 0
+    open_until: float = 0.0
+    opened_at: float | None = None  # monotonic time the current outage was noticed
+    last_error: str = ""
+    _wall_opened: float | None = field(default=None, repr=False)
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened_at is not None
+
+    def allows_sending(self) -> bool:
+        return not self.is_open
+
+    def probe_due(self) -> bool:
+        return self.is_open and self.clock() >= self.open_until
+
+    def failure(self, error: str) -> None:
+        self.failures += 1
+        self.last_error = error
+        if self.failures >= self.threshold:
+            if self.opened_at is None:
+                self.opened_at, self._wall_opened = self.clock(), time.time()
+            wait = min(self.max_probe_interval, 2.0 ** (self.failures - self.threshold))
+            self.open_until = self.clock() + wait
+
+    def success(self) -> bool:
+        """Slack answered; returns True if this closed an open breaker (time to wake the backlog)."""
+        was_open = self.is_open
+        self.failures, self.opened_at, self._wall_opened, self.open_until = 0, None, None, 0.0
+        return was_open
+
+    def describe(self) -> str:
+        if not self.is_open:
+            return "ok"
+        since = time.strftime("%H:%M:%SZ", time.gmtime(self._wall_opened or time.time()))
+        return f"Slack failing since {since} ({self.failures} failures): {self.last_error}"
+
+
+# --- what /healthz and /metrics say about deliveries ---------------------------------------------
+
+OLD_BACKLOG_SECONDS = 120.0  # /healthz says degraded when a Slack message waits longer than this
+
+
+async def delivery_health(svc: Any, breaker: Breaker) -> str:
+    """For /healthz: "ok", or why deliveries are degraded (Slack failing, Slack backlog too old)."""
+    if breaker.is_open:
+        return breaker.describe()
+    async with svc.db.session() as session:
+        waiting, oldest = await outbox.backlog(session, target="slack")
+    age = (svc.clock() - oldest).total_seconds() if oldest else 0.0
+    if age > OLD_BACKLOG_SECONDS:
+        return f"{waiting} Slack messages waiting, the oldest for {age:.0f}s"
+    return "ok"
+
+
+async def refresh_backlog_metrics(svc: Any) -> None:
+    """For /metrics: the backlog's size and its oldest message's age, read when scraped."""
+    metrics = svc.extras.get("metrics")
+    if metrics is None:
+        return
+    async with svc.db.session() as session:
+        waiting, oldest = await outbox.backlog(session)
+    metrics.outbox_backlog.set(waiting)
+    metrics.outbox_oldest_age.set((svc.clock() - oldest).total_seconds() if oldest else 0.0)
+
+
+# --- retries ---------------------------------------------------------------------------------------
+
+
+def backoff(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog), in seconds."""
+    return random.uniform(base / 2, min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+def retry_after(resp: Any) -> float:
+    try:
+        return max(1.0, float(resp.headers.get("Retry-After", 1)))
+    except (TypeError, ValueError, AttributeError):
+        return 1.0
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, SlackApiError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code}: {exc.response.get('error') or 'no answer'}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
