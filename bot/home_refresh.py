@@ -1,0 +1,30 @@
+"""Queue App Home refreshes for the people an action concerns, in the caller's transaction.
+
+Call `refresh_homes(session, action)` wherever an action changes for someone (a page, a decision,
+a timeout). The relay renders the Home at send time (handlers.home), so it shows the state then.
+"""
+
+from __future__ import annotations
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.escalation import paged_people
+from bot.messages import Kind, send
+from storage.models import Action
+
+
+def concerned(action: Action) -> list[str]:
+    """The people paged so far (owner, secondary once escalated, leadership users) and the decider;
+    admins are left out: their Home would refresh on every action."""
+    frozen = action.frozen or {}
+    admins = set(frozen.get("admins") or [])
+    people = [p for p in paged_people(frozen, action.level or "owner") if p not in admins]
+    if action.decided_by and action.accountability == "explicit":
+        people.append(action.decided_by)
+    return [p for p in dict.fromkeys(people) if p and (p[:1] in ("U", "W") or "@" in p)]
+
+
+def refresh_homes(session: AsyncSession, action: Action) -> None:
+    """A Kind.HOME message per person; `channel` holds the person (an email is resolved when sent)."""
+    for person in concerned(action):
+        send(session, Kind.HOME, channel=person, action_id=action.id, purpose="home")
