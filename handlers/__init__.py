@@ -10,6 +10,7 @@ from slack_bolt.app.async_app import AsyncApp
 from bot.services import Services
 from handlers import storm  # noqa: F401  (registers the storm parent card renderer)
 from handlers import cards  # noqa: F401  (registers the card renderers)
+from handlers import digest_blocks  # noqa: F401  (registers the digest and App Home renderers)
 from handlers.render import render
 
 __all__ = ["register", "render"]
@@ -17,7 +18,10 @@ __all__ = ["register", "render"]
 
 def register(app: AsyncApp, svc: Services) -> None:
     """Register every listener on the one bolt app."""
-    from handlers import actions, views
+    from handlers import actions, commands, home, views
 
     actions.register(app, svc)
     views.register(app, svc)
+    commands.register(app, svc)
+    home.register(app, svc)
+    digest_blocks.register(app, svc)
