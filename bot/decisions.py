@@ -13,6 +13,7 @@ from typing import Literal
 from bot.callbacks import queue_callback
 from bot.directory import resolve_all
 from bot.escalation import paged_people
+from bot.home_refresh import refresh_homes
 from bot.messages import update_cards
 from bot.services import Services
 from storage import actions as repo
@@ -67,6 +68,9 @@ async def respond(
         action = await repo.get(session, action_id)
         if action is None:
             return Result(False, None, "not_found", f"There is no action {action_id}.")
+        # may_respond may resolve an email in a session of its own: on SQLite every transaction
+        # holds the writer lock, so end this read first or the two wait on each other (30 s, then fail).
+        await session.commit()
         refusal, message = None, ""
         if not await may_respond(svc, action, user_id):
             refusal = "not_authorized"
@@ -108,6 +112,7 @@ async def respond(
         if refusal is None:
             await session.refresh(action)
             update_cards(session, action_id)
+            refresh_homes(session, action)  # the decider's and the paged people's App Homes
             await queue_callback(session, action)
         await session.commit()
     for listener in svc.extras.get("decision_listeners", []) if refusal is None else []:
