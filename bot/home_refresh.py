@@ -6,9 +6,11 @@ a timeout). The relay renders the Home at send time (handlers.home), so it shows
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.escalation import paged_people
+from bot.escalation import DueStep, paged_people
 from bot.messages import Kind, send
 from storage.models import Action
 
@@ -28,3 +30,9 @@ def refresh_homes(session: AsyncSession, action: Action) -> None:
     """A Kind.HOME message per person; `channel` holds the person (an email is resolved when sent)."""
     for person in concerned(action):
         send(session, Kind.HOME, channel=person, action_id=action.id, purpose="home")
+
+
+def refresh_after_steps(session: AsyncSession, action: Action, fired: Sequence[DueStep]) -> None:
+    """After escalation steps fired: a page or a timeout changes someone's Home; a reminder does not."""
+    if any(step.kind != "remind" for step in fired):
+        refresh_homes(session, action)

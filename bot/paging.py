@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.callbacks import queue_callback
 from bot.escalation import Chain, DueStep, failed_key, plan
+from bot.home_refresh import refresh_after_steps
 from bot.messages import Kind, send, update_cards
 from storage import actions as repo
 from storage import ledger
@@ -82,6 +83,7 @@ async def advance(
         action.next_at = None
     action.updated_at = now
     session.add(action)
+    refresh_after_steps(session, action, done)  # App Homes of the people paged or defaulted
     return done
 
 
