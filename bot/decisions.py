@@ -14,7 +14,6 @@ from bot.callbacks import queue_callback
 from bot.directory import resolve_all
 from bot.escalation import paged_people
 from bot.home_refresh import refresh_homes
-from bot.home_refresh import refresh_homes
 from bot.messages import update_cards
 from bot.services import Services
 from storage import actions as repo
@@ -113,7 +112,6 @@ async def respond(
         if refusal is None:
             await session.refresh(action)
             update_cards(session, action_id)
-            refresh_homes(session, action)  # the decider's and the paged people's App Homes
             refresh_homes(session, action)  # the decider's and the paged people's App Homes
             await queue_callback(session, action)
         await session.commit()
