@@ -172,7 +172,13 @@ def retry_after(resp: Any) -> float:
         return 1.0
 
 
+def slack_error(resp: Any) -> str:
+    """Slack's `error` code from an answer (which may not even be JSON during an outage)."""
+    data = getattr(resp, "data", None)
+    return str(data.get("error") or "unknown") if isinstance(data, dict) else "no answer"
+
+
 def describe_error(exc: BaseException) -> str:
     if isinstance(exc, SlackApiError) and exc.response is not None:
-        return f"HTTP {exc.response.status_code}: {exc.response.get('error') or 'no answer'}"
+        return f"HTTP {exc.response.status_code}: {slack_error(exc.response)}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

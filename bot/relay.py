@@ -40,6 +40,7 @@ from bot.pacing import (
     describe_error,
     refresh_backlog_metrics,
     retry_after,
+    slack_error,
 )
 from bot.paging import fail_level
 from bot.services import Services
@@ -184,7 +185,7 @@ class Relay:
             return
         except SlackApiError as exc:
             resp = exc.response
-            error = (resp.get("error") if resp is not None else None) or "unknown"
+            error = slack_error(resp)
             status = resp.status_code if resp is not None else None
             if status == 429:
                 retry = retry_after(resp)
@@ -209,6 +210,10 @@ class Relay:
             status = exc.status if isinstance(exc, aiohttp.ClientResponseError) else None
             await self._retry(msg, describe_error(exc), status_code=status)
             return
+        except Exception as exc:  # a bug must not wedge the row: record it and retry with backoff
+            log.exception("delivery %s (%s) raised", msg.id, msg.method)
+            await self._retry(msg, describe_error(exc))
+            return
         if msg.target == "slack":
             await self._slack_ok()
         await self._done(msg, result, code, route)
@@ -219,9 +224,9 @@ class Relay:
                     route: storms.Route | None) -> None:
         """Mark the row done right after the send: the shorter this gap, the rarer a duplicate."""
         assert msg.id is not None
-        kind = msg.payload.get("kind")
+        kind, now = msg.payload.get("kind"), self.svc.clock()
         async with self.svc.db.session() as session:
-            await outbox.record_attempt(session, msg.id, ok=True, status_code=code, result=result)
+            await outbox.record_attempt(session, msg.id, ok=True, status_code=code, result=result, at=now)
             if msg.target == "slack" and kind == Kind.CARD and result.get("ts"):
                 await repo.remember_message(session, msg.action_id or 0, msg.purpose or "card",
                                             result["channel"], result["ts"])
@@ -229,7 +234,7 @@ class Relay:
                 await storms.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
                                            result.get("ts"))
             if route is not None and route.storm_id is not None and result.get("ts"):
-                await storms.child_posted(session, route.storm_id, self.svc.clock())
+                await storms.child_posted(session, route.storm_id, now)
             if msg.target == "callback":
                 await ledger.append(session, "callback.delivered",
                                     {"url": msg.payload["url"], "status": code}, action_id=msg.action_id)
@@ -250,7 +255,7 @@ class Relay:
             metrics.outbox_errors.labels(msg.target, error.split(":")[0][:40], "false").inc()
         async with self.svc.db.session() as session:
             await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
-                                        retry_at=now + timedelta(seconds=wait), give_up=give_up)
+                                        retry_at=now + timedelta(seconds=wait), give_up=give_up, at=now)
             await session.commit()
 
     async def _failed(self, msg: OutboxMessage, error: str, *, status_code: int | None = None) -> None:
@@ -263,7 +268,7 @@ class Relay:
         now = self.svc.clock()
         async with self.svc.db.session() as session:
             await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
-                                        give_up=True)
+                                        give_up=True, at=now)
             level = msg.payload.get("level")
             if msg.payload.get("kind") == Kind.CARD and level and msg.action_id:
                 action = await repo.get(session, msg.action_id)

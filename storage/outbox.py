@@ -137,13 +137,16 @@ async def record_attempt(
     result: dict[str, Any] | None = None,
     retry_at: datetime | None = None,
     give_up: bool = False,
+    at: datetime | None = None,
 ) -> None:
-    """Store one delivery attempt and move the row to done, back to pending, or failed."""
+    """Store one delivery attempt (`at`: when its answer came) and move the row to done, back to
+    pending, or failed."""
     msg = await session.get(OutboxMessage, msg_id)
     assert msg is not None
     msg.attempts += 1
     session.add(
-        DeliveryAttempt(outbox_id=msg_id, attempt=msg.attempts, ok=ok, status_code=status_code, error=error)
+        DeliveryAttempt(outbox_id=msg_id, attempt=msg.attempts, ok=ok, status_code=status_code, error=error,
+                        at=at or utcnow())
     )
     msg.claimed_until = None
     if ok:
