@@ -125,6 +125,7 @@ def test_request_urls_point_at_the_slack_endpoint(manifest: dict[str, Any]) -> N
 def test_scopes_cover_what_the_bot_calls(manifest: dict[str, Any]) -> None:
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     # chat.postMessage/update/postEphemeral, DMs, the slash command, users.lookupByEmail and users.info
-    assert {"chat:write", "chat:write.public", "im:write", "commands", "users:read", "users:read.email"} <= scopes
+    needed = {"chat:write", "chat:write.public", "im:write", "commands", "users:read", "users:read.email"}
+    assert needed <= scopes
     assert manifest["settings"]["socket_mode_enabled"] is False  # HTTP mode by default; the switch is here
     assert manifest["display_information"]["name"]

@@ -108,9 +108,9 @@ async def test_owner_slack_cannot_find_is_a_clear_error_and_escalation_takes_ove
     assert set(buttons(dana_card)) == {"Approve", "Override"}
 
     async with running.svc.db.session() as session:
-        rows = (await session.execute(select(OutboxMessage).where(
-            col(OutboxMessage.action_id) == body["id"], col(OutboxMessage.purpose) == "card:dm:owner"))).scalars()
-        failed = list(rows)
+        query = select(OutboxMessage).where(col(OutboxMessage.action_id) == body["id"],
+                                            col(OutboxMessage.purpose) == "card:dm:owner")
+        failed = list((await session.execute(query)).scalars())
     assert len(failed) == 1 and failed[0].status == "failed"
     assert failed[0].last_error and "ghost@example.com" in failed[0].last_error
     assert "users_not_found" in failed[0].last_error
