@@ -18,7 +18,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
-from bot import api
+from bot import api, audit
 from bot.clock import Clock, system_clock
 from bot.config import Settings, SettingsError
 from bot.metrics import Metrics
@@ -84,6 +84,7 @@ def create_app(
     relay = Relay(svc, handlers.render)
     sweeper = Sweeper(svc)
     svc.extras["relay"], svc.extras["sweeper"] = relay, sweeper
+    svc.extras.setdefault("on_startup", []).append(partial(audit.record_policy_loaded, svc))  # policy hash
     svc.extras["metrics_refresh"] = partial(refresh_metrics, svc)
     svc.extras.setdefault("metrics_refreshers", []).append(relay.refresh_metrics)  # outbox backlog and age
     svc.extras.setdefault("health_probes", {})["deliveries"] = relay.health  # Slack failing / backlog old
