@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Mode = Literal["autonomous", "acknowledge", "approve", "forbidden"]
 Level = Literal["owner", "secondary", "leadership"]
@@ -118,23 +118,18 @@ class Policy(_Strict):
     rules: list[Rule] = []
     storm_per_minute: int = Field(default=10, ge=1)
 
-    @model_validator(mode="after")
-    def _known_tiers(self) -> Policy:
+    def unknown_tiers(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Tier names used but not declared, with where (checked after parsing, to keep each location)."""
+        found: list[tuple[tuple[str | int, ...], str]] = []
         for name, service in self.services.items():
             if service.tier is not None and service.tier not in self.tiers:
-                raise _LocatedError(("services", name, "tier"), f"unknown tier {service.tier!r}")
+                found.append((("services", name, "tier"), f"unknown tier {service.tier!r}"))
         for i, rule in enumerate(self.rules):
             tiers = rule.match.tier if rule.match else None
             for tier in [tiers] if isinstance(tiers, str) else tiers or []:
                 if tier not in self.tiers:
-                    raise _LocatedError(("rules", i, "match", "tier"), f"unknown tier {tier!r}")
-        return self
-
-
-class _LocatedError(ValueError):
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
+                    found.append((("rules", i, "match", "tier"), f"unknown tier {tier!r}"))
+        return found
 
 
 class PolicyError(ValueError):
@@ -181,9 +176,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     if not isinstance(data, dict):
         raise PolicyError([f"{source}:1: the policy must be a mapping with `services` and `rules`"])
     try:
-        return Policy.model_validate(data)
-    except _LocatedError as exc:
-        raise PolicyError([f"{source}:{_line_of(node, exc.loc)}: {_loc_text(exc.loc)}: {exc}"]) from exc
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -195,6 +188,11 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
                 msg = f"missing required key {loc[-1]!r}"
             problems.append(f"{source}:{_line_of(node, loc)}: {_loc_text(loc)}: {msg}")
         raise PolicyError(problems) from exc
+    unknown = policy.unknown_tiers()
+    if unknown:
+        raise PolicyError([f"{source}:{_line_of(node, loc)}: {_loc_text(loc)}: {msg}"
+                           for loc, msg in unknown])
+    return policy
 
 
 def load_policy(path: str | Path) -> Policy:
