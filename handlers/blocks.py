@@ -294,6 +294,14 @@ def fyi(action: Action, agent: str, *, people: Mapping[str, str] | None = None) 
     return action_card(action, agent, people=people)
 
 
+def rule_text(rule: Mapping[str, Any]) -> str:
+    """A policy rule as a person reads it: `action_type drop_database, delete_data → forbidden`."""
+    match = rule.get("match") or {}
+    parts = [f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in match.items() if v]
+    name = f"{rule['name']}: " if rule.get("name") else ""
+    return escape(f"{name}{'; '.join(parts) or 'default'} → {rule.get('mode', '?')}")
+
+
 def forbidden(refused: Mapping[str, Any]) -> Message:
     """An action the policy refused at ingest (it was never stored as an action)."""
     rule = refused.get("rule") or {}
@@ -301,7 +309,7 @@ def forbidden(refused: Mapping[str, Any]) -> Message:
         f"*{escape(refused.get('agent'))}* tried `{escape(refused.get('action_type'))}` on "
         f"*{escape(refused.get('service'))}* ({escape(refused.get('environment'))}, "
         f"{escape(refused.get('kind'))}). The policy forbids it"
-        + (f" (rule `{escape(rule)}`)." if rule else ".")
+        + (f" (rule: {rule_text(rule)})." if rule else ".")
     )
     blocks: list[Block] = [
         HeaderBlock(

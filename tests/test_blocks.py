@@ -245,13 +245,14 @@ def test_forbidden_report() -> None:
                 "kind": "proposed",
                 "summary": "Drop the orders db",
                 "rationale": "disk full",
-                "rule": {"action_type": ["drop_database"]},
+                "rule": {"match": {"action_type": ["drop_database"]}, "mode": "forbidden"},
             }
         )
     )
     text = dump(msg)
     assert "Refused by policy" in msg["text"] and "cleanup-bot" in msg["text"]
     assert "`drop_database`" in text and "answered 403" in text
+    assert "(rule: action_type drop_database → forbidden)" in text
 
 
 def test_reminder_notice_and_refusal() -> None:
