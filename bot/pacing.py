@@ -1,10 +1,11 @@
 """Pacing Slack calls so Countersign never earns a 429, and a breaker so it never hammers a dead Slack.
 
-`Pacer` is a per-key schedule (the generic cell rate algorithm, i.e. a token bucket expressed as
-a "theoretical arrival time"): `chat.postMessage` is paced per channel at Slack's documented rate
-(about one message per second per channel, short bursts allowed). A message that may not go yet
-gets a *reserved slot*; the relay defers the outbox row to that time, so nobody sleeps on one
-message while others wait, and a backlog of a thousand rows costs one write each, not one per tick.
+`Pacer` paces `chat.postMessage` per channel at Slack's documented rate (about one message per
+second per channel, short bursts allowed) with the generic cell rate algorithm (a token bucket
+kept as one "theoretical arrival time" per channel), counted on actual sends so a late relay
+never bursts. A message that may not go yet is given a time of its own behind the channel's other
+waiting messages; the relay defers the outbox row to it, so nobody sleeps on one message while
+others wait, and a backlog of a thousand rows costs about one write each, not one per tick.
 
 `Breaker` notices that Slack itself is failing (5xx, timeouts, refused connections): while open,
 the relay stops sending Slack rows altogether and probes Slack with `api.test` at a capped
@@ -40,48 +41,35 @@ class Pacer:
         self.interval = 1.0 / rate
         self.tolerance = (burst - 1) * self.interval
         self.clock = clock
-        self._tat: dict[str, float] = {}  # key -> theoretical arrival time of the next message
-        self._blocked_until: dict[str, float] = {}  # key -> Retry-After end
-        self._slots: dict[int, tuple[str, float]] = {}  # message id -> (key, reserved slot)
+        self._sent_tat: dict[str, float] = {}  # key -> theoretical arrival time of the next *send*
+        self._queue_tail: dict[str, float] = {}  # key -> the latest time a waiting message was given
 
-    def reserve(self, key: str, msg_id: int) -> float:
-        """Seconds until message `msg_id` may be sent on `key` (0: now). Takes a slot either way."""
+    def acquire(self, key: str) -> float:
+        """0.0: send now (the send is counted). Otherwise the seconds after which to come back: a
+        time of its own, one interval after the previous waiting message, so a backlog returns
+        at the pace it can be sent (one row write per message, no polling)."""
         now = self.clock()
-        held = self._slots.get(msg_id)
-        if held is not None:
-            held_key, slot = held
-            if held_key == key and slot >= self._blocked_until.get(key, 0.0):
-                if slot <= now + 0.05:
-                    del self._slots[msg_id]
-                    return 0.0
-                return slot - now  # woke early: keep the slot
-            del self._slots[msg_id]  # the slot fell inside a Retry-After window: take a new one
-        tat = max(self._tat.get(key, now), now, self._blocked_until.get(key, 0.0) + self.tolerance)
+        tat = max(self._sent_tat.get(key, now), now)
         allowed_at = tat - self.tolerance
-        self._tat[key] = tat + self.interval
-        if allowed_at <= now:
+        if allowed_at <= now + 1e-6:
+            self._sent_tat[key] = tat + self.interval
             return 0.0
-        self._slots[msg_id] = (key, allowed_at)
-        return allowed_at - now
-
-    def release(self, msg_id: int) -> None:
-        """Forget a message's slot (it was not sent for another reason)."""
-        self._slots.pop(msg_id, None)
+        slot = max(self._queue_tail.get(key, 0.0) + self.interval, allowed_at)
+        self._queue_tail[key] = slot
+        return slot - now
 
     def block(self, key: str, seconds: float) -> None:
         """Slack answered 429 with Retry-After: nothing goes on `key` before it has passed."""
         until = self.clock() + seconds
-        self._blocked_until[key] = max(self._blocked_until.get(key, 0.0), until)
-        self._tat[key] = max(self._tat.get(key, 0.0), until + self.tolerance)
+        self._sent_tat[key] = max(self._sent_tat.get(key, 0.0), until + self.tolerance)
 
     def prune(self, older_than: float = 600.0) -> None:
         """Drop state for keys idle for a while (bounded memory over months of channels)."""
         cutoff = self.clock() - older_than
-        for key in [k for k, tat in self._tat.items() if tat < cutoff]:
-            del self._tat[key]
-            self._blocked_until.pop(key, None)
-        for msg_id in [m for m, (_, slot) in self._slots.items() if slot < cutoff]:
-            del self._slots[msg_id]
+        for key in [k for k, tat in self._sent_tat.items() if tat < cutoff]:
+            del self._sent_tat[key]
+            if self._queue_tail.get(key, 0.0) < cutoff:
+                self._queue_tail.pop(key, None)
 
 
 @dataclass

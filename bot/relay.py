@@ -134,7 +134,7 @@ class Relay:
                 return False
             if route.thread_ts:
                 self._routes[row.id] = route
-        delay = self.pacer.reserve(row.channel_key or channel or "-", row.id)
+        delay = self.pacer.acquire(row.channel_key or channel or "-")
         if delay > 0:
             self._routes.pop(row.id, None)
             outbox.defer(session, row, now + timedelta(seconds=delay))

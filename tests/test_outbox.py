@@ -19,7 +19,7 @@ from aiohttp import web
 from sqlmodel import col, select
 
 from bot import callbacks
-from bot.fakeslack import Call, Fault, FakeSlack
+from bot.fakeslack import Call, FakeSlack, Fault
 from storage.models import DeliveryAttempt, EscalationStep, LedgerEntry, OutboxMessage
 from tests.conftest import Running, proposal
 
@@ -37,8 +37,13 @@ async def until(check: Callable[[], Awaitable[Any]], within: float = 20.0) -> An
 
 def restart(tag: str, **over: Any) -> dict[str, Any]:
     """An executed restart on `search` (acknowledge mode, owner only): one DM and one channel card."""
-    body = {"kind": "executed", "service": "search", "action_type": "restart",
-            "summary": f"Restarted search worker {tag}", "rationale": "worker stuck on a GC pause"}
+    body = {
+        "kind": "executed",
+        "service": "search",
+        "action_type": "restart",
+        "summary": f"Restarted search worker {tag}",
+        "rationale": "worker stuck on a GC pause",
+    }
     body.update(over)
     return body
 
@@ -55,7 +60,9 @@ async def rows(running: Running, **where: Any) -> list[OutboxMessage]:
         return list((await session.execute(stmt)).scalars())
 
 
-async def attempts(running: Running, outbox_id: int | None = None, ok: bool | None = None) -> list[DeliveryAttempt]:
+async def attempts(
+    running: Running, outbox_id: int | None = None, ok: bool | None = None
+) -> list[DeliveryAttempt]:
     async with running.svc.db.session() as session:
         stmt = select(DeliveryAttempt).order_by(col(DeliveryAttempt.id))
         if outbox_id is not None:
@@ -82,11 +89,17 @@ async def metric(running: Running, name: str) -> float:
 
 
 async def acknowledge(running: Running, action_id: int, user: str = "U0SEARCH") -> None:
-    resp = await running.interact({
-        "type": "block_actions", "user": {"id": user, "name": user.lower()}, "team": {"id": "T1"},
-        "actions": [{"action_id": "acknowledge", "value": str(action_id), "type": "button", "block_id": "b"}],
-        "trigger_id": "t1",
-    })
+    resp = await running.interact(
+        {
+            "type": "block_actions",
+            "user": {"id": user, "name": user.lower()},
+            "team": {"id": "T1"},
+            "actions": [
+                {"action_id": "acknowledge", "value": str(action_id), "type": "button", "block_id": "b"}
+            ],
+            "trigger_id": "t1",
+        }
+    )
     assert resp.status == 200
 
 
@@ -94,7 +107,9 @@ def has_buttons(message: dict[str, Any]) -> bool:
     return any(b.get("type") == "actions" for b in message.get("blocks") or [])
 
 
-async def test_outage_burst_then_recovery_delivers_everything_once(running: Running, fake_slack: FakeSlack) -> None:
+async def test_outage_burst_then_recovery_delivers_everything_once(
+    running: Running, fake_slack: FakeSlack
+) -> None:
     fake_slack.add_user("U0SEARCH", "search@example.com", "Sol Search")
     fake_slack.down = True
     tags = [f"tok{i:02d}x" for i in range(6)]
@@ -148,7 +163,9 @@ async def _degraded(running: Running) -> dict[str, Any] | None:
     return report if report["status"] == "degraded" else None
 
 
-async def test_429_retry_after_is_honoured_and_other_channels_go_on(running: Running, fake_slack: FakeSlack) -> None:
+async def test_429_retry_after_is_honoured_and_other_channels_go_on(
+    running: Running, fake_slack: FakeSlack
+) -> None:
     fake_slack.inject(Fault(method="chat.postMessage", channel="C0SEARCH", status=429, retry_after=2))
     status, body = await running.submit(restart("tok429"))
     assert status == 201
@@ -164,38 +181,64 @@ async def test_429_retry_after_is_honoured_and_other_channels_go_on(running: Run
     assert await metric(running, "countersign_slack_rate_limited_total") == 1
 
 
-async def test_permanent_error_fails_the_page_and_escalates_at_once(running: Running, fake_slack: FakeSlack) -> None:
-    fake_slack.inject(Fault(method="chat.postMessage", channel="U0OWNER", error="channel_not_found", times=None))
+async def test_permanent_error_fails_the_page_and_escalates_at_once(
+    running: Running, fake_slack: FakeSlack
+) -> None:
+    fake_slack.inject(
+        Fault(method="chat.postMessage", channel="U0OWNER", error="channel_not_found", times=None)
+    )
     status, body = await running.submit(proposal())
     assert status == 201
     action_id = body["id"]
 
     async def failed_page() -> list[OutboxMessage]:
-        return [r for r in await rows(running, action_id=action_id, purpose="card:dm:owner") if r.status == "failed"]
+        return [
+            r
+            for r in await rows(running, action_id=action_id, purpose="card:dm:owner")
+            if r.status == "failed"
+        ]
 
     [page] = await until(failed_page)
     # Fail closed: the secondary is paged now, not at its 2 s step.
     await fake_slack.wait_for(lambda: fake_slack.posts("U0DANA"))
     async with running.svc.db.session() as session:
-        steps = {s.step: s for s in (await session.execute(
-            select(EscalationStep).where(EscalationStep.action_id == action_id))).scalars()}
-        failures = list((await session.execute(select(LedgerEntry).where(
-            LedgerEntry.action_id == action_id, LedgerEntry.event == "page.failed"))).scalars())
+        steps = {
+            s.step: s
+            for s in (
+                await session.execute(select(EscalationStep).where(EscalationStep.action_id == action_id))
+            ).scalars()
+        }
+        failures = list(
+            (
+                await session.execute(
+                    select(LedgerEntry).where(
+                        LedgerEntry.action_id == action_id, LedgerEntry.event == "page.failed"
+                    )
+                )
+            ).scalars()
+        )
     assert (steps["page:secondary"].fired_at - steps["page:owner"].fired_at).total_seconds() < 1.5
     assert failures and failures[0].data["reason"] == "channel_not_found"
     await asyncio.sleep(1.0)
     [only] = await attempts(running, page.id)  # recorded once, never retried
     assert (only.ok, only.error) == (False, "channel_not_found")
-    assert await metric(running, 'countersign_outbox_errors_total{error="channel_not_found",permanent="true"') >= 1
+    assert (
+        await metric(running, 'countersign_outbox_errors_total{error="channel_not_found",permanent="true"')
+        >= 1
+    )
 
 
-async def test_callback_endpoint_down_then_up_is_delivered_once(running: Running, fake_slack: FakeSlack) -> None:
+async def test_callback_endpoint_down_then_up_is_delivered_once(
+    running: Running, fake_slack: FakeSlack
+) -> None:
     fake_slack.add_user("U0SEARCH", "search@example.com", "Sol Search")
     token, secret = await running.add_agent("caller")
     with socket.socket() as sock:  # a port nobody listens on yet: connections are refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    status, body = await running.submit(restart("tokcb", callback_url=f"http://127.0.0.1:{port}/hook"), token=token)
+    status, body = await running.submit(
+        restart("tokcb", callback_url=f"http://127.0.0.1:{port}/hook"), token=token
+    )
     assert status == 201
     await acknowledge(running, body["id"])
 
@@ -223,14 +266,21 @@ async def test_callback_endpoint_down_then_up_is_delivered_once(running: Running
     [row] = await rows(running, target="callback")
     log = await attempts(running, row.id)
     assert [a.ok for a in log] == [False] * (len(log) - 1) + [True]
-    assert any(a.status_code == 500 for a in log) and any(a.status_code is None for a in log)  # 500 and refused
+    assert any(a.status_code == 500 for a in log) and any(
+        a.status_code is None for a in log
+    )  # 500 and refused
     assert [a for a, _, _ in received].count(200) == 1
     _, raw, headers = received[-1]
-    assert callbacks.verify(secret, raw, headers["X-Countersign-Timestamp"], headers["X-Countersign-Signature"])
+    assert callbacks.verify(
+        secret, raw, headers["X-Countersign-Timestamp"], headers["X-Countersign-Signature"]
+    )
     assert json.loads(raw)["status"] == "acknowledged"
     async with running.svc.db.session() as session:
-        delivered = list((await session.execute(select(LedgerEntry).where(
-            LedgerEntry.event == "callback.delivered"))).scalars())
+        delivered = list(
+            (
+                await session.execute(select(LedgerEntry).where(LedgerEntry.event == "callback.delivered"))
+            ).scalars()
+        )
     assert len(delivered) == 1
 
 
@@ -241,12 +291,14 @@ async def _callback_done(running: Running) -> bool:
 def cli(database_url: str, *args: str, cwd: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "COUNTERSIGN_"))}
     env["DATABASE_URL"] = database_url
-    return subprocess.run(["countersign", "deliveries", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=60)
+    return subprocess.run(
+        ["countersign", "deliveries", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60
+    )
 
 
-async def test_deliveries_cli_lists_and_retries_failed(running: Running, fake_slack: FakeSlack,
-                                                       database_url: str, tmp_path: Any) -> None:
+async def test_deliveries_cli_lists_and_retries_failed(
+    running: Running, fake_slack: FakeSlack, database_url: str, tmp_path: Any
+) -> None:
     fake_slack.inject(Fault(method="chat.postMessage", channel="C0SEARCH", error="not_in_channel"))
     status, body = await running.submit(restart("tokcli"))
     assert status == 201
