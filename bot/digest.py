@@ -105,7 +105,8 @@ def install(svc: Services) -> None:
     async def start() -> None:
         scheduler = AsyncIOScheduler(timezone=ZoneInfo(svc.settings.digest_timezone))
         # coalesce + misfire grace: a replica that was briefly down still sends today's digest.
-        scheduler.add_job(run_digest, CronTrigger(hour=hour, minute=minute), args=[svc], id=JOB,
+        trigger = CronTrigger(hour=hour, minute=minute, timezone=ZoneInfo(svc.settings.digest_timezone))
+        scheduler.add_job(run_digest, trigger, args=[svc], id=JOB,
                           coalesce=True, misfire_grace_time=3600, max_instances=1)
         scheduler.start()
         holder["scheduler"] = scheduler

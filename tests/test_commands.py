@@ -22,8 +22,12 @@ from tests.conftest import test_policy as make_policy
 from tests.policies import FAST
 
 # FAST with minute-scale escalation: the seeded clock moves by minutes without paging anyone else.
-SLOW = (FAST.replace("after: 2s", "after: 20m").replace("after: 4s", "after: 40m")
-        .replace("remind_every: 1s", "remind_every: 10m").replace("timeout: 6s", "timeout: 1h"))
+SLOW = (
+    FAST.replace("after: 2s", "after: 20m")
+    .replace("after: 4s", "after: 40m")
+    .replace("remind_every: 1s", "remind_every: 10m")
+    .replace("timeout: 6s", "timeout: 1h")
+)
 
 _keys = itertools.count(1)
 
@@ -43,10 +47,18 @@ async def slash(running: Running, fake_slack: FakeSlack, text: str, user: str = 
     """Send `/ai-actions text` as Slack would; return what the app posted to the response_url."""
     key = f"cmd{next(_keys)}"
     started = time.monotonic()
-    resp = await running.slack({
-        "command": "/ai-actions", "text": text, "user_id": user, "user_name": user.lower(), "team_id": "T1",
-        "channel_id": "C0CHECKOUT", "response_url": fake_slack.response_url(key), "trigger_id": "trig",
-    })
+    resp = await running.slack(
+        {
+            "command": "/ai-actions",
+            "text": text,
+            "user_id": user,
+            "user_name": user.lower(),
+            "team_id": "T1",
+            "channel_id": "C0CHECKOUT",
+            "response_url": fake_slack.response_url(key),
+            "trigger_id": "trig",
+        }
+    )
     assert resp.status == 200
     assert time.monotonic() - started < 3.0, "not acknowledged within Slack's 3 s"
     calls = await fake_slack.wait_for(lambda: fake_slack.calls_to(f"response_url:{key}"))
@@ -62,7 +74,12 @@ def dump(answer: dict[str, Any]) -> str:
 
 
 def buttons(answer: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(e["action_id"], e["value"]) for b in answer["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    return [
+        (e["action_id"], e["value"])
+        for b in answer["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
 
 
 async def seed(running: Running, clock: FakeClock) -> dict[str, int]:
@@ -78,20 +95,47 @@ async def seed(running: Running, clock: FakeClock) -> dict[str, int]:
 
     await submit("approved", proposal(summary="Scale checkout-api to 8 pods"))
     await submit("overridden", proposal(summary="Flush the checkout cache", action_type="flush_cache"))
-    await submit("executed", proposal(kind="executed", service="search", action_type="restart",
-                                      summary="Restarted search-indexer", rationale="OOM loop"))
-    await submit("autonomous", proposal(service="batch", action_type="scale_up", summary="Added 2 batch workers"))
-    await submit("pending", proposal(summary="Raise checkout-api connection pool to 200",
-                                     rationale="p99 latency from pool waits"))
+    await submit(
+        "executed",
+        proposal(
+            kind="executed",
+            service="search",
+            action_type="restart",
+            summary="Restarted search-indexer",
+            rationale="OOM loop",
+        ),
+    )
+    await submit(
+        "autonomous", proposal(service="batch", action_type="scale_up", summary="Added 2 batch workers")
+    )
+    await submit(
+        "pending",
+        proposal(
+            summary="Raise checkout-api connection pool to 200", rationale="p99 latency from pool waits"
+        ),
+    )
     svc = running.svc
     clock.advance(60)
-    assert (await respond(svc, ids["approved"], user_id="U0OWNER", user_name="olive", response="approve",
-                          via="button")).accepted
+    assert (
+        await respond(
+            svc, ids["approved"], user_id="U0OWNER", user_name="olive", response="approve", via="button"
+        )
+    ).accepted
     clock.advance(120)
-    assert (await respond(svc, ids["overridden"], user_id="U0OWNER", user_name="olive", response="override",
-                          via="button", reason="cache flush during peak would hurt")).accepted
-    refused = await respond(svc, ids["pending"], user_id="U0STRANGER", user_name="sam", response="approve",
-                            via="button")
+    assert (
+        await respond(
+            svc,
+            ids["overridden"],
+            user_id="U0OWNER",
+            user_name="olive",
+            response="override",
+            via="button",
+            reason="cache flush during peak would hurt",
+        )
+    ).accepted
+    refused = await respond(
+        svc, ids["pending"], user_id="U0STRANGER", user_name="sam", response="approve", via="button"
+    )
     assert refused.refusal == "not_authorized"
     return ids
 
@@ -109,15 +153,21 @@ async def test_recent_pending_and_mine(running: Running, fake_slack: FakeSlack, 
     recent = await slash(running, fake_slack, "recent 3")
     text = dump(recent)
     shown = [b["text"]["text"] for b in recent["blocks"] if b["type"] == "section"]
-    assert [f"*#{i}*" in s for s, i in zip(shown, (ids["pending"], ids["autonomous"], ids["executed"]),
-                                            strict=True)] == [True, True, True]
+    assert [
+        f"*#{i}*" in s
+        for s, i in zip(shown, (ids["pending"], ids["autonomous"], ids["executed"]), strict=True)
+    ] == [True, True, True]
     assert f"*#{ids['overridden']}*" not in text
     assert "<!date^" in text  # each reader sees their own time zone
 
     pending = await slash(running, fake_slack, "pending")
     assert "Pending: 2 waiting" in dump(pending)
-    assert set(buttons(pending)) == {("approve", str(ids["pending"])), ("override", str(ids["pending"])),
-                                     ("acknowledge", str(ids["executed"])), ("override", str(ids["executed"]))}
+    assert set(buttons(pending)) == {
+        ("approve", str(ids["pending"])),
+        ("override", str(ids["pending"])),
+        ("acknowledge", str(ids["executed"])),
+        ("override", str(ids["executed"])),
+    }
 
     mine = await slash(running, fake_slack, "mine", user="U0OWNER")
     assert buttons(mine) == [("approve", str(ids["pending"])), ("override", str(ids["pending"]))]
@@ -125,7 +175,10 @@ async def test_recent_pending_and_mine(running: Running, fake_slack: FakeSlack, 
     assert f"*#{ids['approved']}*" in decided and f"*#{ids['overridden']}*" in decided
     assert "cache flush during peak would hurt" in decided
     search_owner = await slash(running, fake_slack, "mine", user="U0SEARCH")
-    assert buttons(search_owner) == [("acknowledge", str(ids["executed"])), ("override", str(ids["executed"]))]
+    assert buttons(search_owner) == [
+        ("acknowledge", str(ids["executed"])),
+        ("override", str(ids["executed"])),
+    ]
     stranger = await slash(running, fake_slack, "mine", user="U0STRANGER")
     assert buttons(stranger) == [] and "Nothing waits on you" in dump(stranger)
 
@@ -135,11 +188,17 @@ async def test_pending_buttons_decide(running: Running, fake_slack: FakeSlack, c
     pending = await slash(running, fake_slack, "pending")
     action_id, value = next(b for b in buttons(pending) if b[0] == "approve")
     block_id = next(b["block_id"] for b in pending["blocks"] if b["type"] == "actions")
-    resp = await running.interact({
-        "type": "block_actions", "user": {"id": "U0OWNER", "name": "olive"}, "team": {"id": "T1"},
-        "actions": [{"action_id": action_id, "value": value, "type": "button", "block_id": block_id}],
-        "response_url": fake_slack.response_url("click"), "trigger_id": "t1", "container": {"type": "message"},
-    })
+    resp = await running.interact(
+        {
+            "type": "block_actions",
+            "user": {"id": "U0OWNER", "name": "olive"},
+            "team": {"id": "T1"},
+            "actions": [{"action_id": action_id, "value": value, "type": "button", "block_id": block_id}],
+            "response_url": fake_slack.response_url("click"),
+            "trigger_id": "t1",
+            "container": {"type": "message"},
+        }
+    )
     assert resp.status == 200
     for _ in range(100):
         _, got = await running.get(f"/v1/actions/{ids['pending']}")

@@ -20,15 +20,28 @@ _events = itertools.count(1)
 
 async def open_home(running: Running, fake_slack: FakeSlack, user: str) -> dict[str, Any]:
     before = len(fake_slack.calls_to("views.publish", user_id=user))
-    resp = await running.slack({
-        "token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
-        "event_id": f"Ev{next(_events)}", "event_time": int(time.time()),
-        "event": {"type": "app_home_opened", "user": user, "channel": "D0", "tab": "home",
-                  "event_ts": f"{time.time():.6f}"},
-    }, form=False)
+    resp = await running.slack(
+        {
+            "token": "legacy",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": f"Ev{next(_events)}",
+            "event_time": int(time.time()),
+            "event": {
+                "type": "app_home_opened",
+                "user": user,
+                "channel": "D0",
+                "tab": "home",
+                "event_ts": f"{time.time():.6f}",
+            },
+        },
+        form=False,
+    )
     assert resp.status == 200
     calls = await fake_slack.wait_for(
-        lambda: fake_slack.calls_to("views.publish", user_id=user)[before:] or None)
+        lambda: fake_slack.calls_to("views.publish", user_id=user)[before:] or None
+    )
     view: dict[str, Any] = calls[-1].args["view"]
     assert view["type"] == "home"  # and the fake validated it with slack_sdk's View
     return view
@@ -39,16 +52,22 @@ def sections(view: dict[str, Any]) -> str:
 
 
 def buttons(view: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(e["action_id"], e["value"]) for b in view["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    return [
+        (e["action_id"], e["value"]) for b in view["blocks"] if b["type"] == "actions" for e in b["elements"]
+    ]
 
 
 async def test_home_shows_waiting_decisions_and_services(running: Running, fake_slack: FakeSlack) -> None:
     _, done = await running.submit(proposal(summary="Scale checkout-api to 8 pods"))
     _, waiting = await running.submit(proposal(summary="Raise the connection pool to 200"))
-    _, other = await running.submit(proposal(kind="executed", service="search", action_type="restart",
-                                             summary="Restarted search-indexer"))
-    assert (await respond(running.svc, done["id"], user_id="U0OWNER", user_name="olive", response="approve",
-                          via="button")).accepted
+    _, other = await running.submit(
+        proposal(kind="executed", service="search", action_type="restart", summary="Restarted search-indexer")
+    )
+    assert (
+        await respond(
+            running.svc, done["id"], user_id="U0OWNER", user_name="olive", response="approve", via="button"
+        )
+    ).accepted
 
     view = await open_home(running, fake_slack, "U0OWNER")
     text = sections(view)
@@ -58,7 +77,9 @@ async def test_home_shows_waiting_decisions_and_services(running: Running, fake_
     assert f"*#{other['id']}*" not in text  # search belongs to someone else
     assert buttons(view) == [("approve", str(waiting["id"])), ("override", str(waiting["id"]))]
     assert f"*#{done['id']}*" in decisions and "approved" in decisions
-    assert "*checkout-api*" in services and "*approve*" in services and "*forbidden* `drop_database`" in services
+    assert (
+        "*checkout-api*" in services and "*approve*" in services and "*forbidden* `drop_database`" in services
+    )
     assert "*search*" not in services
 
     stranger = await open_home(running, fake_slack, "U0STRANGER")
@@ -69,11 +90,18 @@ async def test_home_shows_waiting_decisions_and_services(running: Running, fake_
 
 
 async def test_messages_tab_is_ignored(running: Running, fake_slack: FakeSlack) -> None:
-    resp = await running.slack({
-        "token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback", "event_id": "EvM",
-        "event_time": int(time.time()),
-        "event": {"type": "app_home_opened", "user": "U0OWNER", "channel": "D0", "tab": "messages"},
-    }, form=False)
+    resp = await running.slack(
+        {
+            "token": "legacy",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": "EvM",
+            "event_time": int(time.time()),
+            "event": {"type": "app_home_opened", "user": "U0OWNER", "channel": "D0", "tab": "messages"},
+        },
+        form=False,
+    )
     assert resp.status == 200
     await open_home(running, fake_slack, "U0SEARCH")  # a later event is handled: the first one was skipped
     assert fake_slack.calls_to("views.publish", user_id="U0OWNER") == []
@@ -105,8 +133,11 @@ async def test_page_and_decision_refresh_the_home(running: Running, fake_slack: 
     paged = await fake_slack.wait_for(lambda: fake_slack.calls_to("views.publish", user_id="U0OWNER"))
     assert buttons(paged[-1].args["view"]) == [("approve", str(body["id"])), ("override", str(body["id"]))]
     count = len(fake_slack.calls_to("views.publish", user_id="U0OWNER"))
-    assert (await respond(running.svc, body["id"], user_id="U0OWNER", user_name="olive", response="approve",
-                          via="button")).accepted
+    assert (
+        await respond(
+            running.svc, body["id"], user_id="U0OWNER", user_name="olive", response="approve", via="button"
+        )
+    ).accepted
     after = await fake_slack.wait_for(lambda: fake_slack.calls_to("views.publish", user_id="U0OWNER")[count:])
     view = after[-1].args["view"]
     assert buttons(view) == [] and f"*#{body['id']}*" in sections(view).split("Your recent decisions")[1]
