@@ -183,6 +183,9 @@ async def verify(
                     out.entries, out.last_seq, out.last_hash = expected - 1, expected - 1, prev_hash
                     ahead = [_decode(r, at_iso) for r in await _rows_after(parts, part[index + 1:])]
                     out.problem = classify(_decode(row, at_iso), expected, prev_hash, prevprev_hash, ahead)
+                    if out.problem.seq < expected:  # the culprit is the entry before (rewritten or inserted)
+                        out.entries = out.last_seq = out.problem.seq - 1
+                        out.last_hash = prevprev_hash or GENESIS
                     return out
                 if anchors and seq in anchors and anchors[seq] != row_hash:
                     out.entries, out.last_seq, out.last_hash = expected - 1, expected - 1, prev_hash
@@ -196,6 +199,8 @@ async def verify(
             if progress is not None:
                 progress(len(part))
     out.problem = _check_end(out)
+    if out.problem is not None and out.problem.seq <= out.last_seq:
+        out.entries = out.last_seq = out.problem.seq - 1  # what verified is only what the head vouches for
     return out
 
 
