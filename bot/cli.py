@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from bot.config import Settings, SettingsError, load_settings
 from bot.policy import PolicyError, load_policy
@@ -39,16 +40,17 @@ def settings_or_exit() -> Settings:
         raise fail(str(exc)) from None
 
 
-def with_db(fn: Callable[[Database], Awaitable[T]], *, migrate: bool = True) -> T:
-    """Run `fn` against the configured database (migrated to head first, so a fresh file just works)."""
+def with_db(fn: Callable[[Database], Awaitable[T]], *, schema: str = "migrate") -> T:
+    """Run `fn` against the configured database. `schema`: "migrate" brings it to head first (so a
+    fresh file just works), "check" refuses unless it is at head, "none" leaves it alone."""
     settings = settings_or_exit()
 
     async def run() -> T:
-        db = Database(settings.database_url)
+        db = open_database(settings.database_url)
         try:
-            if migrate:
+            if schema == "migrate":
                 await db.migrate()
-            else:
+            elif schema == "check":
                 await db.check_schema()
             return await fn(db)
         finally:
@@ -60,6 +62,14 @@ def with_db(fn: Callable[[Database], Awaitable[T]], *, migrate: bool = True) -> 
         raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"cannot reach the database ({settings.database_url.split('@')[-1]}): {exc}") from None
+
+
+def open_database(url: str) -> Database:
+    try:
+        return Database(url)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise fail(f"DATABASE_URL: cannot use {url.split('@')[-1]!r}: {exc} "
+                   "(use sqlite+aiosqlite:///file.db or postgresql+asyncpg://user@host/db)") from None
 
 
 # --- serve / migrate ----------------------------------------------------------------------------
@@ -100,7 +110,7 @@ def serve(
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema."""
-    revision = with_db(lambda db: db.migrate(), migrate=False)
+    revision = with_db(lambda db: db.migrate(), schema="none")
     typer.echo(f"database is at revision {revision}")
 
 
@@ -130,7 +140,8 @@ def agents_add(name: str, as_json: bool = typer.Option(False, "--json", help="Pr
     typer.echo(f"callback secret: {agent.callback_secret}")
     typer.echo("")
     typer.echo("Both are shown only now. The agent sends the token as `Authorization: Bearer <token>`;")
-    typer.echo("the callback secret verifies X-Countersign-Signature on decisions POSTed to its callback_url.")
+    typer.echo("the callback secret verifies X-Countersign-Signature on decisions POSTed to its")
+    typer.echo("callback_url: v1=hex(HMAC-SHA256(secret, \"<X-Countersign-Timestamp>.<body>\")).")
 
 
 @agents_app.command("list")
@@ -144,8 +155,9 @@ def agents_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
     rows = with_db(run)
     if as_json:
-        typer.echo(json.dumps([{"name": a.name, "token_prefix": a.token_prefix, "created_at": a.created_at.isoformat(),
-                                "revoked": a.revoked_at is not None} for a in rows]))
+        typer.echo(json.dumps([{"name": a.name, "token_prefix": a.token_prefix,
+                                "created_at": a.created_at.isoformat(), "revoked": a.revoked_at is not None}
+                               for a in rows]))
         return
     if not rows:
         typer.echo("no agents yet: `countersign agents add NAME`")

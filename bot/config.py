@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, ValidationError
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,7 +22,8 @@ class Settings(BaseSettings):
     host: str = Field(default="0.0.0.0", validation_alias="COUNTERSIGN_HOST")
     port: int = Field(default=3000, ge=0, le=65535, validation_alias="COUNTERSIGN_PORT")
     public_url: str | None = Field(default=None, validation_alias="COUNTERSIGN_PUBLIC_URL")
-    log_format: str = Field(default="text", pattern="^(text|json)$", validation_alias="COUNTERSIGN_LOG_FORMAT")
+    log_format: str = Field(default="text", pattern="^(text|json)$",
+                            validation_alias="COUNTERSIGN_LOG_FORMAT")
     log_level: str = Field(default="INFO", validation_alias="COUNTERSIGN_LOG_LEVEL")
     # How often the escalation sweeper and outbox relay look for due work.
     tick_seconds: float = Field(default=0.5, gt=0, validation_alias="COUNTERSIGN_TICK_SECONDS")
@@ -28,6 +31,18 @@ class Settings(BaseSettings):
         default="09:00", pattern=r"^\d{2}:\d{2}$", validation_alias="COUNTERSIGN_DIGEST_TIME"
     )
     digest_timezone: str = Field(default="UTC", validation_alias="COUNTERSIGN_DIGEST_TIMEZONE")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        """Accept the usual spellings and pick the async driver; refuse anything else clearly."""
+        for plain, driver in (("postgres://", "postgresql+asyncpg://"), ("postgresql://", "postgresql+asyncpg://"),
+                              ("sqlite://", "sqlite+aiosqlite://")):
+            if url.startswith(plain):
+                url = driver + url[len(plain):]
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user:pass@host/db")
+        return url
 
     @property
     def api_url(self) -> str:
@@ -55,12 +70,17 @@ class SettingsError(RuntimeError):
     pass
 
 
+def _problem(err: Any) -> str:
+    name = str(err["loc"][0]) if err["loc"] else "?"
+    message = err["msg"].removeprefix("Value error, ")
+    shown = "" if "TOKEN" in name or "SECRET" in name else f" (got {err.get('input')!r})"
+    return f"{name}: {message}{shown}"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings; any invalid value is reported by its environment variable name."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{err['loc'][0] if err['loc'] else '?'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise SettingsError(f"invalid setting(s): {problems}") from exc
