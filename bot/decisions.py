@@ -64,12 +64,6 @@ async def respond(
 ) -> Result:
     now = svc.clock()
     reason = (reason or "").strip() or None
-    # Resolve the paged people's emails before the transaction below: a lookup writes the directory
-    # cache, and on SQLite that second writer would wait on our own lock (until busy_timeout).
-    async with svc.db.session() as session:
-        before = await repo.get(session, action_id)
-    if before is not None:
-        await may_respond(svc, before, user_id)
     async with svc.db.session() as session:
         action = await repo.get(session, action_id)
         if action is None:
