@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -77,8 +78,12 @@ class Database:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
 
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(_upgrade)
+        except CommandError as exc:  # e.g. a revision this version does not know: a newer database
+            raise SchemaNotCurrent(f"cannot migrate the database: {exc} "
+                                   "(is it from a newer Countersign?)") from exc
         return self.head_revision()
 
     def head_revision(self) -> str:
