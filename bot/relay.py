@@ -15,6 +15,12 @@ Slack failures: 429 -> the row is scheduled at Retry-After and its channel pause
 breaker stops all Slack sends and probes with `api.test` until Slack answers, then wakes the
 backlog; permanent errors (channel_not_found, ...) -> `failed`, recorded, and a failed page is
 handed to escalation (`fail_level`: fail closed). Callbacks back off up to an hour, for 24 h.
+
+Pacing: `chat.postMessage` goes at about one a second per channel (bot.pacing); rows that must
+wait are deferred to a time of their own, different channels are sent concurrently. Storms
+(bot.storms): a burst's channel cards are threaded under one parent card; and when a storm makes
+one channel's queue deeper than PACK_WHEN_DEEPER, its cards go PACK_SIZE to a message, each with
+its own buttons, so a thousand pages reach their owner in a minute rather than in a quarter hour.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot import callbacks, storms
-from bot.directory import UserNotFound, resolve
+from bot.delivery import CALL_TIMEOUT, PERMANENT_ERRORS, SLACK_TROUBLE, Permanent, Renderer, Wire
+from bot.directory import UserNotFound
 from bot.messages import Kind
 from bot.pacing import (
     Breaker,
@@ -46,44 +53,29 @@ from bot.paging import fail_level
 from bot.services import Services
 from storage import actions as repo
 from storage import ledger, outbox
-from storage.models import Agent, OutboxMessage
+from storage.models import OutboxMessage
 
 log = logging.getLogger("countersign.relay")
 
-# Slack errors that retrying cannot fix: recorded, surfaced, and handed to escalation.
-PERMANENT_ERRORS = frozenset({
-    "channel_not_found", "not_in_channel", "invalid_auth", "missing_scope", "user_not_found",
-    "users_not_found", "account_inactive", "is_archived", "not_authed", "token_revoked",
-    "invalid_blocks", "invalid_arguments", "msg_too_long", "no_text", "cant_update_message",
-    "message_not_found", "user_disabled", "channel_is_archived",
-})
-# `ok: false` answers that mean Slack itself is struggling (count towards the breaker).
-SLACK_TROUBLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
-CALL_TIMEOUT = 10.0  # seconds one Slack call or callback may take
 LEASE_MARGIN = 5.0
 WAIT_FOR_PARENT = 2.0  # a storm's cards wait this long for its parent card to be posted
-
-# Render a queued message into Slack Web API arguments (text, blocks, view...), or None to skip it.
-Renderer = Callable[[Services, dict[str, Any]], Awaitable[dict[str, Any] | None]]
-
-
-class Permanent(Exception):
-    """A delivery that must not be retried."""
-
-
-class Transient(Exception):
-    """Slack (or the network to it) is failing: retry later, and tell the breaker."""
+# In a storm, when more than PACK_WHEN_DEEPER posts wait for one channel (i.e. that many seconds at
+# Slack's pace), cards go PACK_SIZE to a message, each with its own buttons (handlers/storm.py).
+PACK_WHEN_DEEPER = 20
+PACK_SIZE = 20
+PACKABLE_PURPOSES = frozenset({"card:dm:owner", "card:dm:secondary", "card:channel"})
 
 
 class Relay:
-    def __init__(self, svc: Services, render: Renderer, *, batch: int = 50, pacer: Pacer | None = None,
+    def __init__(self, svc: Services, render: Renderer, *, batch: int = 200, pacer: Pacer | None = None,
                  breaker: Breaker | None = None) -> None:
         self.svc, self.render, self.batch = svc, render, batch
         # Pacing runs on the app's clock, so a test that moves a FakeClock moves the buckets too.
         self.pacer = pacer or Pacer(clock=lambda: svc.clock().timestamp())
         self.breaker = breaker or Breaker()
         self._routes: dict[int, storms.Route] = {}  # message id -> its storm thread, decided at claim
-        self._http: aiohttp.ClientSession | None = None
+        self.pack_when_deeper = PACK_WHEN_DEEPER
+        self.wire = Wire(svc, render)
         self._ticks = 0
 
     async def health(self) -> str:
@@ -93,8 +85,7 @@ class Relay:
         await refresh_backlog_metrics(self.svc)
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+        await self.wire.close()
 
     async def tick(self) -> int:
         """Send what is due, different channels concurrently; returns how many rows were handled."""
@@ -105,15 +96,25 @@ class Relay:
         async with self.svc.db.session() as session:
             rows = await outbox.claim_due(session, now, limit=self.batch, target=target,
                                           lease_seconds=CALL_TIMEOUT + LEASE_MARGIN)
-            groups: dict[str, list[OutboxMessage]] = {}
+            groups: dict[str, list[list[OutboxMessage]]] = {}  # channel -> what to send, in order
+            packable: dict[tuple[str, str | None], list[OutboxMessage]] = {}
+            deep: dict[str, bool] = {}
             for row in rows:
-                if await self._ready(session, row, now):
-                    key = row.channel_key or f"row:{row.id}"
-                    groups.setdefault(key, []).append(row)
+                plan = await self._plan(session, row, now, deep)
+                if plan == "send":
+                    groups.setdefault(row.channel_key or f"row:{row.id}", []).append([row])
+                elif plan == "pack":
+                    route = self._routes.get(row.id or 0)
+                    thread = route.thread_ts if route is not None else None
+                    packable.setdefault((row.channel_key or "-", thread), []).append(row)
+            for (key, _), members in packable.items():
+                groups.setdefault(key, []).extend(self._packs(session, key, members, now))
             for group in groups.values():  # sent one after another: each needs its own time
-                for position, row in enumerate(group):
-                    row.claimed_until = now + timedelta(seconds=(position + 1) * CALL_TIMEOUT + LEASE_MARGIN)
-                    session.add(row)
+                for position, unit in enumerate(group):
+                    lease = timedelta(seconds=(position + 1) * CALL_TIMEOUT + LEASE_MARGIN)
+                    for row in unit:
+                        row.claimed_until = now + lease
+                        session.add(row)
             await session.commit()
         await asyncio.gather(*(self._send_group(group) for group in groups.values()))
         self._ticks += 1
@@ -121,36 +122,59 @@ class Relay:
             self.pacer.prune()
         return len(rows)
 
-    async def _ready(self, session: Any, row: OutboxMessage, now: datetime) -> bool:
-        """Pacing and storm threading for one claimed row: send it now, or defer it (not an attempt)."""
+    async def _plan(self, session: Any, row: OutboxMessage, now: datetime, deep: dict[str, bool]) -> str:
+        """Storm threading, packing and pacing for one claimed row: "send" it now, "pack" it with
+        others for the same channel, or "wait" (deferred, which is not an attempt)."""
         if row.target != "slack" or row.method != "chat.postMessage":
-            return True
+            return "send"
         assert row.id is not None
         channel = row.payload.get("channel")
+        key = row.channel_key or channel or "-"
+        route: storms.Route | None = None
         if row.purpose in storms.THREADED_PURPOSES and row.action_id and channel:
             route = await storms.route(session, row.action_id, channel)
             if route.wait:
                 outbox.defer(session, row, now + timedelta(seconds=WAIT_FOR_PARENT))
-                return False
+                return "wait"
             if route.thread_ts:
                 self._routes[row.id] = route
-        delay = self.pacer.acquire(row.channel_key or channel or "-")
+        if row.purpose in PACKABLE_PURPOSES and row.payload.get("kind") == Kind.CARD and row.action_id:
+            if key not in deep:
+                deep[key] = await outbox.queue_depth(session, key) > self.pack_when_deeper
+            if deep[key] and (route is not None or await storms.in_storm(session, row.action_id)):
+                return "pack"
+        delay = self.pacer.acquire(key)
         if delay > 0:
             self._routes.pop(row.id, None)
             outbox.defer(session, row, now + timedelta(seconds=delay))
-            return False
-        return True
+            return "wait"
+        return "send"
 
-    async def _send_group(self, rows: list[OutboxMessage]) -> None:
-        for row in rows:
-            if row.target == "slack" and not self.breaker.allows_sending():
-                assert row.id is not None
-                self._routes.pop(row.id, None)
+    def _packs(self, session: Any, key: str, members: list[OutboxMessage], now: datetime
+               ) -> list[list[OutboxMessage]]:
+        """A deep queue in a storm: several cards per message, as many messages as pacing allows now."""
+        units: list[list[OutboxMessage]] = []
+        while members:
+            delay = self.pacer.acquire(key)
+            if delay > 0:
+                for row in members:  # they come back together, and go as the next pack
+                    self._routes.pop(row.id or 0, None)
+                    outbox.defer(session, row, now + timedelta(seconds=delay))
+                break
+            units.append(members[:PACK_SIZE])
+            members = members[PACK_SIZE:]
+        return units
+
+    async def _send_group(self, units: list[list[OutboxMessage]]) -> None:
+        for unit in units:
+            if unit[0].target == "slack" and not self.breaker.allows_sending():
                 async with self.svc.db.session() as session:  # Slack went down meanwhile: hand it back
-                    await outbox.release(session, row.id)
+                    for row in unit:
+                        self._routes.pop(row.id or 0, None)
+                        await outbox.release(session, row.id or 0)
                     await session.commit()
                 continue
-            await self._deliver(row)
+            await self._deliver(unit)
 
     async def _probe(self) -> None:
         """The breaker is open: ask Slack whether it is back (api.test has no side effects)."""
@@ -170,18 +194,21 @@ class Relay:
                 await session.commit()
             log.warning("Slack is back; %d messages that were backing off are due now", woken)
 
-    async def _deliver(self, msg: OutboxMessage) -> None:
-        assert msg.id is not None
+    async def _deliver(self, unit: list[OutboxMessage]) -> None:
+        """Send one message (or one pack of cards) and record the outcome on every row it carries."""
+        msg = unit[0]
         metrics = self.svc.extras.get("metrics")
-        route = self._routes.pop(msg.id, None)
+        routes = [self._routes.pop(row.id or 0, None) for row in unit]
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
                 if msg.target == "callback":
-                    result, code = await self._post_callback(msg)
+                    result, code = await self.wire.callback(msg)
+                elif len(unit) > 1:
+                    result, code = await self.wire.pack(unit, _thread(routes[0])), 200
                 else:
-                    result, code = await self._call_slack(msg, route), 200
+                    result, code = await self.wire.slack(msg, _thread(routes[0])), 200
         except (Permanent, UserNotFound) as exc:
-            await self._failed(msg, str(exc))
+            await self._each(unit, self._failed, str(exc))
             return
         except SlackApiError as exc:
             resp = exc.response
@@ -193,32 +220,40 @@ class Relay:
                     metrics.slack_rate_limited.inc()
                 self.pacer.block(msg.channel_key or msg.method, retry)
                 await self._slack_ok()  # Slack answered: it is up, just busy
-                await self._retry(msg, f"ratelimited (Retry-After {retry:g}s)", delay=retry, status_code=429)
+                await self._each(unit, self._retry, f"ratelimited (Retry-After {retry:g}s)", delay=retry,
+                                 status_code=429)
             elif (status is not None and status >= 500) or error in SLACK_TROUBLE:
                 self.breaker.failure(f"HTTP {status}: {error}")
-                await self._retry(msg, f"HTTP {status}: {error}", status_code=status)
+                await self._each(unit, self._retry, f"HTTP {status}: {error}", status_code=status)
             elif error in PERMANENT_ERRORS:
                 await self._slack_ok()
-                await self._failed(msg, error, status_code=status)
+                await self._each(unit, self._failed, error, status_code=status)
             else:
                 await self._slack_ok()
-                await self._retry(msg, error, status_code=status)
+                await self._each(unit, self._retry, error, status_code=status)
             return
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if msg.target == "slack":
                 self.breaker.failure(describe_error(exc))
             status = exc.status if isinstance(exc, aiohttp.ClientResponseError) else None
-            await self._retry(msg, describe_error(exc), status_code=status)
+            await self._each(unit, self._retry, describe_error(exc), status_code=status)
             return
         except Exception as exc:  # a bug must not wedge the row: record it and retry with backoff
             log.exception("delivery %s (%s) raised", msg.id, msg.method)
-            await self._retry(msg, describe_error(exc))
+            await self._each(unit, self._retry, describe_error(exc))
             return
         if msg.target == "slack":
             await self._slack_ok()
-        await self._done(msg, result, code, route)
+        for row, route in zip(unit, routes, strict=True):
+            await self._done(row, result, code, route)
         if metrics:
             metrics.outbox_sent.labels(msg.target, msg.method).inc()
+
+    @staticmethod
+    async def _each(unit: list[OutboxMessage], record: Callable[..., Awaitable[None]], *args: Any,
+                    **kwargs: Any) -> None:
+        for row in unit:
+            await record(row, *args, **kwargs)
 
     async def _done(self, msg: OutboxMessage, result: dict[str, Any], code: int,
                     route: storms.Route | None) -> None:
@@ -276,56 +311,8 @@ class Relay:
                     await fail_level(session, action, level, error, now)
             await session.commit()
 
-    # --- Slack ---------------------------------------------------------------------------------
-
-    async def _call_slack(self, msg: OutboxMessage, route: storms.Route | None) -> dict[str, Any]:
-        payload = dict(msg.payload)
-        if payload.get("kind") == Kind.UPDATE_CARDS:
-            return await self._update_cards(payload)
-        channel = payload.get("channel")
-        if channel and "@" in channel:
-            payload["channel"] = await resolve(self.svc, channel)
-        args = await self.render(self.svc, payload)
-        if args is None:
-            return {"skipped": True}
-        if "channel" not in args and msg.method != "views.publish" and payload.get("channel"):
-            args["channel"] = payload["channel"]
-        if route is not None and route.thread_ts:
-            args["thread_ts"] = route.thread_ts
-        resp = await self.svc.slack.api_call(msg.method, json=args)
-        return {"channel": resp.get("channel"), "ts": resp.get("ts")}
-
-    async def _update_cards(self, payload: dict[str, Any]) -> dict[str, Any]:
-        async with self.svc.db.session() as session:
-            copies = await repo.slack_messages(session, payload["action_id"])
-        updated = []
-        for copy in copies:
-            level = copy.purpose.split(":")[-1]
-            args = await self.render(self.svc, {**payload, "kind": Kind.CARD, "channel": copy.channel,
-                                                "purpose": copy.purpose, "level": level})
-            if args is None:
-                continue
-            args.update(channel=copy.channel, ts=copy.ts)
-            await self.svc.slack.api_call("chat.update", json=args)
-            updated.append(copy.ts)
-        return {"updated": updated}
-
-    # --- agent callbacks -----------------------------------------------------------------------
-
-    async def _post_callback(self, msg: OutboxMessage) -> tuple[dict[str, Any], int]:
-        async with self.svc.db.session() as session:
-            agent = await session.get(Agent, msg.payload["agent_id"])
-        if agent is None:
-            raise Permanent("the agent no longer exists")
-        body = callbacks.encode(msg.payload["body"])
-        headers = {"Content-Type": "application/json", **callbacks.sign(agent.callback_secret, body)}
-        if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT))
-        async with self._http.post(msg.payload["url"], data=body, headers=headers) as resp:
-            if 200 <= resp.status < 300:
-                return {"status": resp.status}, resp.status
-            raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                              message=f"callback answered {resp.status}")
+def _thread(route: storms.Route | None) -> str | None:
+    return route.thread_ts if route is not None else None
 
 
 async def run_forever(tick: Callable[[], Awaitable[int]], interval: float, stop: asyncio.Event) -> None:

@@ -23,7 +23,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import outbox
-from storage.models import Action, StormThread
+from storage.models import Action, SlackMessage, StormThread
 
 KIND = "storm"  # the renderer (handlers/storm.py) draws the parent card
 THREADED_PURPOSES = frozenset({"card:channel", "fyi"})  # what goes into the thread during a storm
@@ -64,6 +64,23 @@ async def route(session: AsyncSession, action_id: int, channel: str) -> Route:
     elif parent.status == "failed":
         return Route()  # the parent cannot be posted: post the card plainly rather than never
     return Route(wait=True, storm_id=storm.id)
+
+
+async def in_storm(session: AsyncSession, action_id: int) -> bool:
+    """Whether the action came in faster than its service's storm_per_minute allows."""
+    action = await session.get(Action, action_id)
+    if action is None:
+        return False
+    limit = int((action.frozen or {}).get("storm_per_minute") or DEFAULT_PER_MINUTE)
+    return await _count(session, action.service, action.created_at - WINDOW, action.created_at) > limit
+
+
+async def pack_members(session: AsyncSession, channel: str, ts: str) -> list[int]:
+    """The actions whose cards share one Slack message (a pack), in their order."""
+    stmt = (select(col(SlackMessage.action_id))
+            .where(col(SlackMessage.channel) == channel, col(SlackMessage.ts) == ts)
+            .order_by(col(SlackMessage.action_id)))
+    return [int(a) for a in (await session.execute(stmt)).scalars()]
 
 
 async def parent_posted(session: AsyncSession, storm_id: int, channel: str | None, ts: str | None) -> None:

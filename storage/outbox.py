@@ -170,6 +170,14 @@ async def backlog(session: AsyncSession, *, target: str | None = None) -> tuple[
     return int(row[0]), row[1]
 
 
+async def queue_depth(session: AsyncSession, channel_key: str) -> int:
+    """How many Slack posts wait for one channel (pacing lets about one a second through)."""
+    stmt = select(func.count()).select_from(OutboxMessage).where(
+        col(OutboxMessage.channel_key) == channel_key, col(OutboxMessage.method) == "chat.postMessage",
+        col(OutboxMessage.status).in_(["pending", "sending"]))
+    return int((await session.execute(stmt)).scalar_one())
+
+
 async def count_failed(session: AsyncSession) -> int:
     stmt = select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.status) == "failed")
     return int((await session.execute(stmt)).scalar_one())

@@ -67,3 +67,45 @@ async def test_storm_threads_channel_cards_under_one_parent_with_a_count(running
 async def _parent_count_shows(fake_slack: FakeSlack, words: str) -> bool:
     updates = [c for c in fake_slack.calls_to("chat.update") if "Storm on search" in json.dumps(c.args)]
     return bool(updates) and words in updates[-1].args["text"]
+
+
+async def test_a_deep_storm_queue_packs_cards_each_with_its_own_buttons(running: Running,
+                                                                        fake_slack: FakeSlack) -> None:
+    fake_slack.add_user("U0SEARCH", "search@example.com", "Sol Search")
+    fake_slack.post_limit = RateLimit(per_second=1.0, burst=5)
+    running.svc.extras["relay"].pack_when_deeper = 4
+    fake_slack.down = True  # the backlog builds up during an outage
+    tags = [f"pack{i:02d}w" for i in range(12)]
+    ids = {}
+    for tag in tags:
+        status, body = await running.submit(restart(tag))
+        assert status == 201
+        ids[tag] = body["id"]
+    fake_slack.down = False
+    await until(lambda: drained(running), within=40)
+
+    dms = fake_slack.posts("U0SEARCH")
+    for tag in tags:  # every action paged exactly once, with its own buttons
+        [dm] = about(dms, tag)
+        assert any(e.get("value") == str(ids[tag]) for b in dm.args["blocks"] if b["type"] == "actions"
+                   for e in b["elements"]), tag
+    assert len(dms) < len(tags)  # but not one message each: packed
+    assert fake_slack.post_limit.refused == []
+    packed = [dm for dm in dms if sum(b["type"] == "actions" for b in dm.args["blocks"]) > 1]
+    assert packed
+    block_ids = [b["block_id"] for b in packed[0].args["blocks"] if b["type"] == "actions"]
+    assert len(set(block_ids)) == len(block_ids)  # Slack refuses duplicate block ids
+
+    # Deciding one packed card redraws the pack: that card loses its buttons, the others keep theirs.
+    member = next(t for t in tags if about(packed[:1], t))
+    await acknowledge(running, ids[member])
+    ts = next(r.result["ts"] for r in await rows(running, action_id=ids[member], purpose="card:dm:owner")
+              if r.result)
+
+    def redrawn() -> bool:
+        message = fake_slack.messages.get(("U0SEARCH", ts)) or {}
+        values = {e.get("value") for b in message.get("blocks") or [] if b["type"] == "actions"
+                  for e in b["elements"]}
+        return str(ids[member]) not in values and len(values) >= 1
+
+    await fake_slack.wait_for(redrawn)

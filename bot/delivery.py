@@ -1,0 +1,111 @@
+"""What one delivery does on the wire: render at send time and call the Slack Web API, post a pack
+of cards, re-draw every copy of a card in place, or POST a signed callback to an agent. The relay
+(bot/relay.py) decides when, and records what came back."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from bot import callbacks, storms
+from bot.directory import resolve
+from bot.messages import Kind
+from bot.services import Services
+from storage import actions as repo
+from storage.models import Agent, OutboxMessage
+
+# Slack errors that retrying cannot fix: recorded, surfaced, and handed to escalation.
+PERMANENT_ERRORS = frozenset({
+    "channel_not_found", "not_in_channel", "invalid_auth", "missing_scope", "user_not_found",
+    "users_not_found", "account_inactive", "is_archived", "not_authed", "token_revoked",
+    "invalid_blocks", "invalid_arguments", "msg_too_long", "no_text", "cant_update_message",
+    "message_not_found", "user_disabled", "channel_is_archived",
+})
+# `ok: false` answers that mean Slack itself is struggling (count towards the breaker).
+SLACK_TROUBLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+CALL_TIMEOUT = 10.0  # seconds one Slack call or callback may take
+PACK_KIND = "card_pack"  # several cards in one message (handlers/storm.py)
+
+# Render a queued message into Slack Web API arguments (text, blocks, view...), or None to skip it.
+Renderer = Callable[[Services, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+class Permanent(Exception):
+    """A delivery that must not be retried."""
+
+
+class Wire:
+    def __init__(self, svc: Services, render: Renderer) -> None:
+        self.svc, self.render = svc, render
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    async def slack(self, msg: OutboxMessage, thread_ts: str | None = None) -> dict[str, Any]:
+        payload = dict(msg.payload)
+        if payload.get("kind") == Kind.UPDATE_CARDS:
+            return await self.update_cards(payload)
+        channel = payload.get("channel")
+        if channel and "@" in channel:
+            payload["channel"] = await resolve(self.svc, channel)
+        args = await self.render(self.svc, payload)
+        if args is None:
+            return {"skipped": True}
+        if "channel" not in args and msg.method != "views.publish" and payload.get("channel"):
+            args["channel"] = payload["channel"]
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        resp = await self.svc.slack.api_call(msg.method, json=args)
+        return {"channel": resp.get("channel"), "ts": resp.get("ts")}
+
+    async def pack(self, unit: list[OutboxMessage], thread_ts: str | None = None) -> dict[str, Any]:
+        channel = unit[0].payload.get("channel")
+        if channel and "@" in channel:
+            channel = await resolve(self.svc, channel)
+        args = await self.render(self.svc, {"kind": PACK_KIND, "channel": channel,
+                                            "action_ids": [row.action_id for row in unit]})
+        if args is None:
+            return {"skipped": True}
+        args["channel"] = channel
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        resp = await self.svc.slack.api_call("chat.postMessage", json=args)
+        return {"channel": resp.get("channel"), "ts": resp.get("ts"), "pack": len(unit)}
+
+    async def update_cards(self, payload: dict[str, Any]) -> dict[str, Any]:
+        async with self.svc.db.session() as session:
+            copies = await repo.slack_messages(session, payload["action_id"])
+            packs = {c.ts: await storms.pack_members(session, c.channel, c.ts) for c in copies}
+        updated = []
+        for copy in copies:
+            level = copy.purpose.split(":")[-1]
+            if len(packs[copy.ts]) > 1:  # this card shares its message: redraw the whole pack
+                args = await self.render(self.svc, {"kind": PACK_KIND, "action_ids": packs[copy.ts]})
+            else:
+                args = await self.render(self.svc, {**payload, "kind": Kind.CARD, "channel": copy.channel,
+                                                    "purpose": copy.purpose, "level": level})
+            if args is None:
+                continue
+            args.update(channel=copy.channel, ts=copy.ts)
+            await self.svc.slack.api_call("chat.update", json=args)
+            updated.append(copy.ts)
+        return {"updated": updated}
+
+    async def callback(self, msg: OutboxMessage) -> tuple[dict[str, Any], int]:
+        async with self.svc.db.session() as session:
+            agent = await session.get(Agent, msg.payload["agent_id"])
+        if agent is None:
+            raise Permanent("the agent no longer exists")
+        body = callbacks.encode(msg.payload["body"])
+        headers = {"Content-Type": "application/json", **callbacks.sign(agent.callback_secret, body)}
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT))
+        async with self._http.post(msg.payload["url"], data=body, headers=headers) as resp:
+            if 200 <= resp.status < 300:
+                return {"status": resp.status}, resp.status
+            raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
+                                              message=f"callback answered {resp.status}")
