@@ -58,7 +58,8 @@ async def test_verify_head_and_export_after_real_traffic(running: Running, fake_
     code, out, _ = await cli(running, tmp_path, "audit", "head")
     assert (code, out.strip()) == (0, anchor)
 
-    code, _, err = await cli(running, tmp_path, "audit", "export", "--format", "csv", "--output", "ledger.csv")
+    code, _, err = await cli(running, tmp_path, "audit", "export", "--format", "csv",
+                             "--output", "ledger.csv")
     assert code == 0 and f"{head_seq} entries written" in err
     assert "\r" not in err.replace("\r\n", "\n") and "%" not in err  # no progress bar when not on a terminal
     with (tmp_path / "ledger.csv").open(newline="", encoding="utf-8") as f:
@@ -108,7 +109,8 @@ async def test_anchor_is_posted_to_leadership_and_verified_against(running: Runn
     forged = format_anchor(seq, "f" * 64 if hash_ != "f" * 64 else "e" * 64)
     code, _, err = await cli(running, tmp_path, "audit", "verify", "--against", forged)
     assert code == 1 and f"entry {seq}: anchor" in err
-    code, _, err = await cli(running, tmp_path, "audit", "verify", "--against", format_anchor(seq + 1000, hash_))
+    beyond = format_anchor(seq + 1000, hash_)
+    code, _, err = await cli(running, tmp_path, "audit", "verify", "--against", beyond)
     assert code == 1 and "removed" in err
 
 
@@ -126,9 +128,8 @@ async def test_responsibility_record_is_the_same_in_api_and_cli(running: Running
     duty = record["responsibility"]
     decision = api["decision"]
     assert duty["accountable"] == decision["by"]
-    assert (duty["accountability"], duty["level"], duty["via"], duty["at"], duty["reason"], duty["outcome"]) == (
-        decision["accountability"], decision["level"], decision["via"], decision["at"], decision["reason"],
-        decision["outcome"])
+    for key in ("accountability", "level", "via", "at", "reason", "outcome"):
+        assert duty[key] == decision[key], key
     assert duty["accountability"] == ("explicit" if which == "proposal" else "policy")
     assert duty["ai"]["rationale"] == api["rationale"] and duty["ai"]["confidence"] == api["confidence"]
     assert duty["ai"]["evidence"] == api["evidence"] and duty["ledger"]["entries"] >= 2
