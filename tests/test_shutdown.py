@@ -55,7 +55,8 @@ async def start_serve(env: dict[str, str], tmp_path: Path, *args: str) -> Served
     with open(log_path, "w") as log:
         proc = subprocess.Popen([*COMMAND, "serve", *args], env=env, cwd=tmp_path, stdout=log,
                                 stderr=subprocess.STDOUT, text=True)
-    served = Served(proc, int(env["COUNTERSIGN_PORT"]), log_path)
+    port = env["COUNTERSIGN_PORT"]
+    served = Served(proc, int(port) if port.isdigit() else 0, log_path)
     async with aiohttp.ClientSession() as http:
         for _ in range(600):
             if proc.poll() is not None:
