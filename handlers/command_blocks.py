@@ -10,18 +10,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    Block,
-    ButtonElement,
-    ContextBlock,
-    DividerBlock,
-    HeaderBlock,
-    MarkdownTextObject,
-    PlainTextObject,
-    SectionBlock,
-)
-
 from bot.decisions import allowed_responses
 from bot.escalation import freeze
 from bot.policy import Policy, evaluate
@@ -30,6 +18,10 @@ from handlers.blocks import BUTTONS, DECIDED, clip, escape, mention, slack_date
 from storage.models import Action
 
 Message = dict[str, Any]
+# Plain Block Kit JSON: building slack_sdk model objects and validating them on every answer costs
+# more than the queries (see bench/results/bench_queries.md); the tests validate every answer
+# with slack_sdk instead, and the fake Slack validates every view.
+Block = dict[str, Any]
 SECTION_MAX, MAX_BLOCKS = 3000, 50
 STATUS_EMOJI = {**{k: v[0] for k, v in DECIDED.items()}, "pending": ":hourglass_flowing_sand:"}
 
@@ -60,23 +52,31 @@ def pct(part: int, whole: int) -> str:
     return f"{part / whole:.0%}" if whole else "-"
 
 
-def section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=clip(text, SECTION_MAX)))
+def mrkdwn(text: str, limit: int = SECTION_MAX) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": clip(text, limit)}
 
 
-def context(text: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=clip(text, 2000))])
+def section(text: str) -> Block:
+    return {"type": "section", "text": mrkdwn(text)}
 
 
-def header(text: str) -> HeaderBlock:
-    return HeaderBlock(text=PlainTextObject(text=clip(text, 150), emoji=True))
+def fields(texts: Sequence[str]) -> Block:
+    return {"type": "section", "fields": [mrkdwn(t, 2000) for t in texts[:10]]}
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [mrkdwn(text, 2000)]}
+
+
+def header(text: str) -> Block:
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, 150), "emoji": True}}
 
 
 def message(text: str, blocks: Sequence[Block]) -> Message:
     kept = list(blocks)
     if len(kept) > MAX_BLOCKS:
         kept = [*kept[: MAX_BLOCKS - 1], context(f"…{len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
-    return {"text": clip(text, 3000), "blocks": [b.to_dict() for b in kept]}
+    return {"text": clip(text, 3000), "blocks": kept}
 
 
 def detail(action_id: int | None, base_url: str = "") -> str:
@@ -85,14 +85,14 @@ def detail(action_id: int | None, base_url: str = "") -> str:
     return f"<{base_url}/v1/actions/{action_id}|API> · {cmd}" if base_url else cmd
 
 
-def buttons(action: Action) -> ActionsBlock | None:
+def buttons(action: Action) -> Block | None:
     """The card's buttons for a pending item; block ids are per action so a list may hold many."""
     choices = allowed_responses(action)
     if not choices:
         return None
-    return ActionsBlock(block_id=f"decide-{action.id}", elements=[
-        ButtonElement(text=BUTTONS[c][0], action_id=c, value=str(action.id), style=BUTTONS[c][1])
-        for c in choices])
+    return {"type": "actions", "block_id": f"decide-{action.id}", "elements": [
+        {"type": "button", "text": {"type": "plain_text", "text": BUTTONS[c][0]}, "action_id": c,
+         "value": str(action.id), "style": BUTTONS[c][1]} for c in choices]}
 
 
 def action_line(action: Action, agent: str | None = None) -> str:
@@ -198,8 +198,8 @@ def when(iso_text: str | None) -> str:
     return slack_date(datetime.fromisoformat(iso_text.replace("Z", "+00:00")))
 
 
-def divider() -> DividerBlock:
-    return DividerBlock()
+def divider() -> Block:
+    return {"type": "divider"}
 
 
 # --- services: who owns them, and how much the AI may do alone --------------------------------------

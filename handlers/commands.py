@@ -40,7 +40,8 @@ def register(app: AsyncApp, svc: Services) -> None:
             share, answer = False, ui.help_message(":warning: Something went wrong answering that; "
                                                    "it was logged. Try again in a moment.")
         if share:
-            answer["blocks"].append(ui.context(f"Shared by <@{user_id}> with `{COMMAND}`").to_dict())
+            answer["blocks"] = [*answer["blocks"][: ui.MAX_BLOCKS - 1],
+                                ui.context(f"Shared by <@{user_id}> with `{COMMAND}`")]
         await respond(response_type="in_channel" if share else "ephemeral", replace_original=False, **answer)
 
     app.command(COMMAND)(on_command)

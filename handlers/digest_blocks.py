@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
-from slack_sdk.models.blocks import Block
 
 from bot import digest as digest_job
 from bot.messages import Kind
@@ -33,14 +32,14 @@ def _line(item: dict[str, Any], extra: str) -> str:
             f"{ui.escape(ui.clip(item['summary'] or '', 120))} · {extra}")
 
 
-def _list_blocks(title: str, items: list[dict[str, Any]], fmt: Any, empty: str) -> list[Block]:
+def _list_blocks(title: str, items: list[dict[str, Any]], fmt: Any, empty: str) -> list[ui.Block]:
     """A titled list packed into sections of at most 3000 characters."""
     if not items:
         return [ui.section(f"*{title}*: {empty}")]
     lines = [fmt(i) for i in items[:LIST_LINES]]
     if len(items) > LIST_LINES:
         lines.append(f"…and {len(items) - LIST_LINES} more: `/ai-actions stats 1d`")
-    blocks: list[Block] = []
+    blocks: list[ui.Block] = []
     chunk = [f"*{title}* ({len(items)})"]
     for line in lines:
         if sum(len(x) + 1 for x in chunk) + len(line) > 2900:
@@ -53,7 +52,7 @@ def _list_blocks(title: str, items: list[dict[str, Any]], fmt: Any, empty: str) 
 
 def digest_message(d: dict[str, Any]) -> ui.Message:
     rates = {t: {k: Rates(**v) for k, v in d[t].items()} for t in ("per_agent", "per_service")}
-    blocks: list[Block] = [
+    blocks: list[ui.Block] = [
         ui.header(f"Countersign daily digest: {d['day']}"),
         ui.section(f"*{d['total']} AI actions* submitted {ui.when(d['since'])} – {ui.when(d['until'])}\n"
                    f"*By mode:* {ui.counts(d['by_mode'])}\n*By outcome:* {ui.counts(d['by_outcome'])}\n"

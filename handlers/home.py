@@ -9,8 +9,6 @@ from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.models.blocks import Block
-from slack_sdk.models.views import View
 
 from bot import stats
 from bot.services import Services
@@ -41,7 +39,7 @@ async def home_view(svc: Services, user_id: str) -> dict[str, Any]:
         decided = await stats.decided_by(session, user_id, limit=DECIDED_SHOWN)
         names = await stats.agent_names(session)
     shown = f"{len(waiting)}+" if len(waiting) == WAITING_SHOWN else str(len(waiting))
-    blocks: list[Block] = [ui.header(f"Waiting on you ({shown})")]
+    blocks: list[ui.Block] = [ui.header(f"Waiting on you ({shown})")]
     blocks += (ui.action_items([(a, names.get(a.agent_id)) for a in waiting]) if waiting
                else [ui.section("Nothing waits on you. :tada:")])
     blocks += [ui.divider(), ui.header("Your recent decisions")]
@@ -57,4 +55,4 @@ async def home_view(svc: Services, user_id: str) -> dict[str, Any]:
     blocks.append(ui.context(f"As of {ui.slack_date(svc.clock())} · `/ai-actions help` for more"))
     if len(blocks) > MAX_VIEW_BLOCKS:
         blocks = [*blocks[: MAX_VIEW_BLOCKS - 1], ui.context("More on `/ai-actions mine`.")]
-    return View(type="home", blocks=blocks).to_dict()
+    return {"type": "home", "blocks": blocks}

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_sdk.models.blocks import Block, SectionBlock
-
 from handlers.blocks import clip, escape, mention
-from handlers.command_blocks import Message, buttons, context, divider, header, message, section, when
+from handlers.command_blocks import (
+    Block,
+    Message,
+    buttons,
+    context,
+    divider,
+    fields,
+    header,
+    message,
+    section,
+    when,
+)
 from storage.models import Action
 
 
@@ -63,7 +72,7 @@ def _accountable(record: dict[str, Any]) -> str:
 
 
 def record_message(record: dict[str, Any], action: Action, base_url: str = "") -> Message:
-    fields = [
+    facts = [
         f"*Agent*\n{escape(record.get('agent'))}",
         f"*Service*\n{escape(record['service'])} ({escape(record['environment'])})",
         f"*Action*\n`{escape(record['action_type'])}` ({escape(record['kind'])})",
@@ -75,11 +84,11 @@ def record_message(record: dict[str, Any], action: Action, base_url: str = "") -
     ]
     model = record.get("model") or {}
     if model:
-        fields.append("*Model*\n" + escape(" ".join(str(model[k]) for k in ("provider", "name", "version")
+        facts.append("*Model*\n" + escape(" ".join(str(model[k]) for k in ("provider", "name", "version")
                                                      if model.get(k))))
     blocks: list[Block] = [
         header(f"#{record['id']}: {record['summary']}"),
-        SectionBlock(fields=[f for f in fields[:10]]),  # type: ignore[misc]
+        fields(facts),
         section(f"*Why the AI did this*\n{escape(record['rationale'])}"),
     ]
     evidence = [f"• <{e['url']}|{escape(e.get('label') or e['url']).replace('|', '¦')}>"

@@ -4,21 +4,45 @@ someone re-publish it through the outbox."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlmodel import col
+
 from bot.decisions import respond
 from bot.fakeslack import Call, FakeSlack
 from bot.home_refresh import concerned, refresh_homes
 from storage import actions as repo
+from storage.models import OutboxMessage
 from tests.conftest import Running, proposal
 
 _events = itertools.count(1)
 
 
+async def drained(running: Running) -> None:
+    """Wait until the relay has sent everything queued (e.g. Home refreshes the pages queued), so
+    the next views.publish for someone is the answer to the event we send."""
+    for _ in range(500):
+        async with running.svc.db.session() as session:
+            waiting = (
+                await session.execute(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(col(OutboxMessage.status).in_(("pending", "sending")))
+                )
+            ).scalar_one()
+        if not waiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the outbox never drained")
+
+
 async def open_home(running: Running, fake_slack: FakeSlack, user: str) -> dict[str, Any]:
+    await drained(running)
     before = len(fake_slack.calls_to("views.publish", user_id=user))
     resp = await running.slack(
         {
