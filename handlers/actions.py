@@ -7,6 +7,7 @@ clicker why, privately, including who decided when they were too late.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
-from bot.decisions import allowed_responses, may_respond, respond
+from bot.decisions import Result, allowed_responses, may_respond, respond
 from bot.services import Services
 from handlers import blocks
 from handlers.ids import ActionId
@@ -31,10 +32,24 @@ class OverrideMetadata(BaseModel):
     response_url: str | None = None
 
 
+# Decisions in progress at once, per process. Every decision serializes on the action row (and on
+# SQLite on the one writer lock) anyway; queueing the rest here keeps the event loop's ready queue
+# short, so the acks of later clicks are not delayed behind a burst of transactions.
+DECIDING_AT_ONCE = 2
+
+
 def register(app: AsyncApp, svc: Services) -> None:
+    svc.extras.setdefault("deciding", asyncio.Semaphore(DECIDING_AT_ONCE))
     app.action(ActionId.APPROVE)(_respond_with(svc, ActionId.APPROVE))
     app.action(ActionId.ACKNOWLEDGE)(_respond_with(svc, ActionId.ACKNOWLEDGE))
     app.action(ActionId.OVERRIDE)(_open_override(svc))
+
+
+async def decide(svc: Services, action_id: int, **response: Any) -> Result:
+    """bot.decisions.respond, a few at a time (see DECIDING_AT_ONCE)."""
+    gate = svc.extras.setdefault("deciding", asyncio.Semaphore(DECIDING_AT_ONCE))
+    async with gate:
+        return await respond(svc, action_id, **response)
 
 
 def clicked(body: dict[str, Any]) -> tuple[str, str | None, int | None]:
@@ -79,9 +94,8 @@ def _respond_with(svc: Services, response: str) -> Any:
         user_id, name, action_id = clicked(body)
         if action_id is None:
             return
-        result = await respond(
-            svc, action_id, user_id=user_id, user_name=name, response=response, via="button"
-        )
+        result = await decide(svc, action_id, user_id=user_id, user_name=name, response=response,
+                              via="button")
         if not result.accepted:
             await tell(
                 client,
@@ -116,7 +130,7 @@ def _open_override(svc: Services) -> Any:
             )
             return
         # Refused before asking for a reason: decisions records the attempt and says why.
-        result = await respond(
+        result = await decide(
             svc, action_id, user_id=user_id, user_name=name, response=ActionId.OVERRIDE, via="button"
         )
         await tell(client, user_id, result.message, channel=channel, response_url=body.get("response_url"))
