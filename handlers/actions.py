@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.decisions import Result, allowed_responses, may_respond, respond
 from bot.services import Services
-from handlers import blocks
+from handlers import notices
 from handlers.ids import ActionId
 from storage import actions as repo
 
@@ -68,7 +68,7 @@ async def tell(
 ) -> None:
     """An ephemeral note to one person: in the channel they clicked in, else by the response_url,
     else by DM. Best effort: the refusal is already recorded whatever happens here."""
-    payload = blocks.refusal(message)
+    payload = notices.refusal(message)
     try:
         if channel:
             try:
@@ -126,7 +126,7 @@ def _open_override(svc: Services) -> Any:
                 action_id=action_id, channel=channel, response_url=body.get("response_url")
             )
             await client.views_open(
-                trigger_id=body["trigger_id"], view=blocks.override_modal(action, meta.model_dump_json())
+                trigger_id=body["trigger_id"], view=notices.override_modal(action, meta.model_dump_json())
             )
             return
         # Refused before asking for a reason: decisions records the attempt and says why.

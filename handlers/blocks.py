@@ -9,28 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
     HeaderBlock,
-    InputBlock,
     MarkdownTextObject,
-    PlainTextInputElement,
     PlainTextObject,
     SectionBlock,
 )
-from slack_sdk.models.views import View
 
 from bot.decisions import allowed_responses
-from handlers.ids import ActionId, BlockId, CallbackId, InputId
+from handlers.ids import ActionId, BlockId
 from handlers.mrkdwn import (
     FALLBACK_MAX,
     FIELD_MAX,
     HEADER_MAX,
-    REASON_MAX,
     SECTION_MAX,
     Message,
     clip,
@@ -46,28 +41,8 @@ from storage.models import Action
 
 # The text helpers are re-exported: the other builders (commands, home, digest) import them from here.
 __all__ = [
-    "BUTTONS",
-    "DECIDED",
-    "FALLBACK_MAX",
-    "HEADER_MAX",
-    "clip",
-    "escape",
-    "mention",
-    "slack_date",
-    "action_card",
-    "fyi",
-    "forbidden",
-    "reminder",
-    "notice",
-    "refusal",
-    "override_modal",
-    "more",
-    "section",
-    "context",
-    "message",
-    "Message",
-    "title",
-    "upcoming",
+    "BUTTONS", "DECIDED", "FALLBACK_MAX", "HEADER_MAX", "Message", "action_card", "clip", "context", "escape",
+    "fyi", "level_people", "mention", "message", "more", "section", "slack_date", "title", "upcoming",
 ]
 
 DECIDED: dict[str, tuple[str, str]] = {
@@ -112,7 +87,12 @@ def _fields(action: Action, agent: str, people: Mapping[str, str]) -> list[Markd
         ),
         ("Action", f"`{escape(action.action_type)}` ({escape(action.kind)})"),
         ("Owner", mention(action.owner or action.frozen.get("owner"), people)),
-        ("Confidence", f"{action.confidence:.0%}" if action.confidence is not None else "not given"),
+        (
+            "Confidence",
+            f"{action.confidence:.0%} ({action.confidence:g})"
+            if action.confidence is not None
+            else "not given",
+        ),
     ]
     if action.model:
         model = action.model
@@ -155,7 +135,7 @@ def upcoming(action: Action) -> tuple[tuple[str, datetime] | None, datetime | No
     return (later[0] if later else None), deadline
 
 
-def _level_people(action: Action, level: str, people: Mapping[str, str]) -> str:
+def level_people(action: Action, level: str, people: Mapping[str, str]) -> str:
     frozen = action.frozen or {}
     if level == "leadership":
         lead = frozen.get("leadership") or {}
@@ -177,9 +157,7 @@ def _pending_blocks(action: Action, people: Mapping[str, str], audience: str | N
             )
     if action.level in ("secondary", "leadership"):
         blocks.append(
-            section(
-                f":arrow_up: *Escalated to {action.level}*: {_level_people(action, action.level, people)}"
-            )
+            section(f":arrow_up: *Escalated to {action.level}*: {level_people(action, action.level, people)}")
         )
     if action.outcome == "unacknowledged":
         blocks.append(
@@ -194,7 +172,7 @@ def _pending_blocks(action: Action, people: Mapping[str, str], audience: str | N
     notes = []
     if nxt is not None:
         notes.append(
-            f":alarm_clock: Escalates to {nxt[0]} ({_level_people(action, nxt[0], people)}) "
+            f":alarm_clock: Escalates to {nxt[0]} ({level_people(action, nxt[0], people)}) "
             f"{slack_date(nxt[1])}"
         )
     if deadline is not None:
@@ -245,11 +223,17 @@ def _buttons(action: Action) -> ActionsBlock | None:
 
 
 def action_card(
-    action: Action, agent: str, *, people: Mapping[str, str] | None = None, audience: str | None = None
+    action: Action,
+    agent: str,
+    *,
+    people: Mapping[str, str] | None = None,
+    audience: str | None = None,
+    failures: Mapping[str, str] | None = None,
 ) -> Message:
     """The card: everything needed to decide, then (once decided) outcome, who, when, why; no buttons.
 
-    `audience` is the level this copy was sent to (owner, secondary, leadership) or None (channel).
+    `audience` is the level this copy was sent to (owner, secondary, leadership) or None (channel);
+    `failures` maps a level that could not be paged to why (so readers see why it escalated).
     """
     people = people or {}
     head = title(action)
@@ -268,6 +252,14 @@ def action_card(
     evidence = _evidence(action)
     if evidence is not None:
         blocks.append(evidence)
+    for level, why in (failures or {}).items():
+        who = level_people(action, level, people) if level in ("owner", "secondary", "leadership") else ""
+        blocks.append(
+            section(
+                f":warning: Could not page the {escape(level)} ({who}): {escape(why)}. "
+                "Escalated to the next level at once."
+            )
+        )
     if action.status == "pending":
         blocks.extend(_pending_blocks(action, people, audience))
     else:
@@ -292,93 +284,3 @@ def action_card(
 def fyi(action: Action, agent: str, *, people: Mapping[str, str] | None = None) -> Message:
     """An autonomous action, posted for the record: no response needed."""
     return action_card(action, agent, people=people)
-
-
-def rule_text(rule: Mapping[str, Any]) -> str:
-    """A policy rule as a person reads it: `action_type drop_database, delete_data → forbidden`."""
-    match = rule.get("match") or {}
-    parts = [f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in match.items() if v]
-    name = f"{rule['name']}: " if rule.get("name") else ""
-    return escape(f"{name}{'; '.join(parts) or 'default'} → {rule.get('mode', '?')}")
-
-
-def forbidden(refused: Mapping[str, Any]) -> Message:
-    """An action the policy refused at ingest (it was never stored as an action)."""
-    rule = refused.get("rule") or {}
-    where = (
-        f"*{escape(refused.get('agent'))}* tried `{escape(refused.get('action_type'))}` on "
-        f"*{escape(refused.get('service'))}* ({escape(refused.get('environment'))}, "
-        f"{escape(refused.get('kind'))}). The policy forbids it"
-        + (f" (rule: {rule_text(rule)})." if rule else ".")
-    )
-    blocks: list[Block] = [
-        HeaderBlock(
-            text=PlainTextObject(
-                text=clip(f":no_entry_sign: Refused by policy: {refused.get('summary')}", HEADER_MAX),
-                emoji=True,
-            )
-        ),
-        section(where),
-        section(f"*Why the AI wanted to*\n{escape(refused.get('rationale') or '-')}"),
-        context("Nothing ran: the agent was answered 403. Recorded in the audit ledger."),
-    ]
-    text = (
-        f"Refused by policy: {escape(refused.get('agent'))} tried {escape(refused.get('action_type'))} "
-        f"on {escape(refused.get('service'))}"
-    )
-    return message(text, blocks)
-
-
-def reminder(action: Action, *, level: str | None, people: Mapping[str, str] | None = None) -> Message:
-    """A nudge to the level currently paged; the card itself (with its buttons) is the place to respond."""
-    people = people or {}
-    who = _level_people(action, level, people) if level else mention(action.owner, people)
-    text = (
-        f":alarm_clock: Reminder for {who}: action {action.id} still waits for a response: "
-        f"{escape(clip(action.summary, 500))}"
-    )
-    _, deadline = upcoming(action)
-    blocks: list[Block] = [section(text)]
-    if deadline is not None:
-        blocks.append(context(f"Deadline {slack_date(deadline)} · use the buttons on the card"))
-    return message(text, blocks)
-
-
-def notice(text: str, action_id: int | None = None) -> Message:
-    """A short note about an action written by Countersign itself (so not escaped)."""
-    return message(text, [section(text, pointer=more(action_id) if action_id else "")])
-
-
-def refusal(message: str) -> Message:
-    """The ephemeral answer to someone who may not (or may no longer) respond."""
-    return {"text": clip(message, FALLBACK_MAX), "blocks": [section(f":no_entry_sign: {message}").to_dict()]}
-
-
-def override_modal(action: Action, private_metadata: str) -> dict[str, Any]:
-    """The modal asking why: a reason is required for every override."""
-    means = (
-        "Override *denies* this proposal: the agent must not run it."
-        if action.kind == "proposed"
-        else "Override asks for this executed action to be *reverted*."
-    )
-    view = View(
-        type="modal",
-        callback_id=CallbackId.OVERRIDE,
-        title=PlainTextObject(text="Override"),
-        submit=PlainTextObject(text="Override"),
-        close=PlainTextObject(text="Cancel"),
-        private_metadata=private_metadata,
-        blocks=[
-            section(f"*{escape(clip(action.summary, 500))}*\n{means}"),
-            InputBlock(
-                block_id=BlockId.REASON,
-                label=PlainTextObject(text="Why do you override it?"),
-                hint=PlainTextObject(text="Kept in the responsibility record beside the AI's rationale."),
-                element=PlainTextInputElement(
-                    action_id=InputId.REASON, multiline=True, max_length=REASON_MAX
-                ),
-                optional=False,
-            ),
-        ],
-    )
-    return view.to_dict()

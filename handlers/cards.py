@@ -10,14 +10,15 @@ import logging
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from sqlmodel import col, select
 
 from bot.directory import UserNotFound, is_email, resolve
 from bot.messages import Kind
 from bot.services import Services
-from handlers import blocks
+from handlers import blocks, notices
 from handlers.render import renders
 from storage import actions as repo
-from storage.models import Action
+from storage.models import Action, EscalationStep
 
 log = logging.getLogger("countersign.cards")
 
@@ -46,6 +47,17 @@ async def people_of(svc: Services, action: Action) -> dict[str, str]:
     return people
 
 
+async def paging_failures(svc: Services, *, action_id: int) -> dict[str, str]:
+    """Levels whose page failed for good (escalation_steps `failed:<level>`), with the reason."""
+    async with svc.db.session() as session:
+        rows = await session.execute(
+            select(EscalationStep.step, EscalationStep.note).where(
+                col(EscalationStep.action_id) == action_id, col(EscalationStep.step).startswith("failed:")
+            )
+        )
+        return {step.split(":", 1)[1]: note or "unknown error" for step, note in rows.all()}
+
+
 async def _load(svc: Services, action_id: int | None) -> tuple[Action, str] | None:
     if action_id is None:
         return None
@@ -66,7 +78,13 @@ async def render_card(svc: Services, payload: dict[str, Any]) -> dict[str, Any] 
     audience = payload.get("level")
     if audience not in ("owner", "secondary", "leadership"):
         audience = None  # the service channel's copy
-    return blocks.action_card(action, agent, people=await people_of(svc, action), audience=audience)
+    return blocks.action_card(
+        action,
+        agent,
+        people=await people_of(svc, action),
+        audience=audience,
+        failures=await paging_failures(svc, action_id=action.id or 0),
+    )
 
 
 @renders(Kind.FYI)
@@ -80,7 +98,7 @@ async def render_fyi(svc: Services, payload: dict[str, Any]) -> dict[str, Any] |
 
 @renders(Kind.FORBIDDEN)
 async def render_forbidden(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
-    return blocks.forbidden(payload.get("refused") or {})
+    return notices.forbidden(payload.get("refused") or {})
 
 
 @renders(Kind.REMINDER)
@@ -90,7 +108,7 @@ async def render_reminder(svc: Services, payload: dict[str, Any]) -> dict[str, A
         return None  # decided meanwhile: no nudge
     action, _ = found
     level = payload.get("level")
-    message = blocks.reminder(action, level=level, people=await people_of(svc, action))
+    message = notices.reminder(action, level=level, people=await people_of(svc, action))
     # Reply under the card this level received, so the nudge sits next to the buttons.
     purpose = "card:leadership" if level == "leadership" else f"card:dm:{level}"
     async with svc.db.session() as session:
@@ -110,4 +128,4 @@ async def render_notice(svc: Services, payload: dict[str, Any]) -> dict[str, Any
             return None
         action = found[0]
         text = f"Action {action.id} ({blocks.escape(action.summary)}): {blocks.escape(action.status)}"
-    return blocks.notice(text, payload.get("action_id"))
+    return notices.notice(text, payload.get("action_id"))

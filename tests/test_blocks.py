@@ -10,7 +10,7 @@ import pytest
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-from handlers import blocks
+from handlers import blocks, notices
 from storage.models import Action
 
 CREATED = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -236,7 +236,7 @@ def test_clip_never_cuts_an_entity_in_half() -> None:
 
 def test_forbidden_report() -> None:
     msg = valid(
-        blocks.forbidden(
+        notices.forbidden(
             {
                 "agent": "cleanup-bot",
                 "service": "checkout-api",
@@ -256,17 +256,17 @@ def test_forbidden_report() -> None:
 
 
 def test_reminder_notice_and_refusal() -> None:
-    reminder = valid(blocks.reminder(make(level="secondary"), level="secondary", people=PEOPLE))
+    reminder = valid(notices.reminder(make(level="secondary"), level="secondary", people=PEOPLE))
     assert "Reminder for <@U0DANA>" in reminder["text"] and "action 42" in reminder["text"]
-    note = valid(blocks.notice("Paging <@U0OWNER> failed: users_not_found", 42))
+    note = valid(notices.notice("Paging <@U0OWNER> failed: users_not_found", 42))
     assert note["text"].startswith("Paging <@U0OWNER>")
-    refusal = valid(blocks.refusal("Action 42 was already decided: approved by <@U0OWNER>."))
+    refusal = valid(notices.refusal("Action 42 was already decided: approved by <@U0OWNER>."))
     assert "approved by <@U0OWNER>" in refusal["text"]
 
 
 @pytest.mark.parametrize("kind", ["proposed", "executed"])
 def test_override_modal(kind: str) -> None:
-    view = blocks.override_modal(make(kind=kind, summary="x" * 5000), '{"action_id": 42}')
+    view = notices.override_modal(make(kind=kind, summary="x" * 5000), '{"action_id": 42}')
     View(**view).validate_json()
     assert view["callback_id"] == "override_modal" and view["private_metadata"] == '{"action_id": 42}'
     reason = next(b for b in view["blocks"] if b["type"] == "input")
@@ -284,3 +284,11 @@ def test_mentions() -> None:
     assert (
         blocks.slack_date(CREATED) == "<!date^1767268800^{date_short_pretty} at {time}|2026-01-01 12:00 UTC>"
     )
+
+
+def test_a_level_that_could_not_be_paged_is_shown() -> None:
+    card = make(level="secondary", frozen={**FROZEN, "owner": "ghost@example.com"}, owner="ghost@example.com")
+    text = dump(valid(blocks.action_card(card, "remediator", people=PEOPLE,
+                                         failures={"owner": "ghost@example.com: users_not_found"})))
+    assert "Could not page the owner (ghost@example.com): ghost@example.com: users_not_found" in text
+    assert "Escalated to secondary*: <@U0DANA>" in text

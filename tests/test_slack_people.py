@@ -119,6 +119,9 @@ async def test_owner_slack_cannot_find_is_a_clear_error_and_escalation_takes_ove
     assert page_failed and "users_not_found" in page_failed[0].data["reason"]
     assert page_failed[0].data["level"] == "owner"
     assert await until(lambda: _paged(running, body["id"], "secondary"))
+    # The service channel's card says why it went past the owner.
+    await fake_slack.wait_for(lambda: [c for c in fake_slack.calls_to("chat.update", channel="C0CHECKOUT")
+                                       if "Could not page the owner" in json.dumps(c.args["blocks"])])
 
 
 async def _paged(running: Running, action_id: int, level: str) -> bool:
