@@ -45,8 +45,7 @@ async def queue_anchor(session: AsyncSession, channel: str, *, now: datetime, re
     The publication is itself recorded, as the next entry: anyone can later see which anchors
     were sent. The digest job calls this daily with dedupe_key=f"anchor:daily:{day}".
     """
-    head = await ledger.locked_head(session)
-    seq, hash_ = head.seq, head.hash
+    seq, hash_ = await ledger.locked_head(session)
     await ledger.append(session, "anchor.published",
                         {"seq": seq, "hash": hash_, "channel": channel, "reason": reason}, at=now)
     msg = send(session, Kind.ANCHOR, channel=channel, purpose="anchor", dedupe_key=dedupe_key,

@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Any
 
 import rfc8785
-from sqlalchemy import JSON, Connection, Text, cast, event, func, insert, literal, select
+from sqlalchemy import JSON, Connection, Text, cast, event, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -131,19 +131,38 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-async def locked_head(session: AsyncSession) -> LedgerHead:
+_HEAD = "countersign.ledger_head"  # session.info key: the head as of this transaction's last append
+HEAD_TABLE: Any = LedgerHead.__table__  # type: ignore[attr-defined]
+
+
+def _innermost(session: AsyncSession) -> Any:
+    sync = session.sync_session
+    return sync.get_nested_transaction() or sync.get_transaction()
+
+
+async def locked_head(session: AsyncSession) -> tuple[int, str]:
+    """(seq, hash) of the head, locked until the caller's transaction ends.
+
+    The second append of a transaction (a submission and its first page) reuses what the first
+    saw: the lock is still held, so nobody else moved it. The cache is keyed by the innermost
+    transaction object, so a rolled-back savepoint or a new transaction reads the table again.
+    """
+    cached = session.info.get(_HEAD)
+    if cached is not None and cached[0] is _innermost(session):
+        return cached[1], cached[2]
     postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
-    stmt = select(LedgerHead).where(LedgerHead.id == 1)  # type: ignore[arg-type]
+    stmt = select(HEAD_TABLE.c.seq, HEAD_TABLE.c.hash).where(HEAD_TABLE.c.id == 1)
     if postgres:
         stmt = stmt.with_for_update()
-    head = (await session.execute(stmt)).scalar_one_or_none()
-    if head is None:
+    row = (await session.execute(stmt)).first()
+    if row is None:
         # The migration seeds the head; this covers a database where it was removed. Two first
         # appenders racing here must not fail: insert-if-absent, then lock what is there.
-        insert = pg_insert if postgres else sqlite_insert
-        await session.execute(insert(LedgerHead).values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing())
-        head = (await session.execute(stmt)).scalar_one()
-    return head
+        insert_head = pg_insert if postgres else sqlite_insert
+        seed = insert_head(HEAD_TABLE).values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing()
+        await session.execute(seed)
+        row = (await session.execute(stmt)).one()
+    return row[0], row[1]
 
 
 async def append(
@@ -155,7 +174,7 @@ async def append(
     actor: str | None = None,
     at: datetime | None = None,
 ) -> LedgerEntry:
-    head = await locked_head(session)
+    head_seq, head_hash = await locked_head(session)
     when = at or utcnow()
     # Stored and hashed as UTC: a naive or zoned `at` must read back as the same instant and text.
     when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
@@ -163,20 +182,24 @@ async def append(
     # Data is stored as its RFC 8785 text (PostgreSQL's json type keeps text verbatim), so
     # verification can hash what it reads without parsing it: see storage.ledger_verify.
     data_json = rfc8785.dumps(clean).decode()
-    seq = head.seq + 1
-    digest = hashlib.sha256(head.hash.encode() + assemble(seq, utc_iso(when), event, action_id, actor,
+    seq = head_seq + 1
+    digest = hashlib.sha256(head_hash.encode() + assemble(seq, utc_iso(when), event, action_id, actor,
                                                            data_json)).hexdigest()
     postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
-    stored = cast(literal(data_json, Text), JSON) if postgres else literal(data_json, Text)
-    await session.execute(insert(LEDGER).values(
-        seq=seq, at=when, event=event, action_id=action_id, actor=actor, data=stored,
-        prev_hash=head.hash, hash=digest))
-    entry = LedgerEntry(seq=seq, at=when, event=event, action_id=action_id, actor=actor, data=clean,
-                        prev_hash=head.hash, hash=digest)
-    head.seq, head.hash = seq, digest
-    session.add(head)
-    await session.flush()
-    return entry
+    values = {"seq": seq, "at": when, "event": event, "action_id": action_id, "actor": actor,
+              "data": cast(literal(data_json, Text), JSON) if postgres else literal(data_json, Text),
+              "prev_hash": head_hash, "hash": digest}
+    move_head = update(HEAD_TABLE).where(HEAD_TABLE.c.id == 1)
+    if postgres:  # one round trip: the entry and the head's move in one statement
+        added = insert(LEDGER).values(**values).returning(LEDGER.c.seq, LEDGER.c.hash).cte("added")
+        await session.execute(move_head.values(seq=added.c.seq, hash=added.c.hash)
+                              .where(HEAD_TABLE.c.seq == added.c.seq - 1))
+    else:
+        await session.execute(insert(LEDGER).values(**values))
+        await session.execute(move_head.values(seq=seq, hash=digest))
+    session.info[_HEAD] = (_innermost(session), seq, digest)
+    return LedgerEntry(seq=seq, at=when, event=event, action_id=action_id, actor=actor, data=clean,
+                       prev_hash=head_hash, hash=digest)
 
 
 # --- reading: one consistent snapshot, streamed ----------------------------------------------
@@ -268,8 +291,8 @@ def raw_columns(dialect: str) -> tuple[Any, ...]:
 
 CHAIN_SQL = {
     # `at` formatted by the server exactly as hashed; data as its stored text (json keeps it verbatim).
-    "postgresql": "SELECT seq, to_char(timezone('UTC', at), 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), event, "
-                  "action_id, actor, data::text, prev_hash, hash FROM ledger ORDER BY seq",
+    "postgresql": "SELECT seq, to_char(timezone('UTC', at), 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), "
+                  "event, action_id, actor, data::text, prev_hash, hash FROM ledger ORDER BY seq",
     "sqlite": "SELECT seq, CAST(at AS TEXT), event, action_id, actor, CAST(data AS TEXT), prev_hash, hash "
               "FROM ledger ORDER BY seq",
 }
