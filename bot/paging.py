@@ -8,7 +8,9 @@ SQLite), and the unique (action, step) record refuses any second firing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -20,11 +22,15 @@ from bot.messages import Kind, send, update_cards
 from storage import actions as repo
 from storage import ledger
 from storage.models import Action
-from storage.sweep import lock_action
+from storage.sweep import lock_action, record_step
 
 # Pages, failures and the timeout can make more steps due at once (fail closed brings the next
 # level forward); a chain has at most three levels, so a few rounds always settle it.
 MAX_ROUNDS = 8
+# Outbox messages and the action's new state, applied after the ledger entries: a sweep that
+# defers them for a whole batch writes them in one flush (multi-row INSERT, executemany UPDATE)
+# instead of one flush per action (every ledger append flushes the session).
+Effects = list[Callable[[], object]]
 
 
 def _level_target(frozen: dict[str, Any], level: str) -> str | None:
@@ -46,45 +52,67 @@ def default_decider(frozen: dict[str, Any], level: str | None) -> tuple[str | No
 
 
 async def advance(
-    session: AsyncSession, action: Action, now: datetime, *, fired: dict[str, datetime] | None = None
+    session: AsyncSession,
+    action: Action,
+    now: datetime,
+    *,
+    fired: dict[str, datetime] | None = None,
+    recorded: set[str] | None = None,
+    effects: Effects | None = None,
 ) -> list[DueStep]:
     """Fire every step of `action` that is due at `now`, exactly once; set `level` and `next_at`.
 
-    `fired` (step key -> when) may be passed by a caller that loaded it for a whole batch.
-    Returns the steps this call fired.
+    A sweep working on a batch passes what it loaded and did for the whole batch: `fired` (step
+    key -> when), `recorded` (the due steps its one multi-row insert just recorded for this action)
+    and `effects` (it applies them after the last action). Returns the steps this call fired.
     """
     if action.status != "pending" or action.id is None:
         action.next_at = None
         return []
     chain = Chain.from_frozen(action.frozen)
     fired = dict(fired) if fired is not None else await repo.fired_steps(session, action.id)
+    prerecorded = set(recorded or ())
+    pending_effects: Effects = [] if effects is None else effects
     known = set(fired)
     done: list[DueStep] = []
+    # The level reached is written with next_at at the end: one UPDATE of the row per sweep.
+    reached = action.level
     for _ in range(MAX_ROUNDS):
         due = plan(chain, action.created_at, fired, now).due
         if not due or action.status != "pending":
             break
         for step in due:
-            if not await repo.record_step(session, action.id, step.key, level=step.level, due_at=step.at,
-                                          now=now):
+            if step.key in prerecorded:
+                prerecorded.discard(step.key)
+            elif not await record_step(session, action.id, step.key, level=step.level, due_at=step.at,
+                                       now=now):
                 fired = await repo.fired_steps(session, action.id)  # fired elsewhere: re-plan from truth
                 break
             fired[step.key] = now
             done.append(step)
-            await _fire(session, action, step, fired, now)
+            reached = step.level if step.kind == "page" else reached
+            await _fire(session, action, step, fired, now, pending_effects)
             if action.status != "pending":
                 break
     escalated = any(s.kind == "timeout" or (s.kind == "page" and s.level != "owner") for s in done)
-    if escalated or any(key.startswith("failed:") for key in set(fired) - known):
+    escalated = escalated or any(key.startswith("failed:") for key in set(fired) - known)
+    next_at = plan(chain, action.created_at, fired, now).next_at if action.status == "pending" else None
+    pending_effects.append(partial(_settle, session, action, reached, next_at, now, done, escalated))
+    if effects is None:
+        for effect in pending_effects:
+            effect()
+    return done
+
+
+def _settle(session: AsyncSession, action: Action, level: str | None, next_at: datetime | None,
+            now: datetime, done: list[DueStep], escalated: bool) -> None:
+    """The action's new escalation state, and the messages that follow from it."""
+    assert action.id is not None
+    if escalated:
         update_cards(session, action.id)  # earlier copies show that it escalated, and to whom
-    if action.status == "pending":
-        action.next_at = plan(chain, action.created_at, fired, now).next_at
-    else:
-        action.next_at = None
-    action.updated_at = now
+    action.level, action.next_at, action.updated_at = level, next_at, now
     session.add(action)
     refresh_after_steps(session, action, done)  # App Homes of the people paged or defaulted
-    return done
 
 
 async def fail_level(session: AsyncSession, action: Action, level: str, reason: str, now: datetime) -> None:
@@ -109,8 +137,8 @@ async def _record_failure(
     session: AsyncSession, action: Action, level: str, reason: str, fired: dict[str, datetime], now: datetime
 ) -> bool:
     assert action.id is not None
-    if not await repo.record_step(session, action.id, failed_key(level), level=level, due_at=now, now=now,
-                                  note=reason):
+    if not await record_step(session, action.id, failed_key(level), level=level, due_at=now, now=now,
+                             note=reason):
         return False
     fired[failed_key(level)] = now
     await ledger.append(session, "page.failed", {"level": level, "reason": reason},
@@ -119,14 +147,14 @@ async def _record_failure(
 
 
 async def _fire(
-    session: AsyncSession, action: Action, step: DueStep, fired: dict[str, datetime], now: datetime
+    session: AsyncSession, action: Action, step: DueStep, fired: dict[str, datetime], now: datetime,
+    effects: Effects,
 ) -> None:
     assert action.id is not None
     late = max(0.0, (now - step.at).total_seconds())
     frozen = action.frozen
     if step.kind == "page":
         assert step.level is not None
-        action.level = step.level
         target = _level_target(frozen, step.level)
         await ledger.append(
             session,
@@ -136,10 +164,12 @@ async def _fire(
             at=now,
         )
         if step.level == "owner" and frozen.get("channel"):
-            send(session, Kind.CARD, channel=frozen["channel"], action_id=action.id, purpose="card:channel")
+            effects.append(partial(send, session, Kind.CARD, channel=frozen["channel"], action_id=action.id,
+                                   purpose="card:channel"))
         if target:
             purpose = "card:leadership" if step.level == "leadership" else f"card:dm:{step.level}"
-            send(session, Kind.CARD, channel=target, action_id=action.id, purpose=purpose, level=step.level)
+            effects.append(partial(send, session, Kind.CARD, channel=target, action_id=action.id,
+                                   purpose=purpose, level=step.level))
         else:
             await _record_failure(session, action, step.level, f"no {step.level} configured", fired, now)
     elif step.kind == "remind":
@@ -149,8 +179,8 @@ async def _fire(
                             action_id=action.id, at=now)
         target = _level_target(frozen, step.level)
         if target:
-            send(session, Kind.REMINDER, channel=target, action_id=action.id, purpose=f"remind:{step.key}",
-                 level=step.level)
+            effects.append(partial(send, session, Kind.REMINDER, channel=target, action_id=action.id,
+                                   purpose=f"remind:{step.key}", level=step.level))
     elif step.kind == "timeout":
         await _time_out(session, action, step, now)
 
@@ -160,7 +190,7 @@ async def _time_out(session: AsyncSession, action: Action, step: DueStep, now: d
     open, with accountability defaulting to the last level reached (a later acknowledge still wins)."""
     assert action.id is not None
     late = round(max(0.0, (now - step.at).total_seconds()), 3)
-    level = step.level or action.level
+    level = step.level
     by, name = default_decider(action.frozen, level)
     decision: dict[str, Any] = {
         "decided_at": now,

@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.escalation import DueStep
-from bot.paging import advance
+from bot.escalation import Chain, DueStep, plan
+from bot.paging import Effects, advance
 from bot.policy import LEVELS
 from bot.services import Services
 from storage.models import Action
-from storage.sweep import claim_due_actions, fired_steps_for, next_due_at, pending_by_level
+from storage.sweep import claim_due_actions, fired_steps_for, next_due_at, pending_by_level, record_steps
 
 log = logging.getLogger("countersign.sweeper")
 JOB_ID = "escalation-sweeper"
@@ -35,17 +35,33 @@ class Sweeper:
         self._stopped = False
 
     async def tick(self) -> int:
-        """Claim one batch of due actions and fire their due steps; returns how many were claimed."""
+        """Claim one batch of due actions and fire their due steps in one transaction; returns how
+        many actions were claimed.
+
+        The batch's due steps are recorded by one multi-row insert (the unique (action, step) key
+        refuses any that fired before), then each action's ledger entries are appended, then
+        every outbox message and state change is written in one flush at commit.
+        """
         metrics = self.svc.extras.get("metrics")
         fired: list[tuple[Action, DueStep, float]] = []
         async with self.svc.db.session() as session:
             actions = await claim_due_actions(session, self.svc.clock(), limit=self.batch)
-            history = await fired_steps_for(session, [a.id for a in actions if a.id is not None])
+            pending = [a for a in actions if a.id is not None and a.status == "pending"]
+            history = await fired_steps_for(session, [a.id for a in pending if a.id is not None])
+            now = self.svc.clock()  # after the claim: the instant the steps are recorded as fired
+            due = {a.id: plan(Chain.from_frozen(a.frozen), a.created_at, history[a.id or 0], now).due
+                   for a in pending}
+            recorded = await record_steps(
+                session, [(action_id, s.key, s.level, s.at) for action_id, steps in due.items()
+                          for s in steps if action_id is not None], now)
+            effects: Effects = []
             for action in actions:
-                # Read the clock per action: a step's recorded lateness is when it really fired.
-                now = self.svc.clock()
-                for step in await advance(session, action, now, fired=history.get(action.id or 0, {})):
+                mine = {key for action_id, key in recorded if action_id == action.id}
+                for step in await advance(session, action, now, fired=history.get(action.id or 0, {}),
+                                          recorded=mine, effects=effects):
                     fired.append((action, step, max(0.0, (now - step.at).total_seconds())))
+            for effect in effects:
+                effect()
             await session.commit()
         for listener in self.svc.extras.get("decision_listeners", []):
             listener(*[a.id for a in actions if a.accountability])  # a timeout decided them: wake waiters

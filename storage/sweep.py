@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Action, EscalationStep
+
+STEPS: Table = EscalationStep.__table__  # type: ignore[attr-defined]
 
 
 def _is_postgres(session: AsyncSession) -> bool:
@@ -44,6 +48,52 @@ async def lock_action(session: AsyncSession, action_id: int) -> Action | None:
     if _is_postgres(session):
         stmt = stmt.with_for_update()
     return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def record_step(
+    session: AsyncSession,
+    action_id: int,
+    step: str,
+    *,
+    level: str | None,
+    due_at: datetime,
+    now: datetime,
+    note: str | None = None,
+) -> bool:
+    """Record that a step fired; False if it had already fired (the unique (action, step) key).
+
+    One INSERT .. ON CONFLICT DO NOTHING (the same guarantee as storage.actions.record_step,
+    without its savepoint and flush: three round trips fewer for every step a sweep fires).
+    """
+    insert = pg_insert if _is_postgres(session) else sqlite_insert
+    stmt = (
+        insert(STEPS)
+        .values(action_id=action_id, step=step, level=level, due_at=due_at, fired_at=now,
+                late_seconds=max(0.0, (now - due_at).total_seconds()), note=note)
+        .on_conflict_do_nothing(index_elements=["action_id", "step"])
+        .returning(STEPS.c.id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def record_steps(
+    session: AsyncSession, steps: list[tuple[int, str, str | None, datetime]], now: datetime
+) -> set[tuple[int, str]]:
+    """Record many fired steps, (action id, step, level, due at), in one multi-row INSERT .. ON
+    CONFLICT DO NOTHING; returns the (action id, step) pairs recorded now (not fired before)."""
+    if not steps:
+        return set()
+    insert = pg_insert if _is_postgres(session) else sqlite_insert
+    values = [{"action_id": action_id, "step": step, "level": level, "due_at": due_at, "fired_at": now,
+               "late_seconds": max(0.0, (now - due_at).total_seconds()), "note": None}
+              for action_id, step, level, due_at in steps]
+    stmt = (
+        insert(STEPS)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["action_id", "step"])
+        .returning(STEPS.c.action_id, STEPS.c.step)
+    )
+    return {(int(action_id), str(step)) for action_id, step in (await session.execute(stmt)).all()}
 
 
 async def fired_steps_for(session: AsyncSession, action_ids: list[int]) -> dict[int, dict[str, datetime]]:
