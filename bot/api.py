@@ -72,7 +72,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scheme.lower() != "bearer" or not token.strip() or not token.isascii():
         raise ApiError(401, "unauthorized", "send the agent's token as `Authorization: Bearer <token>`")
     svc = request.app[SERVICES]
-    async with svc.db.session() as session:
+    async with svc.db.read_session() as session:
         agent = await agents.by_token(session, token.strip())
     if agent is None:
         raise ApiError(401, "unauthorized", "unknown or revoked token")
@@ -161,7 +161,7 @@ def _action_id(request: web.Request) -> int:
 async def get_action(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     action_id = _action_id(request)
-    async with svc.db.session() as session:
+    async with svc.db.read_session() as session:
         found = await repo.get_with_agent(session, action_id)
     if found is None:
         raise ApiError(404, "not_found", f"there is no action {action_id}")
@@ -190,7 +190,7 @@ async def list_actions(request: web.Request) -> web.Response:
     if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise ApiError(400, "invalid_request", "cursor: use the next_cursor of a previous page",
                        fields=[{"field": "cursor", "message": "invalid cursor"}])
-    async with svc.db.session() as session:
+    async with svc.db.read_session() as session:
         rows = await repo.page(session, status=status, service=service,
                                before_id=int(cursor) if cursor else None, limit=limit + 1)
     items = [action_json(a, g.name, svc.settings.base_url) for a, g in rows[:limit]]

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from bot.errors import ApiError
 from bot.escalation import freeze
@@ -60,8 +61,8 @@ async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | 
     policy, now = svc.policy, svc.clock()
     if req.service not in policy.services:
         known = ", ".join(sorted(policy.services)[:20])
-        raise ApiError(422, "unknown_service", f"service {req.service!r} is not in the policy (known: {known})",
-                       field="service")
+        raise ApiError(422, "unknown_service",
+                       f"service {req.service!r} is not in the policy (known: {known})", field="service")
     match = evaluate(policy, req.service, req.action_type, req.environment, req.kind)
     async with svc.db.session() as session:
         if match.mode == "forbidden":
@@ -179,7 +180,8 @@ async def _claim_key(
             await session.rollback()
         existing = (
             await session.execute(
-                select(IdempotencyKey).where(IdempotencyKey.agent_id == agent.id, IdempotencyKey.key == key)
+                select(IdempotencyKey).where(col(IdempotencyKey.agent_id) == agent.id,
+                                             col(IdempotencyKey.key) == key)
             )
         ).scalar_one()
         if existing.request_hash != digest:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Action, Agent, EscalationStep, Response, SlackMessage, utcnow
@@ -19,7 +20,9 @@ async def get(session: AsyncSession, action_id: int) -> Action | None:
 async def get_with_agent(session: AsyncSession, action_id: int) -> tuple[Action, Agent] | None:
     row = (
         await session.execute(
-            select(Action, Agent).join(Agent, Agent.id == Action.agent_id).where(Action.id == action_id)
+            select(Action, Agent)
+            .join(Agent, col(Agent.id) == col(Action.agent_id))
+            .where(col(Action.id) == action_id)
         )
     ).first()
     return (row[0], row[1]) if row else None
@@ -35,22 +38,23 @@ async def page(
     limit: int = 50,
 ) -> list[tuple[Action, Agent]]:
     """Newest first; `before_id` is the cursor (the id of the last item of the previous page)."""
-    stmt = select(Action, Agent).join(Agent, Agent.id == Action.agent_id)
+    stmt = select(Action, Agent).join(Agent, col(Agent.id) == col(Action.agent_id))
     if status:
-        stmt = stmt.where(Action.status == status)
+        stmt = stmt.where(col(Action.status) == status)
     if service:
-        stmt = stmt.where(Action.service == service)
+        stmt = stmt.where(col(Action.service) == service)
     if owner:
-        stmt = stmt.where(Action.owner == owner)
+        stmt = stmt.where(col(Action.owner) == owner)
     if before_id is not None:
-        stmt = stmt.where(Action.id < before_id)  # type: ignore[operator]
-    stmt = stmt.order_by(Action.id.desc()).limit(limit)  # type: ignore[union-attr]
+        stmt = stmt.where(col(Action.id) < before_id)
+    stmt = stmt.order_by(col(Action.id).desc()).limit(limit)
     return [(a, g) for a, g in (await session.execute(stmt)).all()]
 
 
 async def fired_steps(session: AsyncSession, action_id: int) -> dict[str, datetime]:
     rows = await session.execute(
-        select(EscalationStep.step, EscalationStep.fired_at).where(EscalationStep.action_id == action_id)
+        select(col(EscalationStep.step), col(EscalationStep.fired_at)).where(
+            col(EscalationStep.action_id) == action_id)
     )
     return {step: fired for step, fired in rows.all()}
 
@@ -105,20 +109,23 @@ async def add_response(session: AsyncSession, response: Response) -> Response:
 
 async def responses(session: AsyncSession, action_id: int) -> list[Response]:
     rows = await session.execute(
-        select(Response).where(Response.action_id == action_id).order_by(Response.id)  # type: ignore[arg-type]
+        select(Response).where(col(Response.action_id) == action_id).order_by(col(Response.id))
     )
     return list(rows.scalars())
 
 
 async def slack_messages(session: AsyncSession, action_id: int) -> list[SlackMessage]:
-    rows = await session.execute(select(SlackMessage).where(SlackMessage.action_id == action_id))
+    rows = await session.execute(select(SlackMessage).where(col(SlackMessage.action_id) == action_id))
     return list(rows.scalars())
 
 
-async def remember_message(session: AsyncSession, action_id: int, purpose: str, channel: str, ts: str) -> None:
+async def remember_message(
+    session: AsyncSession, action_id: int, purpose: str, channel: str, ts: str
+) -> None:
     existing = (
         await session.execute(
-            select(SlackMessage).where(SlackMessage.action_id == action_id, SlackMessage.purpose == purpose)
+            select(SlackMessage).where(col(SlackMessage.action_id) == action_id,
+                                       col(SlackMessage.purpose) == purpose)
         )
     ).scalar_one_or_none()
     if existing is None:

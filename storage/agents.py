@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 from sqlalchemy import select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import ledger
@@ -25,7 +26,7 @@ class AgentExists(ValueError):
 
 async def create(session: AsyncSession, name: str) -> tuple[Agent, str]:
     """Create an agent; returns it and its bearer token (the only time the token exists in clear)."""
-    if (await session.execute(select(Agent).where(Agent.name == name))).scalar_one_or_none():
+    if (await session.execute(select(Agent).where(col(Agent.name) == name))).scalar_one_or_none():
         raise AgentExists(f"an agent named {name!r} already exists")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     agent = Agent(
@@ -42,7 +43,7 @@ async def create(session: AsyncSession, name: str) -> tuple[Agent, str]:
 
 async def by_token(session: AsyncSession, token: str) -> Agent | None:
     agent = (
-        await session.execute(select(Agent).where(Agent.token_hash == hash_token(token)))
+        await session.execute(select(Agent).where(col(Agent.token_hash) == hash_token(token)))
     ).scalar_one_or_none()
     if agent is None or agent.revoked_at is not None:
         return None
@@ -50,11 +51,11 @@ async def by_token(session: AsyncSession, token: str) -> Agent | None:
 
 
 async def list_all(session: AsyncSession) -> list[Agent]:
-    return list((await session.execute(select(Agent).order_by(Agent.id))).scalars())
+    return list((await session.execute(select(Agent).order_by(col(Agent.id)))).scalars())
 
 
 async def revoke(session: AsyncSession, name: str) -> Agent | None:
-    agent = (await session.execute(select(Agent).where(Agent.name == name))).scalar_one_or_none()
+    agent = (await session.execute(select(Agent).where(col(Agent.name) == name))).scalar_one_or_none()
     if agent is None:
         return None
     if agent.revoked_at is None:

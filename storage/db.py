@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READ_ONLY = "countersign_read_only"
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -37,7 +38,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: Connection) -> None:
         # Every transaction takes the writer lock up front: no lock upgrade can deadlock,
         # and a claim (sweeper, outbox relay, ledger append) is serialized across processes.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions (Database.read_session) take none: WAL readers never wait for writers.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -53,9 +56,17 @@ class Database:
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self.read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self.read_sessions = async_sessionmaker(self.read_engine, class_=AsyncSession, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
         return self.sessions()
+
+    def read_session(self) -> AsyncSession:
+        """For reads only (a write in it could fail with SQLITE_BUSY): on SQLite it takes no writer
+        lock, so token checks and GETs never queue behind submissions. The same as session() on
+        PostgreSQL."""
+        return self.read_sessions()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -95,7 +106,7 @@ class Database:
         def _current(connection: Connection) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
 
-        async with self.engine.connect() as conn:
+        async with self.read_engine.connect() as conn:
             return await conn.run_sync(_current)
 
     async def check_schema(self) -> None:
