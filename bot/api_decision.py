@@ -42,6 +42,10 @@ class DecisionWaiters:
         self._events: dict[int, set[asyncio.Event]] = {}
         self._poller: asyncio.Task[None] | None = None
 
+    def waiting(self) -> int:
+        """How many requests are parked here now."""
+        return sum(len(events) for events in self._events.values())
+
     def notify(self, *action_ids: int | None) -> None:
         """Actions were decided (and committed): wake whoever waits for them."""
         for action_id in action_ids:
@@ -84,7 +88,7 @@ class DecisionWaiters:
 
     async def _decided(self, ids: list[int]) -> list[int]:
         found: list[int] = []
-        async with self.svc.db.session() as session:
+        async with self.svc.db.read_session() as session:
             for start in range(0, len(ids), RECHECK_CHUNK):
                 chunk = ids[start:start + RECHECK_CHUNK]
                 rows = await session.execute(select(col(Action.id)).where(
@@ -109,7 +113,7 @@ def register(app: web.Application, services_key: web.AppKey[Services]) -> None:
     """Add the route, and install the waiters (and their decision listener) when the app starts."""
 
     async def load(svc: Services, action_id: int) -> tuple[Action, Any]:
-        async with svc.db.session() as session:
+        async with svc.db.read_session() as session:  # on SQLite: no writer lock, never queues
             found = await repo.get_with_agent(session, action_id)
         if found is None:
             raise ApiError(404, "not_found", f"there is no action {action_id}")

@@ -33,7 +33,8 @@ class CountersignClient:
     """`async with CountersignClient(url, token) as cs: ...` (or call `close()` yourself).
 
     `base_url` and `token` default to the COUNTERSIGN_URL and COUNTERSIGN_TOKEN environment variables.
-    One client belongs to one event loop (it holds an aiohttp session).
+    One client belongs to one event loop (it holds an aiohttp session; pass `session=` to share
+    yours, e.g. one with a larger connection limit than aiohttp's 100 for many concurrent waits).
     """
 
     def __init__(self, base_url: str | None = None, token: str | None = None, *, retries: int = 5,
@@ -156,8 +157,7 @@ class CountersignClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers={
-                "Authorization": f"Bearer {self._token}", "User-Agent": "countersign-client/0.1"})
+            self._session = aiohttp.ClientSession(headers={"User-Agent": "countersign-client/0.1"})
             self._owns_session = True
         return self._session
 
@@ -166,6 +166,7 @@ class CountersignClient:
                     seconds: float | None = None) -> dict[str, Any]:
         url = self.base_url + path
         limit = aiohttp.ClientTimeout(total=seconds or self.request_timeout)
+        headers = {**(headers or {}), "Authorization": f"Bearer {self._token}"}  # also on a session passed in
         last_problem = ""
         for attempt in range(self.retries + 1):
             retry_after: float | None = None
