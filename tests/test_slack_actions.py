@@ -175,3 +175,21 @@ async def test_two_people_click_at_once_one_decision(running: Running, fake_slac
     note = await fake_slack.wait_for(lambda: ephemerals(fake_slack, losers[0].slack_user_id))
     assert f"approved by <@{winners[0].slack_user_id}>" in note[0].args["text"]
     assert [e.event for e in await ledger_events(running, body["id"])].count("decision") == 1
+
+
+async def test_override_submitted_after_someone_else_decided(running: Running, fake_slack: FakeSlack) -> None:
+    _, body = await running.submit(proposal())
+    card = await card_for(fake_slack, "U0OWNER", body["id"])
+    await click(running, fake_slack, "U0OWNER", card, "Override", channel="C0CHECKOUT")
+    [opened] = await fake_slack.wait_for(lambda: fake_slack.calls_to("views.open"))
+    # An admin approves while the owner is still typing a reason.
+    await click(running, fake_slack, "U0ADMIN", card, "Approve", trigger_id="admin")
+    await decided(running, body["id"])
+    resp = await running.interact(submission("U0OWNER", opened.args["view"], "too risky today"))
+    assert resp.status == 200 and not await resp.text()  # the modal closes; the answer comes privately
+    note = await fake_slack.wait_for(lambda: ephemerals(fake_slack, "U0OWNER"))
+    assert note[0].args["channel"] == "C0CHECKOUT"
+    assert "already decided: approved by <@U0ADMIN>" in note[0].args["text"]
+    rows = await until(lambda: _two(running, body["id"]))
+    assert [(r.slack_user_id, r.accepted, r.refusal, r.reason) for r in rows] == [
+        ("U0ADMIN", True, None, None), ("U0OWNER", False, "already_decided", "too risky today")]
