@@ -18,15 +18,17 @@ def _action_types(policy: Policy) -> list[str]:
 
 
 def report(policy: Policy, source: str) -> str:
-    lines = [f"{source}: OK — {len(policy.services)} services, {len(policy.tiers)} tiers, {len(policy.rules)} rules"]
+    lines = [f"{source}: OK — {len(policy.services)} services, {len(policy.tiers)} tiers, "
+             f"{len(policy.rules)} rules"]
     types = _action_types(policy)
     for name, svc in policy.services.items():
         frozen = freeze(policy, name, evaluate(policy, name, "*", "production"))
         chain = ", ".join(f"{s['notify']}@{s['after']:g}s" for s in frozen["steps"])
         lines.append("")
-        lines.append(f"service {name} (tier {svc.tier or '-'}, owner {svc.owner}, channel {svc.channel or '-'})")
-        lines.append(f"  escalation: {chain}; remind_every {frozen['remind_every']}; timeout {frozen['timeout']}; "
-                     f"on_timeout {frozen['on_timeout']}")
+        lines.append(f"service {name} (tier {svc.tier or '-'}, owner {svc.owner}, "
+                     f"channel {svc.channel or '-'})")
+        lines.append(f"  escalation: {chain}; remind_every {frozen['remind_every']}; "
+                     f"timeout {frozen['timeout']}; on_timeout {frozen['on_timeout']}")
         for env in ("production", "staging"):
             for action_type in types:
                 m = evaluate(policy, name, action_type, env)
