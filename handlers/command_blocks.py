@@ -79,10 +79,7 @@ def message(text: str, blocks: Sequence[Block]) -> Message:
     return {"text": clip(text, 3000), "blocks": kept}
 
 
-def detail(action_id: int | None, base_url: str = "") -> str:
-    """Where the full record is: the command, and the API link when the app knows its public URL."""
-    cmd = f"`/ai-actions show {action_id}`"
-    return f"<{base_url}/v1/actions/{action_id}|API> · {cmd}" if base_url else cmd
+FULL_RECORD = "Full record of any item, with its whole timeline: `/ai-actions show ID`"
 
 
 def buttons(action: Action) -> Block | None:
@@ -140,8 +137,7 @@ def action_list(title: str, rows: Sequence[tuple[Action, str | None]], *, empty:
                 footer: str = "") -> Message:
     blocks: list[Block] = [header(title)]
     blocks += action_items(rows) if rows else [section(empty)]
-    if footer:
-        blocks.append(context(footer))
+    blocks.append(context(f"{footer} · {FULL_RECORD}" if footer else FULL_RECORD))
     return message(f"{title}: {len(rows)} item(s)" if rows else f"{title}: {empty}", blocks)
 
 
@@ -250,6 +246,7 @@ def who_owns_message(policy: Policy, service: str) -> Message:
 def service_message(policy: Policy, service: str, rows: Sequence[tuple[Action, str | None]]) -> Message:
     blocks: list[Block] = [header(f"Service {service}"), section(owner_text(policy, service)), divider()]
     blocks += action_items(rows) if rows else [section("No actions yet.")]
+    blocks.append(context(FULL_RECORD))
     return message(f"Service {service}: {len(rows)} recent action(s)", blocks)
 
 
@@ -259,4 +256,5 @@ def mine_message(waiting: Sequence[tuple[Action, str | None]],
     blocks += action_items(waiting) if waiting else [section("Nothing waits on you. :tada:")]
     blocks += [divider(), header("Decided by you")]
     blocks += action_items(decided, with_buttons=False) if decided else [section("No decisions yet.")]
+    blocks.append(context(FULL_RECORD))
     return message(f"{len(waiting)} action(s) wait on you", blocks)

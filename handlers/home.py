@@ -52,7 +52,7 @@ async def home_view(svc: Services, user_id: str) -> dict[str, Any]:
                    for name, role in roles.items()]
     else:
         blocks.append(ui.section("You are not named as owner or secondary of any service in the policy."))
-    blocks.append(ui.context(f"As of {ui.slack_date(svc.clock())} · `/ai-actions help` for more"))
+    blocks.append(ui.context(f"As of {ui.slack_date(svc.clock())} · {ui.FULL_RECORD} · `/ai-actions help`"))
     if len(blocks) > MAX_VIEW_BLOCKS:
         blocks = [*blocks[: MAX_VIEW_BLOCKS - 1], ui.context("More on `/ai-actions mine`.")]
     return {"type": "home", "blocks": blocks}
