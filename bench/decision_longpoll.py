@@ -190,6 +190,15 @@ async def run_one(kind: str, waiters: int, idle: float) -> dict[str, Any]:
             "other": other}
 
 
+NOTES = """Reading: the idle cost of the long poll is one re-check query a second for all waiting agents
+(a few statements with its transaction), where 1-second polling would cost one request per agent
+per second. A decision in the same process wakes its agent in milliseconds at the median; the
+tails are this run's single event loop on 2 cores serving the app, the fake Slack (which validates
+every block with slack_sdk) and all the agents, and on SQLite the single writer that respond(), the
+relay and the sweeper queue on. A decision made by another replica is seen by the re-check: under
+a second plus that queueing."""
+
+
 def report(rows: list[dict[str, Any]], command: str) -> str:
     lines = [
         "# decision_longpoll: what agents waiting for a human decision cost, and how fast they learn it",
@@ -223,6 +232,7 @@ def report(rows: list[dict[str, Any]], command: str) -> str:
             lines.append(f"| {r['database']} | {path} | {len(start)} | {statistics.median(start):.0f} | "
                          f"{pct(start, 0.95):.0f} | {max(start):.0f} | {statistics.median(commit):.0f} | "
                          f"{pct(commit, 0.95):.0f} | {max(commit):.0f} |")
+    lines += ["", NOTES]
     return "\n".join(lines) + "\n"
 
 
