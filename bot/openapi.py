@@ -138,6 +138,10 @@ def document(base_url: str = "") -> dict[str, Any]:
         "paths": {
             "/v1/actions": {"post": post, "get": listing},
             "/v1/actions/{id}": {"get": one},
+            "/v1/actions/{id}/decision": {"get": {  # bot/api_decision.py: the long poll agents block on
+                **one, "summary": "The action once decided, or after `wait` seconds (max 60) undecided",
+                "parameters": [*one["parameters"], _query("wait", {"type": "number", "minimum": 0})],
+                "responses": {**one["responses"], "400": errors["400"]}}},
             "/healthz": {"get": {"security": [], "summary": "Health", "responses": {
                 "200": _json({"type": "object", "properties": health}, "Up (maybe degraded)"),
                 "503": _json({"type": "object", "properties": health}, "The database is unreachable")}}},

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from jsonschema import Draft202012Validator
 
 from bot import callbacks
 from bot.decisions import respond
 from bot.fakeslack import FakeSlack
+from bot.openapi import document
 from bot.policy import Policy
 from countersign_client import (
     CountersignClient,
@@ -232,18 +234,38 @@ async def test_reports_action_success_and_failure(running: Running, client: Coun
     assert "FAILED" in failed["summary"]
 
 
+def documented(status: int, body: Any) -> None:
+    """The answer fits the server's own OpenAPI document for the decision endpoint."""
+    doc = document("http://test")
+    responses = doc["paths"]["/v1/actions/{id}/decision"]["get"]["responses"]
+    schema = responses[str(status)]["content"]["application/json"]["schema"]
+    errors = list(Draft202012Validator({**schema, "components": doc["components"]}).iter_errors(body))
+    assert not errors, errors[0]
+
+
 async def test_decision_endpoint(running: Running, client: CountersignClient) -> None:
     created = await client.propose(summary="Scale down", **RUN)
-    status, body = await running.get(f"/v1/actions/{created['id']}/decision?wait=abc")
-    assert status == 400 and body["error"]["code"] == "invalid_request"
+    for wait in ("abc", "-1", "nan"):
+        status, body = await running.get(f"/v1/actions/{created['id']}/decision?wait={wait}")
+        assert status == 400 and body["error"]["code"] == "invalid_request", (wait, body)
+        documented(status, body)
     status, body = await running.get("/v1/actions/999999/decision?wait=1")
     assert status == 404
+    documented(status, body)
     started = time.monotonic()
     status, body = await running.get(f"/v1/actions/{created['id']}/decision?wait=0.3")
     assert status == 200 and body["status"] == "pending" and body["decision"] is None
     assert 0.3 <= time.monotonic() - started < 2
+    documented(status, body)
     action = await client.wait_for_decision(created["id"], timeout=0)
     assert action["decision"] is None
+    await respond(running.svc, created["id"], user_id="U0OWNER", user_name="olive", response="approve",
+                  via="api")
+    started = time.monotonic()
+    status, body = await running.get(f"/v1/actions/{created['id']}/decision?wait=60")
+    assert time.monotonic() - started < 1  # decided: answered at once, whatever the wait
+    assert status == 200 and body["decision"]["outcome"] == "approved"
+    documented(status, body)
 
 
 async def test_decision_on_another_replica_is_seen_by_the_recheck(running: Running,
