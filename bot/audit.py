@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.messages import Kind, send
 from bot.policy import policy_hash
 from bot.services import Services
-from storage import ledger
+from storage import ledger, ledger_read
 from storage.db import Database
 from storage.ledger_verify import Verification, format_anchor, verify
 from storage.models import OutboxMessage
@@ -31,8 +31,8 @@ async def verify_ledger(db: Database, anchors: dict[int, str] | None = None, *,
 
 
 async def current_head(db: Database) -> tuple[int, str]:
-    async with ledger.snapshot(db.engine) as conn:
-        return await ledger.read_head(conn) or (0, ledger.GENESIS)
+    async with ledger_read.snapshot(db.engine) as conn:
+        return await ledger_read.read_head(conn) or (0, ledger.GENESIS)
 
 
 # --- anchor -------------------------------------------------------------------------------------
@@ -135,8 +135,8 @@ async def export(db: Database, out: TextIO, *, fmt: str = "jsonl", since: dateti
     how far along the chain the export has got (the head's seq is the end)."""
     writer = _Writer(fmt, out)
     count = 0
-    async with ledger.snapshot(db.engine) as conn:
-        async for part in ledger.stream_rows(conn, since=since, service=service, batch=batch):
+    async with ledger_read.snapshot(db.engine) as conn:
+        async for part in ledger_read.stream_rows(conn, since=since, service=service, batch=batch):
             for row in part:
                 writer.write(export_record(row))
             count += len(part)

@@ -3,10 +3,10 @@
 Each entry's hash is sha256(prev_hash || RFC 8785 canonical JSON of the entry's content).
 `append` runs inside the caller's transaction, so an entry commits with the change it records.
 Appends are serialized: on PostgreSQL by locking the one-row head, on SQLite by the writer
-lock every transaction takes (BEGIN IMMEDIATE, see storage.db).
+lock every transaction takes (BEGIN IMMEDIATE, see storage.db). Entries are chained at commit,
+so the lock is held only for that moment.
 
-Reading it back (verification, export) goes through `snapshot`: one consistent read-only view,
-streamed in batches, that never blocks writers. Verification lives in storage.ledger_verify.
+Reading it back: storage.ledger_read (snapshot, streaming); verification: storage.ledger_verify.
 """
 
 from __future__ import annotations
@@ -14,22 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 
 import rfc8785
-from sqlalchemy import JSON, Connection, Text, cast, event, func, insert, literal, select, update
+from sqlalchemy import JSON, Text, bindparam, cast, insert, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Action, LedgerEntry, LedgerHead, utcnow
+from storage.models import LedgerEntry, LedgerHead, utcnow
 
 GENESIS = "0" * 64
 _jstr = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C-accelerated, no ASCII escaping
@@ -131,38 +129,63 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-_HEAD = "countersign.ledger_head"  # session.info key: the head as of this transaction's last append
 HEAD_TABLE: Any = LedgerHead.__table__  # type: ignore[attr-defined]
+_PENDING = "countersign.ledger_pending"  # session.info key: entries this transaction will append
 
 
-def _innermost(session: AsyncSession) -> Any:
-    sync = session.sync_session
-    return sync.get_nested_transaction() or sync.get_transaction()
-
-
-async def locked_head(session: AsyncSession) -> tuple[int, str]:
-    """(seq, hash) of the head, locked until the caller's transaction ends.
-
-    The second append of a transaction (a submission and its first page) reuses what the first
-    saw: the lock is still held, so nobody else moved it. The cache is keyed by the innermost
-    transaction object, so a rolled-back savepoint or a new transaction reads the table again.
-    """
-    cached = session.info.get(_HEAD)
-    if cached is not None and cached[0] is _innermost(session):
-        return cached[1], cached[2]
-    postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+def _head_for_update(session: Session) -> tuple[int, str]:
+    postgres = session.get_bind().dialect.name == "postgresql"
     stmt = select(HEAD_TABLE.c.seq, HEAD_TABLE.c.hash).where(HEAD_TABLE.c.id == 1)
     if postgres:
         stmt = stmt.with_for_update()
-    row = (await session.execute(stmt)).first()
+    row = session.execute(stmt).first()
     if row is None:
         # The migration seeds the head; this covers a database where it was removed. Two first
         # appenders racing here must not fail: insert-if-absent, then lock what is there.
         insert_head = pg_insert if postgres else sqlite_insert
-        seed = insert_head(HEAD_TABLE).values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing()
-        await session.execute(seed)
-        row = (await session.execute(stmt)).one()
+        session.execute(insert_head(HEAD_TABLE).values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing())
+        row = session.execute(stmt).one()
     return row[0], row[1]
+
+
+async def locked_head(session: AsyncSession) -> tuple[int, str]:
+    """(seq, hash) of the head, locked (PostgreSQL: FOR UPDATE) until the transaction ends."""
+    return await session.run_sync(_head_for_update)
+
+
+def _write(session: Session, pending: list[tuple[LedgerEntry, str]]) -> None:
+    """Chain `pending` onto the head and store it: three statements, whatever the count."""
+    seq, prev = _head_for_update(session)
+    rows = []
+    for entry, data_json in pending:
+        seq += 1
+        digest = hashlib.sha256(prev.encode() + assemble(seq, utc_iso(entry.at), entry.event, entry.action_id,
+                                                         entry.actor, data_json)).hexdigest()
+        entry.seq, entry.prev_hash, entry.hash = seq, prev, digest
+        rows.append({"seq": seq, "at": entry.at, "event": entry.event, "action_id": entry.action_id,
+                     "actor": entry.actor, "data_text": data_json, "prev_hash": prev, "hash": digest})
+        prev = digest
+    # Data is stored as its RFC 8785 text (PostgreSQL's json type keeps text verbatim), so
+    # verification can hash what it reads without parsing it: see storage.ledger_verify.
+    text_param = bindparam("data_text", type_=Text)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    session.execute(insert(LEDGER).values(data=cast(text_param, JSON) if postgres else text_param), rows)
+    session.execute(update(HEAD_TABLE).where(HEAD_TABLE.c.id == 1).values(seq=seq, hash=prev))
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _append_pending(session: Session) -> None:
+    """Entries are chained at commit: the head is locked for three statements and the commit,
+    not for the rest of the caller's transaction (PostgreSQL ingest would serialize on it)."""
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        _write(session, pending)
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_pending(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # committed (already written) or rolled back (never happened)
+        session.info.pop(_PENDING, None)
 
 
 async def append(
@@ -174,149 +197,20 @@ async def append(
     actor: str | None = None,
     at: datetime | None = None,
 ) -> LedgerEntry:
-    head_seq, head_hash = await locked_head(session)
+    """Record `event` in the caller's transaction: it is chained and written when that transaction
+    commits (and vanishes with it on rollback). The returned entry gets its seq and hashes then.
+    Inside a savepoint it is written at once, so a rolled-back savepoint takes it along."""
     when = at or utcnow()
     # Stored and hashed as UTC: a naive or zoned `at` must read back as the same instant and text.
     when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
     clean = jsonable(data or {})
-    # Data is stored as its RFC 8785 text (PostgreSQL's json type keeps text verbatim), so
-    # verification can hash what it reads without parsing it: see storage.ledger_verify.
-    data_json = rfc8785.dumps(clean).decode()
-    seq = head_seq + 1
-    digest = hashlib.sha256(head_hash.encode() + assemble(seq, utc_iso(when), event, action_id, actor,
-                                                           data_json)).hexdigest()
-    postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
-    values = {"seq": seq, "at": when, "event": event, "action_id": action_id, "actor": actor,
-              "data": cast(literal(data_json, Text), JSON) if postgres else literal(data_json, Text),
-              "prev_hash": head_hash, "hash": digest}
-    move_head = update(HEAD_TABLE).where(HEAD_TABLE.c.id == 1)
-    if postgres:  # one round trip: the entry and the head's move in one statement
-        added = insert(LEDGER).values(**values).returning(LEDGER.c.seq, LEDGER.c.hash).cte("added")
-        await session.execute(move_head.values(seq=added.c.seq, hash=added.c.hash)
-                              .where(HEAD_TABLE.c.seq == added.c.seq - 1))
+    entry = LedgerEntry(seq=0, at=when, event=event, action_id=action_id, actor=actor, data=clean,
+                        prev_hash="", hash="")
+    item = (entry, rfc8785.dumps(clean).decode())
+    if session.sync_session.in_nested_transaction():
+        await session.run_sync(_write, [item])
     else:
-        await session.execute(insert(LEDGER).values(**values))
-        await session.execute(move_head.values(seq=seq, hash=digest))
-    session.info[_HEAD] = (_innermost(session), seq, digest)
-    return LedgerEntry(seq=seq, at=when, event=event, action_id=action_id, actor=actor, data=clean,
-                       prev_hash=head_hash, hash=digest)
-
-
-# --- reading: one consistent snapshot, streamed ----------------------------------------------
-
-
-def _sqlite_reader(url: str) -> AsyncEngine:
-    """SQLite readers get their own engine: storage.db begins every transaction IMMEDIATE (the
-    writer lock), which a minute-long verification must not hold. A deferred BEGIN reads one WAL
-    snapshot while writers carry on."""
-    engine = create_async_engine(url, poolclass=NullPool)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
-
-    return engine
-
-
-@asynccontextmanager
-async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A read-only connection on which the head and every entry are seen as of one instant."""
-    if engine.dialect.name == "sqlite":
-        reader = _sqlite_reader(engine.url.render_as_string(hide_password=False))
-        try:
-            async with reader.connect() as conn, conn.begin():
-                yield conn
-        finally:
-            await reader.dispose()
-        return
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        async with conn.begin():
-            yield conn
-
-
-async def read_head(conn: AsyncConnection) -> tuple[int, str] | None:
-    row = (await conn.execute(select(LedgerHead.seq, LedgerHead.hash).where(LedgerHead.id == 1))).first()  # type: ignore[call-overload,arg-type]
-    return (row[0], row[1]) if row else None
-
-
-async def stream_rows(
-    conn: AsyncConnection,
-    *,
-    since: datetime | None = None,
-    service: str | None = None,
-    after_seq: int = 0,
-    batch: int = 5000,
-) -> AsyncIterator[Sequence[Any]]:
-    """Batches of ledger rows in seq order (COLUMNS, plus the action's service), streamed with a
-    server-side cursor so a million entries never sit in memory."""
-    stmt = (
-        select(*COLUMNS, Action.service)  # type: ignore[call-overload]
-        .outerjoin(Action, Action.id == LedgerEntry.action_id)  # type: ignore[arg-type]
-        .where(LedgerEntry.seq > after_seq)  # type: ignore[arg-type]
-        .order_by(LedgerEntry.seq)  # type: ignore[arg-type]
-    )
-    if since is not None:
-        stmt = stmt.where(LedgerEntry.at >= since)  # type: ignore[arg-type,operator]
-    if service is not None:
-        # Refused (forbidden) submissions have no action row: their service is in the entry's data.
-        stmt = stmt.where((Action.service == service) | LedgerEntry.action_id.is_(None))  # type: ignore[union-attr]
-    result = await conn.stream(stmt.execution_options(yield_per=batch))
-    async for part in result.partitions(batch):
-        if service is not None:
-            part = [r for r in part if r[8] == service
-                    or (r[3] is None and isinstance(r[5], dict) and r[5].get("service") == service)]
-        yield part
-
-
-def raw_columns(dialect: str) -> tuple[Any, ...]:
-    """The chain as text, exactly as hashed: `at` as UTC ISO with microseconds (PostgreSQL formats
-    it; SQLite stores SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff", converted by the reader) and data
-    as its stored JSON text. No per-row type processing: what makes verification fast."""
-    at: Any
-    if dialect == "postgresql":
-        at = func.to_char(func.timezone("UTC", LEDGER.c.at), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-    else:
-        at = cast(LEDGER.c.at, Text)
-    return (LEDGER.c.seq, at, LEDGER.c.event, LEDGER.c.action_id, LEDGER.c.actor, cast(LEDGER.c.data, Text),
-            LEDGER.c.prev_hash, LEDGER.c.hash)
-
-
-CHAIN_SQL = {
-    # `at` formatted by the server exactly as hashed; data as its stored text (json keeps it verbatim).
-    "postgresql": "SELECT seq, to_char(timezone('UTC', at), 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), "
-                  "event, action_id, actor, data::text, prev_hash, hash FROM ledger ORDER BY seq",
-    "sqlite": "SELECT seq, CAST(at AS TEXT), event, action_id, actor, CAST(data AS TEXT), prev_hash, hash "
-              "FROM ledger ORDER BY seq",
-}
-
-
-async def stream_chain(conn: AsyncConnection, *, batch: int = 5000) -> AsyncIterator[Sequence[Any]]:
-    """Batches of the bare chain (raw_columns' shape) in seq order: what verification reads.
-
-    Straight from the driver's cursor inside the snapshot's transaction (asyncpg: a server-side
-    cursor; SQLite: fetchmany), because building a SQLAlchemy Row per entry costs as much as
-    hashing it and verification should run at 100,000+ entries/s.
-    """
-    await conn.execute(select(1))  # the snapshot's transaction is open on the server from here
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
-    sql = CHAIN_SQL[conn.dialect.name]
-    if conn.dialect.name == "postgresql":
-        cursor = await driver.cursor(sql)
-        while part := await cursor.fetch(batch):
-            yield part
-        return
-    cursor = await driver.execute(sql)
-    try:
-        while part := await cursor.fetchmany(batch):
-            yield part
-    finally:
-        await cursor.close()
+        if not session.in_transaction():
+            await session.connection()  # begin now, so the entry belongs to this transaction
+        session.info.setdefault(_PENDING, []).append(item)
+    return entry

@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.ledger import GENESIS, assemble, hash_matches, read_head, snapshot, stream_chain, utc_iso
+from storage.ledger import GENESIS, assemble, hash_matches, utc_iso
+from storage.ledger_read import read_head, snapshot, stream_chain
 from storage.models import LedgerEntry
 
 LOOKAHEAD = 1000  # rows read past a failure to tell an insertion or a reordering from a change
