@@ -37,13 +37,13 @@ from sqlalchemy import event
 
 from bot.api import SERVICES
 from bot.app import create_app
-from bot.config import Settings
 from bot.decisions import respond
 from bot.fakeslack import FakeSlack
 from bot.policy import parse_policy
 from bot.services import Services
 from countersign_client import CountersignClient
 from storage import agents
+from tests.conftest import make_settings
 
 PG_ADMIN = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 RESULTS = Path(__file__).parent / "results" / "decision_longpoll.md"
@@ -142,8 +142,7 @@ async def run_one(kind: str, waiters: int, idle: float) -> dict[str, Any]:
     await slack.start()
     try:
         async with database(kind) as url:
-            settings = Settings(SLACK_BOT_TOKEN="xoxb-bench", SLACK_SIGNING_SECRET="bench",
-                                SLACK_API_URL=slack.url, DATABASE_URL=url, _env_file=None)
+            settings = make_settings(url, slack.url, COUNTERSIGN_TICK_SECONDS=0.5)  # the default tick
             app = create_app(settings, policy=parse_policy(bench_policy(3 * waiters), "bench.yml"))
             server = TestServer(app, host="127.0.0.1", port=0)
             await server.start_server()

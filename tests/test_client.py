@@ -330,3 +330,17 @@ def test_signature_helper_matches_the_server() -> None:
     assert not verify_signature("s3cret", body, ts, "", now=1_700_000_010)
     lower = {k.lower(): v for k, v in headers.items()}
     assert verify_request("s3cret", lower, body, now=1_700_000_010)
+
+
+async def test_decorator_misuse_fails_before_anything_is_sent() -> None:
+    cs = CountersignClient("http://127.0.0.1:9", "token", retries=0)
+    with pytest.raises(TypeError, match="async def"):
+        requires_approval(client=cs, **RUN)(lambda: None)  # type: ignore[arg-type]
+
+    @requires_approval(summary="Roll back to {versoin}", client=cs, **RUN)
+    async def rollback(version: str) -> None:
+        raise AssertionError("must not run")
+
+    with pytest.raises(TypeError, match="versoin"):
+        await rollback("v811")
+    await cs.close()
