@@ -4,6 +4,7 @@ of cards, re-draw every copy of a card in place, or POST a signed callback to an
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,6 +46,12 @@ class Wire:
         if self._http is not None:
             await self._http.close()
 
+    async def _call(self, method: str, args: dict[str, Any]) -> Any:
+        """One Slack Web API call, bounded (rendering before it is not: a slow render is not Slack
+        failing, and must not trip the breaker)."""
+        async with asyncio.timeout(CALL_TIMEOUT):
+            return await self.svc.slack.api_call(method, json=args)
+
     async def slack(self, msg: OutboxMessage, thread_ts: str | None = None) -> dict[str, Any]:
         payload = dict(msg.payload)
         if payload.get("kind") == Kind.UPDATE_CARDS:
@@ -59,7 +66,7 @@ class Wire:
             args["channel"] = payload["channel"]
         if thread_ts:
             args["thread_ts"] = thread_ts
-        resp = await self.svc.slack.api_call(msg.method, json=args)
+        resp = await self._call(msg.method, args)
         return {"channel": resp.get("channel"), "ts": resp.get("ts")}
 
     async def pack(self, unit: list[OutboxMessage], thread_ts: str | None = None) -> dict[str, Any]:
@@ -73,7 +80,7 @@ class Wire:
         args["channel"] = channel
         if thread_ts:
             args["thread_ts"] = thread_ts
-        resp = await self.svc.slack.api_call("chat.postMessage", json=args)
+        resp = await self._call("chat.postMessage", args)
         return {"channel": resp.get("channel"), "ts": resp.get("ts"), "pack": len(unit)}
 
     async def update_cards(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +98,7 @@ class Wire:
             if args is None:
                 continue
             args.update(channel=copy.channel, ts=copy.ts)
-            await self.svc.slack.api_call("chat.update", json=args)
+            await self._call("chat.update", args)
             updated.append(copy.ts)
         return {"updated": updated}
 

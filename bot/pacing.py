@@ -58,6 +58,16 @@ class Pacer:
         self._queue_tail[key] = slot
         return slot - now
 
+    def wait(self, key: str) -> float:
+        """Seconds until a send on `key` would be allowed (0: now); takes nothing."""
+        now = self.clock()
+        return max(0.0, max(self._sent_tat.get(key, now), now) - self.tolerance - now)
+
+    def take(self, key: str) -> None:
+        """Count a send on `key` that `wait` allowed."""
+        now = self.clock()
+        self._sent_tat[key] = max(self._sent_tat.get(key, now), now) + self.interval
+
     def block(self, key: str, seconds: float) -> None:
         """Slack answered 429 with Retry-After: nothing goes on `key` before it has passed."""
         until = self.clock() + seconds
@@ -77,7 +87,7 @@ class Breaker:
     """Open after `threshold` consecutive transient Slack failures; probe at a capped backoff."""
 
     threshold: int = 3
-    max_probe_interval: float = 15.0
+    max_probe_interval: float = 5.0
     clock: Monotonic = time.monotonic
     failures: int = 0
     open_until: float = 0.0

@@ -67,7 +67,7 @@ PACKABLE_PURPOSES = frozenset({"card:dm:owner", "card:dm:secondary", "card:chann
 
 
 class Relay:
-    def __init__(self, svc: Services, render: Renderer, *, batch: int = 200, pacer: Pacer | None = None,
+    def __init__(self, svc: Services, render: Renderer, *, batch: int = 50, pacer: Pacer | None = None,
                  breaker: Breaker | None = None) -> None:
         self.svc, self.render, self.batch = svc, render, batch
         # Pacing runs on the app's clock, so a test that moves a FakeClock moves the buckets too.
@@ -75,6 +75,7 @@ class Relay:
         self.breaker = breaker or Breaker()
         self._routes: dict[int, storms.Route] = {}  # message id -> its storm thread, decided at claim
         self.pack_when_deeper = PACK_WHEN_DEEPER
+        self._in_flight: set[int] = set()
         self.wire = Wire(svc, render)
         self._ticks = 0
 
@@ -96,19 +97,22 @@ class Relay:
         async with self.svc.db.session() as session:
             rows = await outbox.claim_due(session, now, limit=self.batch, target=target,
                                           lease_seconds=CALL_TIMEOUT + LEASE_MARGIN)
+            rows = outbox.coalesce(session, [r for r in rows if r.id not in self._in_flight])
             groups: dict[str, list[list[OutboxMessage]]] = {}  # channel -> what to send, in order
             packable: dict[tuple[str, str | None], list[OutboxMessage]] = {}
             deep: dict[str, bool] = {}
             for row in rows:
                 plan = await self._plan(session, row, now, deep)
-                if plan == "send":
-                    groups.setdefault(row.channel_key or f"row:{row.id}", []).append([row])
+                if plan == "send":  # an App Home is not a message in the DM: it does not wait for one
+                    key = f"{row.method}:{row.channel_key}" if row.channel_key else f"row:{row.id}"
+                    groups.setdefault(key, []).append([row])
                 elif plan == "pack":
                     route = self._routes.get(row.id or 0)
                     thread = route.thread_ts if route is not None else None
                     packable.setdefault((row.channel_key or "-", thread), []).append(row)
-            for (key, _), members in packable.items():
-                groups.setdefault(key, []).extend(self._packs(session, key, members, now))
+            for (key, thread), members in packable.items():
+                units = await self._packs(session, key, thread, members, now)
+                groups.setdefault(f"chat.postMessage:{key}", []).extend(units)
             for group in groups.values():  # sent one after another: each needs its own time
                 for position, unit in enumerate(group):
                     lease = timedelta(seconds=(position + 1) * CALL_TIMEOUT + LEASE_MARGIN)
@@ -150,22 +154,52 @@ class Relay:
             return "wait"
         return "send"
 
-    def _packs(self, session: Any, key: str, members: list[OutboxMessage], now: datetime
-               ) -> list[list[OutboxMessage]]:
-        """A deep queue in a storm: several cards per message, as many messages as pacing allows now."""
+    async def _packs(self, session: Any, key: str, thread: str | None, members: list[OutboxMessage],
+                     now: datetime) -> list[list[OutboxMessage]]:
+        """A deep queue in a storm: cards go PACK_SIZE to a message, as many messages as pacing
+        allows now (filled up with the channel's waiting cards); the rest gather at the channel's
+        next free send, to leave as the next pack."""
         units: list[list[OutboxMessage]] = []
-        while members:
-            delay = self.pacer.acquire(key)
-            if delay > 0:
-                for row in members:  # they come back together, and go as the next pack
-                    self._routes.pop(row.id or 0, None)
-                    outbox.defer(session, row, now + timedelta(seconds=delay))
-                break
+        if self.pacer.wait(key) <= 0.0 and len(members) < PACK_SIZE:
+            extra = await outbox.claim_waiting(session, key, now, exclude={m.id or 0 for m in members},
+                                               limit=PACK_SIZE - len(members))
+            for row in extra:
+                if await self._fits(session, row, thread):
+                    members.append(row)
+                else:
+                    outbox.defer(session, row, row.next_attempt_at)  # back as it was
+        while members and self.pacer.wait(key) <= 0.0:
+            self.pacer.take(key)
             units.append(members[:PACK_SIZE])
             members = members[PACK_SIZE:]
+        if members:
+            until = now + timedelta(seconds=max(self.pacer.wait(key), 0.05))
+            for row in members:
+                self._routes.pop(row.id or 0, None)
+                outbox.defer(session, row, until)
         return units
 
+    async def _fits(self, session: Any, row: OutboxMessage, thread: str | None) -> bool:
+        """Whether a waiting card may join a pack going to `thread` (None: not threaded)."""
+        if row.purpose not in PACKABLE_PURPOSES or row.payload.get("kind") != Kind.CARD or not row.action_id:
+            return False
+        if row.purpose in storms.THREADED_PURPOSES:
+            route = await storms.route(session, row.action_id, row.payload.get("channel") or "")
+            if route.wait or route.thread_ts is None or route.thread_ts != thread:
+                return False  # not in the storm's thread (or not in a storm at all)
+            self._routes[row.id or 0] = route
+            return True
+        return thread is None and await storms.in_storm(session, row.action_id)
+
     async def _send_group(self, units: list[list[OutboxMessage]]) -> None:
+        ids = {row.id or 0 for unit in units for row in unit}
+        self._in_flight |= ids  # a slow render outliving its lease is not claimed twice here
+        try:
+            await self._send_units(units)
+        finally:
+            self._in_flight -= ids
+
+    async def _send_units(self, units: list[list[OutboxMessage]]) -> None:
         for unit in units:
             if unit[0].target == "slack" and not self.breaker.allows_sending():
                 async with self.svc.db.session() as session:  # Slack went down meanwhile: hand it back
@@ -200,13 +234,12 @@ class Relay:
         metrics = self.svc.extras.get("metrics")
         routes = [self._routes.pop(row.id or 0, None) for row in unit]
         try:
-            async with asyncio.timeout(CALL_TIMEOUT):
-                if msg.target == "callback":
-                    result, code = await self.wire.callback(msg)
-                elif len(unit) > 1:
-                    result, code = await self.wire.pack(unit, _thread(routes[0])), 200
-                else:
-                    result, code = await self.wire.slack(msg, _thread(routes[0])), 200
+            if msg.target == "callback":
+                result, code = await self.wire.callback(msg)
+            elif len(unit) > 1:
+                result, code = await self.wire.pack(unit, _thread(routes[0])), 200
+            else:
+                result, code = await self.wire.slack(msg, _thread(routes[0])), 200
         except (Permanent, UserNotFound) as exc:
             await self._each(unit, self._failed, str(exc))
             return
@@ -244,8 +277,7 @@ class Relay:
             return
         if msg.target == "slack":
             await self._slack_ok()
-        for row, route in zip(unit, routes, strict=True):
-            await self._done(row, result, code, route)
+        await self._done(unit, result, code, routes)
         if metrics:
             metrics.outbox_sent.labels(msg.target, msg.method).inc()
 
@@ -255,24 +287,27 @@ class Relay:
         for row in unit:
             await record(row, *args, **kwargs)
 
-    async def _done(self, msg: OutboxMessage, result: dict[str, Any], code: int,
-                    route: storms.Route | None) -> None:
-        """Mark the row done right after the send: the shorter this gap, the rarer a duplicate."""
-        assert msg.id is not None
-        kind, now = msg.payload.get("kind"), self.svc.clock()
+    async def _done(self, unit: list[OutboxMessage], result: dict[str, Any], code: int,
+                    routes: list[storms.Route | None]) -> None:
+        """Mark the rows done right after the send (one short transaction: the shorter this gap,
+        the rarer a duplicate), remembering where each card now lives."""
+        now = self.svc.clock()
         async with self.svc.db.session() as session:
-            await outbox.record_attempt(session, msg.id, ok=True, status_code=code, result=result, at=now)
-            if msg.target == "slack" and kind == Kind.CARD and result.get("ts"):
-                await repo.remember_message(session, msg.action_id or 0, msg.purpose or "card",
-                                            result["channel"], result["ts"])
-            if kind == storms.KIND and msg.method == "chat.postMessage":
-                await storms.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
-                                           result.get("ts"))
-            if route is not None and route.storm_id is not None and result.get("ts"):
-                await storms.child_posted(session, route.storm_id, now)
-            if msg.target == "callback":
-                await ledger.append(session, "callback.delivered",
-                                    {"url": msg.payload["url"], "status": code}, action_id=msg.action_id)
+            for msg, route in zip(unit, routes, strict=True):
+                assert msg.id is not None
+                kind = msg.payload.get("kind")
+                await outbox.record_attempt(session, msg.id, ok=True, status_code=code, result=result, at=now)
+                if msg.target == "slack" and kind == Kind.CARD and result.get("ts"):
+                    await repo.remember_message(session, msg.action_id or 0, msg.purpose or "card",
+                                                result["channel"], result["ts"])
+                if kind == storms.KIND and msg.method == "chat.postMessage":
+                    await storms.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
+                                               result.get("ts"))
+                if route is not None and route.storm_id is not None and result.get("ts"):
+                    await storms.child_posted(session, route.storm_id, now)
+                if msg.target == "callback":
+                    await ledger.append(session, "callback.delivered",
+                                        {"url": msg.payload["url"], "status": code}, action_id=msg.action_id)
             await session.commit()
 
     async def _retry(self, msg: OutboxMessage, error: str, *, delay: float | None = None,

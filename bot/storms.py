@@ -9,6 +9,10 @@ The decision is made by the relay when a channel card is about to be sent, from 
 `created_at` (not the send time), so a burst queued during an outage is still seen as a storm.
 The parent is an outbox row with a dedupe key, so each storm has exactly one parent even with
 several relays; the running count is a `chat.update` of the parent, at most one every few seconds.
+
+When a storm makes one channel's queue deep (the owner's DM, or the thread), the relay packs the
+storm's cards several to a message, each card with its own buttons (handlers/storm.py
+`card_pack`); `pack_members` finds a packed message's cards so a decision redraws them all.
 """
 
 from __future__ import annotations

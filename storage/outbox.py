@@ -96,10 +96,58 @@ async def claim_due(
     return rows
 
 
+async def claim_waiting(session: AsyncSession, channel_key: str, now: datetime, *, exclude: set[int],
+                        limit: int, lease_seconds: float = 15.0) -> list[OutboxMessage]:
+    """Claim early the posts for one channel that only wait for their pacing turn (never attempted),
+    to fill a pack that is going out now."""
+    stmt = (select(OutboxMessage)
+            .where(col(OutboxMessage.channel_key) == channel_key, col(OutboxMessage.status) == "pending",
+                   col(OutboxMessage.method) == "chat.postMessage", col(OutboxMessage.attempts) == 0,
+                   col(OutboxMessage.id).not_in(exclude or {0}))
+            .order_by(col(OutboxMessage.id)).limit(limit))
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = list((await session.execute(stmt)).scalars())
+    for row in rows:
+        row.status, row.claimed_until = "sending", now + timedelta(seconds=lease_seconds)
+        session.add(row)
+    return rows
+
+
 def defer(session: AsyncSession, msg: OutboxMessage, until: datetime) -> None:
     """Put a claimed row back, due at `until`, without counting an attempt (pacing, storm parent)."""
     msg.status, msg.next_attempt_at, msg.claimed_until = "pending", until, None
     session.add(msg)
+
+
+# Kinds rendered at send time from the current state, so one send per batch carries everything:
+# kind -> the payload field that says what it is about (a person's App Home, an action's cards).
+COALESCED = {"home": "channel", "update_cards": "action_id"}
+
+
+def coalesce(session: AsyncSession, rows: list[OutboxMessage]) -> list[OutboxMessage]:
+    """Of claimed rows that render the same thing at send time, keep the newest; the older ones are
+    marked done, superseded by it (not attempts; nothing is lost: the newest shows it all)."""
+    newest: dict[tuple[str, Any], OutboxMessage] = {}
+    for row in rows:
+        key = _coalesce_key(row)
+        if key is not None and (key not in newest or (row.id or 0) > (newest[key].id or 0)):
+            newest[key] = row
+    kept = []
+    for row in rows:
+        key = _coalesce_key(row)
+        if key is not None and newest[key] is not row:
+            row.status, row.claimed_until = "done", None
+            row.result, row.sent_at = {"superseded_by": newest[key].id}, utcnow()
+            session.add(row)
+        else:
+            kept.append(row)
+    return kept
+
+
+def _coalesce_key(row: OutboxMessage) -> tuple[str, Any] | None:
+    kind = str(row.payload.get("kind"))
+    return (kind, row.payload.get(COALESCED[kind])) if kind in COALESCED and row.target == "slack" else None
 
 
 async def release(session: AsyncSession, msg_id: int) -> None:

@@ -79,3 +79,14 @@ def test_breaker_opens_after_repeated_failures_and_probes_with_capped_backoff() 
     assert breaker.open_until - clock.now == 15.0  # capped
     assert breaker.success() is True and breaker.allows_sending() and breaker.describe() == "ok"
     assert breaker.success() is False
+
+
+def test_wait_and_take_let_a_pack_use_one_send() -> None:
+    clock = Clock()
+    pacer = Pacer(rate=1.0, burst=3, clock=clock)
+    for _ in range(3):
+        assert pacer.wait("C1") == 0.0
+        pacer.take("C1")
+    assert pacer.wait("C1") == 1.0 and pacer.wait("C1") == 1.0  # asking takes nothing
+    clock.now += 1.0
+    assert pacer.wait("C1") == 0.0
