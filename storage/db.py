@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "countersign_read_only"
+WRITER_WAIT_SECONDS = 30.0  # like busy_timeout: a writer waiting longer fails instead of hanging
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -34,13 +37,46 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    # Writers of this process queue here, first come first served, before asking SQLite for its
+    # writer lock: SQLite's own busy handler polls with sleeps of up to 100 ms, which under 30
+    # concurrent submissions left the lock idle between polls and gave p99s of seconds.
+    writers = asyncio.Lock()
+    holds = "countersign_holds_writer_lock"
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # Every transaction takes the writer lock up front: no lock upgrade can deadlock,
         # and a claim (sweeper, outbox relay, ledger append) is serialized across processes.
         # Read-only sessions (Database.read_session) take none: WAL readers never wait for writers.
-        read_only = conn.get_execution_options().get(READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_ONLY, False):
+            conn.exec_driver_sql("BEGIN")
+            return
+        if not conn.info.get(holds):
+            await_only(asyncio.wait_for(writers.acquire(), WRITER_WAIT_SECONDS))
+            conn.info[holds] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn.info)
+            raise
+
+    def _release(info: dict[str, Any]) -> None:
+        if info.pop(holds, False):
+            writers.release()
+
+    # The transaction is over once its connection is back in the pool (after COMMIT or ROLLBACK
+    # ran), or when the connection is dropped.
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi: Any, record: Any) -> None:
+        _release(record.info)
+
+    @event.listens_for(engine.sync_engine, "close")
+    def _on_close(_dbapi: Any, record: Any) -> None:
+        _release(record.info)
+
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _on_invalidate(_dbapi: Any, record: Any, _exc: Any) -> None:
+        _release(record.info)
 
 
 class Database:

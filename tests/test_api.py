@@ -15,6 +15,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_spec
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from bot.fakeslack import FakeSlack
 from bot.openapi import document
@@ -36,11 +37,20 @@ def openapi_check(path: str, method: str, status: int, body: Any) -> None:
     assert not errors, f"{method} {path} {status} does not match the OpenAPI document: {errors[0]}"
 
 
-async def post(running: Running, body: Any, *, raw: bytes | None = None, token: str | None = None,
-               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+async def post(
+    running: Running,
+    body: Any,
+    *,
+    raw: bytes | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
     """POST /v1/actions; checks the answer against the OpenAPI document."""
-    hdrs = {"Authorization": f"Bearer {token or running.token}", "Content-Type": "application/json",
-            **(headers or {})}
+    hdrs = {
+        "Authorization": f"Bearer {token or running.token}",
+        "Content-Type": "application/json",
+        **(headers or {}),
+    }
     data = raw if raw is not None else json.dumps(body).encode()
     async with running.http.post(f"{running.url}/v1/actions", data=data, headers=hdrs) as resp:
         assert resp.content_type == "application/json"
@@ -67,8 +77,12 @@ async def test_proposal_answers_201_with_id_status_mode_owner_links(running: Run
     status, body = await post(running, proposal())
     assert status == 201
     assert isinstance(body["id"], int)
-    assert (body["status"], body["mode"], body["owner"], body["kind"]) == ("pending", "approve", "U0OWNER",
-                                                                           "proposed")
+    assert (body["status"], body["mode"], body["owner"], body["kind"]) == (
+        "pending",
+        "approve",
+        "U0OWNER",
+        "proposed",
+    )
     assert body["links"]["self"] == f"{running.url}/v1/actions/{body['id']}"
     assert body["environment"] == "production" and body["agent"] == "remediator"
     assert body["escalation"]["level"] == "owner" and body["decision"] is None
@@ -79,8 +93,13 @@ async def test_proposal_answers_201_with_id_status_mode_owner_links(running: Run
 
 async def test_every_optional_field_is_stored_and_read_back(running: Running) -> None:
     body = proposal(
-        kind="executed", environment="staging", action_type="restart", confidence=0, executed_at="2026-01-02T03:04:05Z",
-        callback_url="https://agent.example.com/hook", external_id="run-42",
+        kind="executed",
+        environment="staging",
+        action_type="restart",
+        confidence=0,
+        executed_at="2026-01-02T03:04:05Z",
+        callback_url="https://agent.example.com/hook",
+        external_id="run-42",
         model={"provider": "acme", "name": "ops-llm", "version": "2026-01"},
         metadata={"ticket": "INC-7", "pods": [1, 2, 3], "nested": {"ok": True, "ratio": 0.5, "none": None}},
     )
@@ -128,13 +147,24 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("confidence as boolean", {"confidence": True}, "confidence"),
     ("confidence huge integer", {"confidence": 10**400}, "confidence"),
     ("evidence without url", {"evidence": [{"label": "x"}]}, "evidence.0.url"),
-    ("evidence with a bad url", {"evidence": [{"label": "x", "url": "javascript:alert(1)"}]}, "evidence.0.url"),
-    ("evidence with an extra key", {"evidence": [{"label": "x", "url": "https://a.b", "n": 1}]},
-     "evidence.0.n"),
+    (
+        "evidence with a bad url",
+        {"evidence": [{"label": "x", "url": "javascript:alert(1)"}]},
+        "evidence.0.url",
+    ),
+    (
+        "evidence with an extra key",
+        {"evidence": [{"label": "x", "url": "https://a.b", "n": 1}]},
+        "evidence.0.n",
+    ),
     ("evidence not a list", {"evidence": {"label": "x"}}, "evidence"),
     ("executed_at on a proposal", {"executed_at": "2026-01-01T00:00:00Z"}, "executed_at"),
     ("executed_at garbage", {"kind": "executed", "executed_at": "yesterday"}, "executed_at"),
-    ("executed_at out of range", {"kind": "executed", "executed_at": "0001-01-01T00:00:00+01:00"}, "executed_at"),
+    (
+        "executed_at out of range",
+        {"kind": "executed", "executed_at": "0001-01-01T00:00:00+01:00"},
+        "executed_at",
+    ),
     ("model unknown key", {"model": {"provider": "x", "weights": 1}}, "model.weights"),
     ("metadata not an object", {"metadata": [1, 2]}, "metadata"),
     ("metadata huge integer", {"metadata": {"n": 2**64}}, "metadata"),
@@ -148,8 +178,9 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("case", "change", "field"), BAD_FIELDS, ids=[c[0] for c in BAD_FIELDS])
-async def test_a_bad_field_is_named_and_nothing_is_stored(running: Running, case: str, change: dict[str, Any],
-                                                          field: str) -> None:
+async def test_a_bad_field_is_named_and_nothing_is_stored(
+    running: Running, case: str, change: dict[str, Any], field: str
+) -> None:
     status, out = await post(running, proposal(**change))
     assert status == 400, out
     assert field in [f["field"] for f in out["error"]["fields"]], out
@@ -175,7 +206,9 @@ RAW_BODIES: list[tuple[str, bytes, str]] = [
 
 
 @pytest.mark.parametrize(("case", "raw", "code"), RAW_BODIES, ids=[c[0] for c in RAW_BODIES])
-async def test_a_body_that_is_not_an_action_is_400(running: Running, case: str, raw: bytes, code: str) -> None:
+async def test_a_body_that_is_not_an_action_is_400(
+    running: Running, case: str, raw: bytes, code: str
+) -> None:
     status, out = await post(running, None, raw=raw)
     assert (status, out["error"]["code"]) == (400, code), out
     assert await count(running, Action) == 0
@@ -183,7 +216,9 @@ async def test_a_body_that_is_not_an_action_is_400(running: Running, case: str, 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "multipart/form-data; boundary=x", "application/xml"])
 async def test_a_body_that_is_not_json_by_content_type_is_415(running: Running, ctype: str) -> None:
-    status, out = await post(running, None, raw=json.dumps(proposal()).encode(), headers={"Content-Type": ctype})
+    status, out = await post(
+        running, None, raw=json.dumps(proposal()).encode(), headers={"Content-Type": ctype}
+    )
     assert status == 415 and "Content-Type" in out["error"]["message"]
 
 
@@ -206,7 +241,7 @@ async def test_a_body_over_1_mib_is_413(running: Running) -> None:
 async def test_a_chunked_body_over_1_mib_is_413(running: Running) -> None:
     async def chunks() -> Any:
         for i in range(0, len(BIG), 64 * 1024):
-            yield BIG[i:i + 64 * 1024]
+            yield BIG[i : i + 64 * 1024]
 
     headers = {"Authorization": f"Bearer {running.token}", "Content-Type": "application/json"}
     async with running.http.post(f"{running.url}/v1/actions", data=chunks(), headers=headers) as resp:
@@ -229,9 +264,13 @@ async def raw_http(running: Running, head: bytes, body: bytes = b"") -> tuple[in
         writer.close()
 
 
-async def test_a_lying_content_length_over_1_mib_is_413_without_waiting_for_the_body(running: Running) -> None:
-    head = (f"POST /v1/actions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {running.token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n").encode()
+async def test_a_lying_content_length_over_1_mib_is_413_without_waiting_for_the_body(
+    running: Running,
+) -> None:
+    head = (
+        f"POST /v1/actions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {running.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n"
+    ).encode()
     status, rest = await raw_http(running, head, b'{"kind": "proposed"')
     assert status == 413 and b"body_too_large" in rest
 
@@ -239,8 +278,10 @@ async def test_a_lying_content_length_over_1_mib_is_413_without_waiting_for_the_
 async def test_a_content_length_shorter_than_the_body_is_400_and_stores_nothing(running: Running) -> None:
     # The first 10 bytes are the body (not JSON); the rest is a malformed next request.
     body = json.dumps(proposal()).encode()
-    head = (f"POST /v1/actions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {running.token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n").encode()
+    head = (
+        f"POST /v1/actions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {running.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n"
+    ).encode()
     status, _ = await raw_http(running, head, body)
     assert status == 400
     assert await count(running, Action) == 0
@@ -249,8 +290,10 @@ async def test_a_content_length_shorter_than_the_body_is_400_and_stores_nothing(
 # --- 401, 403, 422 -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer nope",
-                                           "Bearer cs_\u00e9t\u00e9"])
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer nope", "Bearer cs_\u00e9t\u00e9"],
+)
 async def test_a_missing_or_bad_token_is_401(running: Running, authorization: str | None) -> None:
     headers = {"Content-Type": "application/json"}
     if authorization is not None:
@@ -282,7 +325,7 @@ async def test_forbidden_is_403_stored_nowhere_and_reported_to_the_service_chann
     assert "drop_database" in out["error"]["message"]
     assert await count(running, Action) == 0
     async with running.svc.db.session() as session:
-        events = (await session.execute(select(LedgerEntry.event))).scalars().all()
+        events = (await session.execute(select(col(LedgerEntry.event)))).scalars().all()
     assert "action.forbidden" in events
     report = await fake_slack.wait_for(lambda: fake_slack.posts("C0CHECKOUT"))
     assert "drop_database" in json.dumps(report[0].args)
@@ -290,7 +333,9 @@ async def test_forbidden_is_403_stored_nowhere_and_reported_to_the_service_chann
 
 async def test_unknown_service_is_422_naming_the_service(running: Running) -> None:
     status, out = await post(running, proposal(service="nope-api"))
-    assert status == 422 and out["error"]["code"] == "unknown_service" and "nope-api" in out["error"]["message"]
+    assert (
+        status == 422 and out["error"]["code"] == "unknown_service" and "nope-api" in out["error"]["message"]
+    )
     assert await count(running, Action) == 0
 
 
@@ -331,8 +376,16 @@ async def test_listing_walks_every_action_once_newest_first(running: Running) ->
     assert [a["summary"] for a in rest["items"]] == ["action 4", "action 1"] and rest["next_cursor"] is None
 
 
-@pytest.mark.parametrize(("query", "field"), [("limit=0", "limit"), ("limit=501", "limit"), ("limit=x", "limit"),
-                                              ("cursor=abc", "cursor"), ("status=done", "status")])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=x", "limit"),
+        ("cursor=abc", "cursor"),
+        ("status=done", "status"),
+    ],
+)
 async def test_bad_list_parameters_are_400(running: Running, query: str, field: str) -> None:
     status, out = await get(running, f"/v1/actions?{query}", "/v1/actions")
     assert status == 400 and out["error"]["fields"][0]["field"] == field
@@ -348,7 +401,12 @@ async def test_openapi_document_is_served_without_a_token_and_is_valid(running: 
     validate_spec(served)
     assert set(served["paths"]) >= {"/v1/actions", "/v1/actions/{id}", "/healthz", "/metrics"}
     assert served["components"]["schemas"]["ActionIn"]["required"] == [
-        "kind", "service", "action_type", "summary", "rationale"]
+        "kind",
+        "service",
+        "action_type",
+        "summary",
+        "rationale",
+    ]
 
 
 async def test_healthz_and_metrics(running: Running) -> None:
@@ -356,7 +414,9 @@ async def test_healthz_and_metrics(running: Running) -> None:
     await post(running, proposal(action_type="drop_database"))
     async with running.http.get(f"{running.url}/healthz") as resp:
         health = await resp.json()
-    assert resp.status == 200 and health["status"] in ("ok", "degraded") and health["checks"]["database"] == "ok"
+    assert (
+        resp.status == 200 and health["status"] in ("ok", "degraded") and health["checks"]["database"] == "ok"
+    )
     async with running.http.get(f"{running.url}/metrics") as resp:
         text = await resp.text()
     assert resp.status == 200 and resp.content_type == "text/plain"
@@ -377,13 +437,17 @@ async def test_a_201_is_in_the_database_with_its_first_page_queued(running: Runn
     assert status == 201
     async with running.svc.db.session() as session:
         stored = await session.get(Action, out["id"])
-        pages = (await session.execute(select(OutboxMessage).where(OutboxMessage.action_id == out["id"]))).all()
+        pages = (
+            await session.execute(select(OutboxMessage).where(OutboxMessage.action_id == out["id"]))
+        ).all()
     assert stored is not None and stored.status == "pending" and pages
 
 
 async def test_client_disconnect_does_not_break_the_server(running: Running) -> None:
-    head = (f"POST /v1/actions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {running.token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n").encode()
+    head = (
+        f"POST /v1/actions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {running.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
     reader, writer = await asyncio.open_connection(running.server.host, running.server.port)
     writer.write(head + b'{"kind":')
     await writer.drain()

@@ -20,24 +20,36 @@ import pytest
 from tests.conftest import Running, proposal
 from tests.policies import FAST
 
-COMMAND = [shutil.which("countersign") or sys.executable, *([] if shutil.which("countersign") else ["-m", "bot.cli"])]
+COMMAND = [
+    shutil.which("countersign") or sys.executable,
+    *([] if shutil.which("countersign") else ["-m", "bot.cli"]),
+]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLACK_", "COUNTERSIGN_", "DATABASE_URL"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "COUNTERSIGN_", "DATABASE_URL"))
+    }
     env.update(extra)
     return env
 
 
-async def countersign(*args: str, database_url: str | None = None, cwd: Path | None = None,
-                      env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+async def countersign(
+    *args: str, database_url: str | None = None, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI without blocking the event loop the application under test runs on."""
     environment = env or clean_env()
     if database_url:
         environment["DATABASE_URL"] = database_url
-    return await asyncio.to_thread(subprocess.run, [*COMMAND, *args], capture_output=True, text=True,
-                                   env=environment, cwd=cwd, timeout=60)
+    return await asyncio.to_thread(
+        subprocess.run,
+        [*COMMAND, *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=60,
+    )
 
 
 async def test_migrate_is_idempotent(database_url: str, tmp_path: Path) -> None:
@@ -47,12 +59,15 @@ async def test_migrate_is_idempotent(database_url: str, tmp_path: Path) -> None:
         assert "database is at revision" in done.stdout
 
 
-async def test_agents_add_list_revoke_against_the_running_api(running: Running, database_url: str,
-                                                              tmp_path: Path) -> None:
+async def test_agents_add_list_revoke_against_the_running_api(
+    running: Running, database_url: str, tmp_path: Path
+) -> None:
     added = await countersign("agents", "add", "deploy-bot", database_url=database_url, cwd=tmp_path)
     assert added.returncode == 0, added.stderr
     token = next(line.split()[-1] for line in added.stdout.splitlines() if line.startswith("token:"))
-    secret = next(line.split()[-1] for line in added.stdout.splitlines() if line.startswith("callback secret:"))
+    secret = next(
+        line.split()[-1] for line in added.stdout.splitlines() if line.startswith("callback secret:")
+    )
     assert token.startswith("cs_") and secret.startswith("whsec_")
     assert "Authorization: Bearer" in added.stdout and "only now" in added.stdout
 
@@ -85,21 +100,26 @@ async def test_actions_list_and_show(running: Running, database_url: str, tmp_pa
     listed = await countersign("actions", "list", database_url=database_url, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split()[0] == str(recorded["id"]) and lines[1].split()[0] == str(pending["id"])  # newest first
+    assert lines[0].split()[0] == str(recorded["id"]) and lines[1].split()[0] == str(
+        pending["id"]
+    )  # newest first
     assert "pending" in lines[1] and "checkout-api" in lines[1] and "Scale the checkout" in lines[1]
 
-    only: Any = await countersign("actions", "list", "--status", "recorded", "--json", database_url=database_url,
-                                  cwd=tmp_path)
+    only: Any = await countersign(
+        "actions", "list", "--status", "recorded", "--json", database_url=database_url, cwd=tmp_path
+    )
     assert [a["id"] for a in json.loads(only.stdout)] == [recorded["id"]]
-    by_service = await countersign("actions", "list", "--service", "checkout-api", database_url=database_url,
-                                   cwd=tmp_path)
+    by_service = await countersign(
+        "actions", "list", "--service", "checkout-api", database_url=database_url, cwd=tmp_path
+    )
     assert "Scale the checkout" in by_service.stdout and "Warm the search" not in by_service.stdout
 
     shown = await countersign("actions", "show", str(pending["id"]), database_url=database_url, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "Scale the checkout pods down" in shown.stdout and "U0OWNER" in shown.stdout
-    shown_json = await countersign("actions", "show", str(pending["id"]), "--json", database_url=database_url,
-                                   cwd=tmp_path)
+    shown_json = await countersign(
+        "actions", "show", str(pending["id"]), "--json", database_url=database_url, cwd=tmp_path
+    )
     record = json.loads(shown_json.stdout)
     assert record["id"] == pending["id"] and record["responsibility"]["owner"] == "U0OWNER"
 
@@ -113,10 +133,15 @@ async def test_policy_check_prints_the_rule_for_every_service_and_action_type(tm
     done = await countersign("policy", "check", str(good), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "OK" in out and "service checkout-api" in out and "service search" in out and "service batch" in out
+    assert (
+        "OK" in out and "service checkout-api" in out and "service search" in out and "service batch" in out
+    )
     checkout = out.split("service checkout-api")[1].split("service search")[0]
     rows = {tuple(line.split()[:2]): line for line in checkout.splitlines() if "->" in line}
-    assert "forbidden" in rows[("production", "drop_database")] and "rule 1" in rows[("production", "drop_database")]
+    assert (
+        "forbidden" in rows[("production", "drop_database")]
+        and "rule 1" in rows[("production", "drop_database")]
+    )
     assert "approve" in rows[("production", "restart")] and "rule 2" in rows[("production", "restart")]
     assert "acknowledge" in rows[("staging", "restart")] and "rule 3" in rows[("staging", "restart")]
     assert "autonomous" in rows[("staging", "*")] and "rule 4" in rows[("staging", "*")]
@@ -131,11 +156,15 @@ async def test_policy_check_prints_each_problem_and_exits_1(tmp_path: Path) -> N
     assert done.returncode == 1
     assert f"{bad}:" in done.stderr and "missing required key 'owner'" in done.stderr
     tier_line = next(i for i, line in enumerate(text.splitlines(), 1) if "tier: tier9" in line)
-    assert f"{bad}:{tier_line}: services.search.tier: unknown tier 'tier9'" in done.stderr or \
-        "missing required key 'owner'" in done.stderr  # pydantic stops at the first phase's errors
+    assert (
+        f"{bad}:{tier_line}: services.search.tier: unknown tier 'tier9'" in done.stderr
+        or "missing required key 'owner'" in done.stderr
+    )  # pydantic stops at the first phase's errors
 
 
-@pytest.mark.parametrize("args", [["--help"], ["agents", "--help"], ["actions", "--help"], ["policy", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["agents", "--help"], ["actions", "--help"], ["policy", "--help"]]
+)
 async def test_help(args: list[str], tmp_path: Path) -> None:
     done = await countersign(*args, cwd=tmp_path)
     assert done.returncode == 0 and "Usage" in done.stdout

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,9 @@ def test_defaults(no_env: Path) -> None:
 
 
 def test_dotenv_file_and_environment(no_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (no_env / ".env").write_text("COUNTERSIGN_PORT=4100\nDATABASE_URL=postgresql://u@db/cs\nSLACK_BOT_TOKEN=xoxb-1\n")
+    (no_env / ".env").write_text(
+        "COUNTERSIGN_PORT=4100\nDATABASE_URL=postgresql://u@db/cs\nSLACK_BOT_TOKEN=xoxb-1\n"
+    )
     settings = load_settings()
     assert settings.port == 4100 and settings.database_url == "postgresql+asyncpg://u@db/cs"
     assert settings.slack_bot_token is not None and settings.slack_bot_token.get_secret_value() == "xoxb-1"
@@ -43,15 +45,19 @@ def test_dotenv_file_and_environment(no_env: Path, monkeypatch: pytest.MonkeyPat
     assert load_settings().port == 4200
 
 
-@pytest.mark.parametrize(("name", "value", "says"), [
-    ("COUNTERSIGN_PORT", "http", "COUNTERSIGN_PORT: Input should be a valid integer"),
-    ("COUNTERSIGN_PORT", "70000", "COUNTERSIGN_PORT: Input should be less than or equal to 65535"),
-    ("DATABASE_URL", "mysql://x/y", "DATABASE_URL: use sqlite+aiosqlite:///"),
-    ("COUNTERSIGN_LOG_FORMAT", "xml", "COUNTERSIGN_LOG_FORMAT"),
-    ("COUNTERSIGN_TICK_SECONDS", "0", "COUNTERSIGN_TICK_SECONDS"),
-])
-def test_a_wrong_setting_is_named(no_env: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str,
-                                  says: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("COUNTERSIGN_PORT", "http", "COUNTERSIGN_PORT: Input should be a valid integer"),
+        ("COUNTERSIGN_PORT", "70000", "COUNTERSIGN_PORT: Input should be less than or equal to 65535"),
+        ("DATABASE_URL", "mysql://x/y", "DATABASE_URL: use sqlite+aiosqlite:///"),
+        ("COUNTERSIGN_LOG_FORMAT", "xml", "COUNTERSIGN_LOG_FORMAT"),
+        ("COUNTERSIGN_TICK_SECONDS", "0", "COUNTERSIGN_TICK_SECONDS"),
+    ],
+)
+def test_a_wrong_setting_is_named(
+    no_env: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=re.escape(says)) as caught:
         load_settings()
@@ -63,15 +69,23 @@ def test_secrets_are_never_echoed(no_env: Path) -> None:
     assert "xoxb-secret" not in repr(settings)
 
 
-@pytest.mark.parametrize(("drop", "env", "says"), [
-    ("SLACK_BOT_TOKEN", {}, "missing setting(s): SLACK_BOT_TOKEN"),
-    ("SLACK_SIGNING_SECRET", {}, "missing setting(s): SLACK_SIGNING_SECRET"),
-    ("COUNTERSIGN_POLICY", {}, "COUNTERSIGN_POLICY is not set"),
-    (None, {"COUNTERSIGN_PORT": "http"}, "COUNTERSIGN_PORT: Input should be a valid integer"),
-    (None, {"COUNTERSIGN_POLICY": "/nowhere/policy.yml"}, "/nowhere/policy.yml: cannot read the policy file"),
-])
-async def test_serve_names_the_missing_or_wrong_setting(fake_slack: FakeSlack, tmp_path: Path, drop: str | None,
-                                                        env: dict[str, str], says: str) -> None:
+@pytest.mark.parametrize(
+    ("drop", "env", "says"),
+    [
+        ("SLACK_BOT_TOKEN", {}, "missing setting(s): SLACK_BOT_TOKEN"),
+        ("SLACK_SIGNING_SECRET", {}, "missing setting(s): SLACK_SIGNING_SECRET"),
+        ("COUNTERSIGN_POLICY", {}, "COUNTERSIGN_POLICY is not set"),
+        (None, {"COUNTERSIGN_PORT": "http"}, "COUNTERSIGN_PORT: Input should be a valid integer"),
+        (
+            None,
+            {"COUNTERSIGN_POLICY": "/nowhere/policy.yml"},
+            "/nowhere/policy.yml: cannot read the policy file",
+        ),
+    ],
+)
+async def test_serve_names_the_missing_or_wrong_setting(
+    fake_slack: FakeSlack, tmp_path: Path, drop: str | None, env: dict[str, str], says: str
+) -> None:
     environment = serve_env(f"sqlite+aiosqlite:///{tmp_path}/c.db", fake_slack.url, tmp_path)
     if drop:
         del environment[drop]
@@ -82,11 +96,16 @@ async def test_serve_names_the_missing_or_wrong_setting(fake_slack: FakeSlack, t
     assert says in output and "Traceback" not in output, output
 
 
+def _break_policy(policy: Path) -> str:
+    text = policy.read_text().replace("remind_every: 1s", "remind_every: often")
+    policy.write_text(text)
+    return text
+
+
 async def test_serve_with_a_bad_policy_gives_line_and_reason(fake_slack: FakeSlack, tmp_path: Path) -> None:
     environment = serve_env(f"sqlite+aiosqlite:///{tmp_path}/c.db", fake_slack.url, tmp_path)
     policy = Path(environment["COUNTERSIGN_POLICY"])
-    text = policy.read_text().replace("remind_every: 1s", "remind_every: often")
-    policy.write_text(text)
+    text = _break_policy(policy)
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "remind_every: often" in row)
     served = await start_serve(environment, tmp_path)
     assert await asyncio.to_thread(served.proc.wait, 60) == 2
@@ -97,8 +116,9 @@ async def test_serve_with_a_bad_policy_gives_line_and_reason(fake_slack: FakeSla
 def _log(fmt: str, capsys: pytest.CaptureFixture[str]) -> str:
     logs.configure(fmt, "INFO")
     try:
-        logging.getLogger("countersign.test").info("action %s approved by %s", 42, "U0OWNER",
-                                                   extra={"action_id": 42})
+        logging.getLogger("countersign.test").info(
+            "action %s approved by %s", 42, "U0OWNER", extra={"action_id": 42}
+        )
         logging.getLogger("countersign.test").warning("no action here")
     finally:
         logging.getLogger().handlers.clear()
@@ -109,7 +129,9 @@ def test_json_logs_one_object_per_line_with_the_action_id(capsys: pytest.Capture
     first, second = _log("json", capsys).splitlines()
     entry = json.loads(first)
     assert entry["action_id"] == 42 and entry["message"] == "action 42 approved by U0OWNER"
-    assert entry["level"] == "info" and entry["logger"] == "countersign.test" and entry["ts"].endswith("+00:00")
+    assert (
+        entry["level"] == "info" and entry["logger"] == "countersign.test" and entry["ts"].endswith("+00:00")
+    )
     assert "action_id" not in json.loads(second)
 
 

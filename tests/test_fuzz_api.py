@@ -33,8 +33,12 @@ from tests.conftest import DATABASES, PG_ADMIN_URL, make_settings, proposal
 from tests.test_api import openapi_check
 
 EXAMPLES = int(os.environ.get("COUNTERSIGN_FUZZ_EXAMPLES", "150"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 class ThreadedApp:
@@ -75,8 +79,9 @@ class ThreadedApp:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, str, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             conn.request(method, path, body=body, headers=headers or {})
@@ -99,16 +104,18 @@ class ThreadedApp:
 
     def assert_nothing_lost(self) -> None:
         for action_id, answered in self.created.items():
-            status, _, raw = self.request("GET", f"/v1/actions/{action_id}",
-                                          headers={"Authorization": f"Bearer {self.token}"})
+            status, _, raw = self.request(
+                "GET", f"/v1/actions/{action_id}", headers={"Authorization": f"Bearer {self.token}"}
+            )
             assert status == 200, raw
             stored = json.loads(raw)
             assert (stored["id"], stored["summary"]) == (action_id, answered["summary"])
         ids: list[int] = []
         cursor = ""
         while True:
-            _, _, raw = self.request("GET", f"/v1/actions?limit=500{cursor}",
-                                     headers={"Authorization": f"Bearer {self.token}"})
+            _, _, raw = self.request(
+                "GET", f"/v1/actions?limit=500{cursor}", headers={"Authorization": f"Bearer {self.token}"}
+            )
             page = json.loads(raw)
             ids += [a["id"] for a in page["items"]]
             if not page["next_cursor"]:
@@ -158,10 +165,19 @@ def served(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[ThreadedAp
 
 # --- strategies ----------------------------------------------------------------------------------
 
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**53 - 2, max_value=2**70)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=25)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**53 - 2, max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=25,
+)
 texts = st.text(max_size=40) | st.sampled_from(["", " ", "x", "\x00", "\ud800", "a" * 4000])
 FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "kind": st.sampled_from(["proposed", "executed", "PROPOSED", ""]) | json_values,
@@ -171,12 +187,22 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "rationale": texts,
     "environment": st.sampled_from(["production", "staging"]) | texts | json_values,
     "confidence": st.floats(allow_nan=True, allow_infinity=True) | json_values,
-    "evidence": st.lists(st.fixed_dictionaries({"label": texts, "url": st.sampled_from(
-        ["https://a.example/x", "http://b", "ftp://c", "", "not a url"]) | texts}), max_size=3) | json_values,
+    "evidence": st.lists(
+        st.fixed_dictionaries(
+            {
+                "label": texts,
+                "url": st.sampled_from(["https://a.example/x", "http://b", "ftp://c", "", "not a url"])
+                | texts,
+            }
+        ),
+        max_size=3,
+    )
+    | json_values,
     "executed_at": st.datetimes().map(lambda d: d.isoformat()) | texts | json_values,
     "callback_url": st.sampled_from(["https://agent.example/cb", "x"]) | json_values,
     "external_id": texts | json_values,
-    "model": st.fixed_dictionaries({}, optional={"provider": texts, "name": texts, "version": texts}) | json_values,
+    "model": st.fixed_dictionaries({}, optional={"provider": texts, "name": texts, "version": texts})
+    | json_values,
     "metadata": st.dictionaries(st.text(max_size=8), json_values, max_size=5) | json_values,
 }
 action_like = st.fixed_dictionaries(
@@ -185,20 +211,37 @@ action_like = st.fixed_dictionaries(
 )
 # One or two fields of a valid action changed to something plausible: most of these are accepted,
 # so the database, not only the validator, sees odd text (NUL, surrogates, long, unicode).
-odd_text = st.text(min_size=1, max_size=60) | st.sampled_from(["nul\x00here", "lone \ud800 surrogate", "\ufeff",
-                                                                "\U0001f680 rocket", "x" * 2999])
+odd_text = st.text(min_size=1, max_size=60) | st.sampled_from(
+    ["nul\x00here", "lone \ud800 surrogate", "\ufeff", "\U0001f680 rocket", "x" * 2999]
+)
 PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
-    "summary": odd_text, "rationale": odd_text, "action_type": odd_text, "environment": odd_text,
-    "external_id": odd_text, "kind": st.sampled_from(["proposed", "executed"]),
+    "summary": odd_text,
+    "rationale": odd_text,
+    "action_type": odd_text,
+    "environment": odd_text,
+    "external_id": odd_text,
+    "kind": st.sampled_from(["proposed", "executed"]),
     "confidence": st.floats(min_value=0, max_value=1) | st.integers(0, 1),
     "metadata": st.dictionaries(odd_text, json_values, max_size=4),
-    "model": st.fixed_dictionaries({}, optional={"provider": odd_text, "name": odd_text, "version": odd_text}),
-    "evidence": st.lists(st.fixed_dictionaries({"label": odd_text, "url": st.sampled_from(
-        ["https://a.example/x?q=1", "http://b", "https://\u00e9xample.com/\u00e9"])}), max_size=3),
+    "model": st.fixed_dictionaries(
+        {}, optional={"provider": odd_text, "name": odd_text, "version": odd_text}
+    ),
+    "evidence": st.lists(
+        st.fixed_dictionaries(
+            {
+                "label": odd_text,
+                "url": st.sampled_from(
+                    ["https://a.example/x?q=1", "http://b", "https://\u00e9xample.com/\u00e9"]
+                ),
+            }
+        ),
+        max_size=3,
+    ),
 }
 one_change = st.sampled_from(sorted(PLAUSIBLE)).flatmap(lambda k: PLAUSIBLE[k].map(lambda v: {k: v}))
-mostly_valid = st.builds(lambda a, b: {**proposal(service="batch"), **a, **b}, one_change,
-                         st.just({}) | one_change)
+mostly_valid = st.builds(
+    lambda a, b: {**proposal(service="batch"), **a, **b}, one_change, st.just({}) | one_change
+)
 header_text = st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=60)
 
 
@@ -214,18 +257,25 @@ def test_arbitrary_json_never_5xx_never_lost(served: ThreadedApp, body: Any) -> 
 
 
 @FUZZ
-@given(raw=st.binary(max_size=300) | st.builds(lambda b, cut: b[:cut], st.just(json.dumps(proposal()).encode()),
-                                              st.integers(0, 300)))
+@given(
+    raw=st.binary(max_size=300)
+    | st.builds(lambda b, cut: b[:cut], st.just(json.dumps(proposal()).encode()), st.integers(0, 300))
+)
 def test_arbitrary_bytes_never_5xx(served: ThreadedApp, raw: bytes) -> None:
     status, _ = served.post(raw, _headers(served))
     assert status in (201, 400)
 
 
 @FUZZ
-@given(content_type=header_text | st.sampled_from(["application/json", "application/problem+json"]),
-       key=st.none() | header_text, authorization=st.none() | header_text, extra=header_text)
-def test_arbitrary_headers_never_5xx(served: ThreadedApp, content_type: str, key: str | None,
-                                     authorization: str | None, extra: str) -> None:
+@given(
+    content_type=header_text | st.sampled_from(["application/json", "application/problem+json"]),
+    key=st.none() | header_text,
+    authorization=st.none() | header_text,
+    extra=header_text,
+)
+def test_arbitrary_headers_never_5xx(
+    served: ThreadedApp, content_type: str, key: str | None, authorization: str | None, extra: str
+) -> None:
     headers = _headers(served, {"Content-Type": content_type, "X-Anything": extra})
     if key is not None:
         headers["Idempotency-Key"] = key

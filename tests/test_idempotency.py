@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from bot.fakeslack import FakeSlack
 from storage.models import Action, IdempotencyKey, OutboxMessage
@@ -20,7 +21,9 @@ async def rows(running: Running, model: Any) -> int:
         return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
 
 
-async def test_same_key_and_body_replays_the_response_and_pages_once(running: Running, fake_slack: FakeSlack) -> None:
+async def test_same_key_and_body_replays_the_response_and_pages_once(
+    running: Running, fake_slack: FakeSlack
+) -> None:
     key = {"Idempotency-Key": "deploy-7f3a"}
     first = await post(running, proposal(), headers=key)
     assert first[0] == 201
@@ -101,8 +104,13 @@ async def test_a_refusal_is_replayed_too_and_reported_once(running: Running) -> 
     assert first[0] == 403
     assert await post(running, body, headers=key) == first
     async with running.svc.db.session() as session:
-        reports = (await session.execute(
-            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.purpose == "forbidden"))).scalar_one()
+        reports = (
+            await session.execute(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(col(OutboxMessage.purpose) == "forbidden")
+            )
+        ).scalar_one()
     assert reports == 1
 
 

@@ -20,7 +20,9 @@ from tests.test_shutdown import serve_env, start_serve
 
 
 def _diff(connection: Connection, metadata: MetaData) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True, "compare_server_default": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "compare_server_default": True}
+    )
     return list(compare_metadata(context, metadata))
 
 
@@ -66,8 +68,9 @@ async def test_migrate_twice_and_check_schema(database_url: str) -> None:
         await db.dispose()
 
 
-async def test_serve_no_migrate_refuses_an_unmigrated_database(database_url: str, fake_slack: FakeSlack,
-                                                               tmp_path: Path) -> None:
+async def test_serve_no_migrate_refuses_an_unmigrated_database(
+    database_url: str, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
     served = await start_serve(serve_env(database_url, fake_slack.url, tmp_path), tmp_path, "--no-migrate")
     code = await asyncio.to_thread(served.proc.wait, 60)
     output = served.log_path.read_text()
@@ -76,8 +79,9 @@ async def test_serve_no_migrate_refuses_an_unmigrated_database(database_url: str
     assert "Traceback" not in output
 
 
-async def test_serve_no_migrate_refuses_an_outdated_database(database_url: str, fake_slack: FakeSlack,
-                                                             tmp_path: Path) -> None:
+async def test_serve_no_migrate_refuses_an_outdated_database(
+    database_url: str, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
     db = await migrated(database_url)
     async with db.engine.begin() as conn:
         await conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))

@@ -35,9 +35,17 @@ def free_port() -> int:
 def serve_env(database_url: str, slack_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     policy = tmp_path / "policy.yml"
     policy.write_text(FAST)
-    return clean_env(DATABASE_URL=database_url, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                     SLACK_API_URL=slack_url, COUNTERSIGN_POLICY=str(policy), COUNTERSIGN_HOST="127.0.0.1",
-                     COUNTERSIGN_PORT=str(free_port()), COUNTERSIGN_TICK_SECONDS="0.1", **extra)
+    return clean_env(
+        DATABASE_URL=database_url,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack_url,
+        COUNTERSIGN_POLICY=str(policy),
+        COUNTERSIGN_HOST="127.0.0.1",
+        COUNTERSIGN_PORT=str(free_port()),
+        COUNTERSIGN_TICK_SECONDS="0.1",
+        **extra,
+    )
 
 
 class Served:
@@ -49,12 +57,19 @@ class Served:
         return self.log_path.read_text().splitlines()
 
 
+def _spawn(
+    env: dict[str, str], tmp_path: Path, log_path: Path, args: tuple[str, ...]
+) -> subprocess.Popen[str]:
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            [*COMMAND, "serve", *args], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+
+
 async def start_serve(env: dict[str, str], tmp_path: Path, *args: str) -> Served:
     """Start `countersign serve` and wait until /healthz answers (or the process exits)."""
     log_path = tmp_path / f"serve-{env['COUNTERSIGN_PORT']}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([*COMMAND, "serve", *args], env=env, cwd=tmp_path, stdout=log,
-                                stderr=subprocess.STDOUT, text=True)
+    proc = _spawn(env, tmp_path, log_path, args)
     port = env["COUNTERSIGN_PORT"]
     served = Served(proc, int(port) if port.isdigit() else 0, log_path)
     async with aiohttp.ClientSession() as http:
@@ -74,8 +89,9 @@ async def start_serve(env: dict[str, str], tmp_path: Path, *args: str) -> Served
 
 @pytest.fixture
 async def serving(database_url: str, fake_slack: FakeSlack, tmp_path: Path) -> AsyncIterator[Served]:
-    served = await start_serve(serve_env(database_url, fake_slack.url, tmp_path, COUNTERSIGN_LOG_FORMAT="json"),
-                               tmp_path)
+    served = await start_serve(
+        serve_env(database_url, fake_slack.url, tmp_path, COUNTERSIGN_LOG_FORMAT="json"), tmp_path
+    )
     assert served.proc.poll() is None, served.log_path.read_text()
     yield served
     if served.proc.poll() is None:
@@ -103,14 +119,20 @@ async def stored_actions(database_url: str) -> list[Action]:
         await db.dispose()
 
 
-async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(serving: Served, database_url: str) -> None:
+async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
+    serving: Served, database_url: str
+) -> None:
     # `serve` migrated the fresh database on start: an agent can be created without `migrate`.
     token = await make_agent(database_url)
     body = json.dumps(proposal()).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", serving.port)
-    writer.write((f"POST /v1/actions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                  f"Expect: 100-continue\r\n\r\n").encode())
+    writer.write(
+        (
+            f"POST /v1/actions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Expect: 100-continue\r\n\r\n"
+        ).encode()
+    )
     await writer.drain()
     # "100 Continue" means the server is handling this request and now waits for its body.
     assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"HTTP/1.1 100")
