@@ -72,13 +72,13 @@ async def measure(svc: Services, raw: Replay, cases: dict[str, Case], runs: int)
     capture, rng, rows = Capture(svc), random.Random(7), []
     for name, pick in cases.items():
         count = max(20, runs // 4) if name.startswith("stats") else runs
-        command_times, raw_times, statements = [], [], 0
+        command_times, raw_times, cpu_times, statements = [], [], [], 0
         for i in range(count + 3):  # three warm-up runs
             user, text = pick(rng)
             capture.on, capture.statements = True, []
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             await answer_for(svc, user, text)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             capture.on = False
             sent = list(capture.statements)
             started = time.perf_counter()
@@ -86,6 +86,7 @@ async def measure(svc: Services, raw: Replay, cases: dict[str, Case], runs: int)
             raw_elapsed = time.perf_counter() - started
             if i >= 3:
                 command_times.append(elapsed)
+                cpu_times.append(cpu)
                 raw_times.append(raw_elapsed)
                 statements = len(sent)
         rows.append(
@@ -97,6 +98,7 @@ async def measure(svc: Services, raw: Replay, cases: dict[str, Case], runs: int)
                 "p99": pct(command_times, 0.99),
                 "raw_p50": pct(raw_times, 0.5),
                 "raw_p99": pct(raw_times, 0.99),
+                "cpu_p50": pct(cpu_times, 0.5),
                 "sql": sent,
             }
         )
@@ -181,11 +183,13 @@ def report(
         "Command = `handlers.commands.answer_for` (queries through SQLAlchemy, Block Kit), what the slash "
         "command runs after its ack. Raw = the same statements, captured from the engine, replayed on a raw "
         "aiosqlite / asyncpg connection inside the same kind of transaction (BEGIN IMMEDIATE on SQLite, as "
-        "storage.db does). Targets: p99 < 50 ms (stats < 500 ms); command within 2x raw.",
+        "storage.db does). Targets: p99 < 50 ms (stats < 500 ms); command within 2x raw. CPU = this "
+        "process's CPU time for the command (on SQLite that includes the database work, which runs in "
+        "aiosqlite's threads): wall time on a loaded machine is mostly waiting for a core.",
         "",
         "| database | command | stmts | p50 ms | p99 ms | raw p50 | raw p99 | overhead p50 | ratio p50 "
-        "| p99 target |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| CPU p50 | p99 target |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for db, (rows, _) in results.items():
         for r in rows:
@@ -194,7 +198,7 @@ def report(
             lines.append(
                 f"| {db} | `{r['case']}` | {r['statements']} | {r['p50']:.1f} | {r['p99']:.1f} | "
                 f"{r['raw_p50']:.1f} | {r['raw_p99']:.1f} | {r['p50'] - r['raw_p50']:.1f} | "
-                f"{ratio:.2f}x | {'met' if r['p99'] < limit else 'MISSED'} (< {limit}) |"
+                f"{ratio:.2f}x | {r['cpu_p50']:.1f} | {'met' if r['p99'] < limit else 'MISSED'} (< {limit}) |"
             )
     lines += [
         "",

@@ -26,7 +26,7 @@ SECTION_MAX, MAX_BLOCKS = 3000, 50
 STATUS_EMOJI = {**{k: v[0] for k, v in DECIDED.items()}, "pending": ":hourglass_flowing_sand:"}
 
 HELP = """*`/ai-actions`*: what the AI did, what waits on you, how it is doing.
-• `recent [N]`: the last N actions (10 by default)
+• `recent [N]`: the last N actions (10 by default, at most 20)
 • `pending`: everything waiting for a human, with its buttons
 • `mine`: what waits on you, and what you decided
 • `show ID`: one action's whole record: the AI's rationale, every page, response and refusal, \

@@ -98,10 +98,9 @@ async def _show(svc: Services, user_id: str, args: list[str]) -> ui.Message:
         return ui.help_message("Which action? Use `/ai-actions show ID`, e.g. `/ai-actions show 42`.")
     async with svc.db.session() as session:
         record = await action_record(session, int(raw))
-        action = await repo.get(session, int(raw)) if record else None
-    if record is None or action is None:
+    if record is None:
         return ui.message(f"No action {raw}", [ui.section(f"There is no action {raw}.")])
-    return record_message(record, action, svc.settings.public_url or "")
+    return record_message(record, svc.settings.public_url or "")
 
 
 async def _service(svc: Services, user_id: str, args: list[str]) -> ui.Message:

@@ -71,7 +71,7 @@ def _accountable(record: dict[str, Any]) -> str:
     return text
 
 
-def record_message(record: dict[str, Any], action: Action, base_url: str = "") -> Message:
+def record_message(record: dict[str, Any], base_url: str = "") -> Message:
     facts = [
         f"*Agent*\n{escape(record.get('agent'))}",
         f"*Service*\n{escape(record['service'])} ({escape(record['environment'])})",
@@ -96,7 +96,10 @@ def record_message(record: dict[str, Any], action: Action, base_url: str = "") -
     if evidence:
         blocks.append(section("*Evidence*\n" + "\n".join(evidence)))
     blocks.append(section(_accountable(record)))
-    block = buttons(action)
+    # The buttons need only what the record holds (a transient Action, never added to a session).
+    block = buttons(Action(id=record["id"], agent_id=0, kind=record["kind"], status=record["status"],
+                           service=record["service"], action_type=record["action_type"],
+                           summary=record["summary"], rationale=record["rationale"], mode=record["mode"]))
     if block is not None:
         blocks.append(block)
     blocks += [divider(), section("*Timeline*")]
