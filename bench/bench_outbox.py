@@ -227,8 +227,9 @@ def main() -> None:
     if args.database_url:
         command += " --database-url postgresql+asyncpg://…"
     text = report(result, command)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    target = RESULTS if not args.database_url else RESULTS.with_name("bench_outbox_postgresql.md")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
     print(text)
 
 

@@ -1,11 +1,13 @@
 """What one delivery does on the wire: render at send time and call the Slack Web API, post a pack
-of cards, re-draw every copy of a card in place, or POST a signed callback to an agent. The relay
-(bot/relay.py) decides when, and records what came back."""
+of cards, re-draw every copy of a card in place, or POST a signed callback to an agent (`Wire`);
+and how what came back is recorded (`Recorder`). The relay (bot/relay.py) decides when."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -13,9 +15,14 @@ import aiohttp
 from bot import callbacks, storms
 from bot.directory import resolve
 from bot.messages import Kind
+from bot.pacing import backoff
+from bot.paging import fail_level
 from bot.services import Services
 from storage import actions as repo
+from storage import ledger, outbox
 from storage.models import Agent, OutboxMessage
+
+log = logging.getLogger("countersign.relay")
 
 # Slack errors that retrying cannot fix: recorded, surfaced, and handed to escalation.
 PERMANENT_ERRORS = frozenset({
@@ -116,3 +123,75 @@ class Wire:
                 return {"status": resp.status}, resp.status
             raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
                                               message=f"callback answered {resp.status}")
+
+
+class Recorder:
+    """What came back: every attempt recorded, the row moved to done, retried (backoff) or failed
+    (and a failed page handed to escalation). Mixed into the relay, which owns `svc`."""
+
+    svc: Services
+
+    @staticmethod
+    async def _each(unit: list[OutboxMessage], record: Callable[..., Awaitable[None]], *args: Any,
+                    **kwargs: Any) -> None:
+        for row in unit:
+            await record(row, *args, **kwargs)
+
+    async def _done(self, unit: list[OutboxMessage], result: dict[str, Any], code: int,
+                    routes: list[storms.Route | None]) -> None:
+        """Mark the rows done right after the send (one short transaction: the shorter this gap,
+        the rarer a duplicate), remembering where each card now lives."""
+        now = self.svc.clock()
+        async with self.svc.db.session() as session:
+            for msg, route in zip(unit, routes, strict=True):
+                assert msg.id is not None
+                kind = msg.payload.get("kind")
+                await outbox.record_attempt(session, msg.id, ok=True, status_code=code, result=result, at=now)
+                if msg.target == "slack" and kind == Kind.CARD and result.get("ts"):
+                    await repo.remember_message(session, msg.action_id or 0, msg.purpose or "card",
+                                                result["channel"], result["ts"])
+                if kind == storms.KIND and msg.method == "chat.postMessage":
+                    await storms.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
+                                               result.get("ts"))
+                if route is not None and route.storm_id is not None and result.get("ts"):
+                    await storms.child_posted(session, route.storm_id, now)
+                if msg.target == "callback":
+                    await ledger.append(session, "callback.delivered",
+                                        {"url": msg.payload["url"], "status": code}, action_id=msg.action_id)
+            await session.commit()
+
+    async def _retry(self, msg: OutboxMessage, error: str, *, delay: float | None = None,
+                     status_code: int | None = None) -> None:
+        assert msg.id is not None
+        now = self.svc.clock()
+        give_up = msg.target == "callback" and now - msg.created_at > timedelta(
+            seconds=callbacks.GIVE_UP_AFTER_SECONDS)
+        cap = 3600 if msg.target == "callback" else 60
+        wait = delay if delay is not None else backoff(msg.attempts + 1, cap=cap)
+        log.warning("delivery %s (%s) failed, retry in %.1fs: %s", msg.id, msg.method, wait, error,
+                    extra={"action_id": msg.action_id})
+        metrics = self.svc.extras.get("metrics")
+        if metrics:
+            metrics.outbox_errors.labels(msg.target, error.split(":")[0][:40], "false").inc()
+        async with self.svc.db.session() as session:
+            await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
+                                        retry_at=now + timedelta(seconds=wait), give_up=give_up, at=now)
+            await session.commit()
+
+    async def _failed(self, msg: OutboxMessage, error: str, *, status_code: int | None = None) -> None:
+        assert msg.id is not None
+        log.error("delivery %s (%s to %s) failed for good: %s", msg.id, msg.method, msg.channel_key, error,
+                  extra={"action_id": msg.action_id})
+        metrics = self.svc.extras.get("metrics")
+        if metrics:
+            metrics.outbox_errors.labels(msg.target, error[:40], "true").inc()
+        now = self.svc.clock()
+        async with self.svc.db.session() as session:
+            await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
+                                        give_up=True, at=now)
+            level = msg.payload.get("level")
+            if msg.payload.get("kind") == Kind.CARD and level and msg.action_id:
+                action = await repo.get(session, msg.action_id)
+                if action is not None and action.status == "pending":
+                    await fail_level(session, action, level, error, now)
+            await session.commit()

@@ -33,6 +33,7 @@ class Metrics:
         self.outbox_oldest_age = Gauge(
             "countersign_outbox_oldest_age_seconds", "Age of the oldest unsent message", registry=r
         )
+        self.outbox_failed = Gauge("countersign_outbox_failed", "Deliveries that failed for good", registry=r)
         self.outbox_sent = Counter("countersign_outbox_sent", "Messages delivered", ["target", "method"],
                                    registry=r)
         self.outbox_errors = Counter(

@@ -35,24 +35,21 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
-from bot import callbacks, storms
-from bot.delivery import CALL_TIMEOUT, PERMANENT_ERRORS, SLACK_TROUBLE, Permanent, Renderer, Wire
+from bot import storms
+from bot.delivery import CALL_TIMEOUT, PERMANENT_ERRORS, SLACK_TROUBLE, Permanent, Recorder, Renderer, Wire
 from bot.directory import UserNotFound
 from bot.messages import Kind
 from bot.pacing import (
     Breaker,
     Pacer,
-    backoff,
     delivery_health,
     describe_error,
     refresh_backlog_metrics,
     retry_after,
     slack_error,
 )
-from bot.paging import fail_level
 from bot.services import Services
-from storage import actions as repo
-from storage import ledger, outbox
+from storage import outbox
 from storage.models import OutboxMessage
 
 log = logging.getLogger("countersign.relay")
@@ -66,7 +63,7 @@ PACK_SIZE = 20
 PACKABLE_PURPOSES = frozenset({"card:dm:owner", "card:dm:secondary", "card:channel"})
 
 
-class Relay:
+class Relay(Recorder):
     def __init__(self, svc: Services, render: Renderer, *, batch: int = 50, pacer: Pacer | None = None,
                  breaker: Breaker | None = None) -> None:
         self.svc, self.render, self.batch = svc, render, batch
@@ -281,70 +278,6 @@ class Relay:
         if metrics:
             metrics.outbox_sent.labels(msg.target, msg.method).inc()
 
-    @staticmethod
-    async def _each(unit: list[OutboxMessage], record: Callable[..., Awaitable[None]], *args: Any,
-                    **kwargs: Any) -> None:
-        for row in unit:
-            await record(row, *args, **kwargs)
-
-    async def _done(self, unit: list[OutboxMessage], result: dict[str, Any], code: int,
-                    routes: list[storms.Route | None]) -> None:
-        """Mark the rows done right after the send (one short transaction: the shorter this gap,
-        the rarer a duplicate), remembering where each card now lives."""
-        now = self.svc.clock()
-        async with self.svc.db.session() as session:
-            for msg, route in zip(unit, routes, strict=True):
-                assert msg.id is not None
-                kind = msg.payload.get("kind")
-                await outbox.record_attempt(session, msg.id, ok=True, status_code=code, result=result, at=now)
-                if msg.target == "slack" and kind == Kind.CARD and result.get("ts"):
-                    await repo.remember_message(session, msg.action_id or 0, msg.purpose or "card",
-                                                result["channel"], result["ts"])
-                if kind == storms.KIND and msg.method == "chat.postMessage":
-                    await storms.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
-                                               result.get("ts"))
-                if route is not None and route.storm_id is not None and result.get("ts"):
-                    await storms.child_posted(session, route.storm_id, now)
-                if msg.target == "callback":
-                    await ledger.append(session, "callback.delivered",
-                                        {"url": msg.payload["url"], "status": code}, action_id=msg.action_id)
-            await session.commit()
-
-    async def _retry(self, msg: OutboxMessage, error: str, *, delay: float | None = None,
-                     status_code: int | None = None) -> None:
-        assert msg.id is not None
-        now = self.svc.clock()
-        give_up = msg.target == "callback" and now - msg.created_at > timedelta(
-            seconds=callbacks.GIVE_UP_AFTER_SECONDS)
-        cap = 3600 if msg.target == "callback" else 60
-        wait = delay if delay is not None else backoff(msg.attempts + 1, cap=cap)
-        log.warning("delivery %s (%s) failed, retry in %.1fs: %s", msg.id, msg.method, wait, error,
-                    extra={"action_id": msg.action_id})
-        metrics = self.svc.extras.get("metrics")
-        if metrics:
-            metrics.outbox_errors.labels(msg.target, error.split(":")[0][:40], "false").inc()
-        async with self.svc.db.session() as session:
-            await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
-                                        retry_at=now + timedelta(seconds=wait), give_up=give_up, at=now)
-            await session.commit()
-
-    async def _failed(self, msg: OutboxMessage, error: str, *, status_code: int | None = None) -> None:
-        assert msg.id is not None
-        log.error("delivery %s (%s to %s) failed for good: %s", msg.id, msg.method, msg.channel_key, error,
-                  extra={"action_id": msg.action_id})
-        metrics = self.svc.extras.get("metrics")
-        if metrics:
-            metrics.outbox_errors.labels(msg.target, error[:40], "true").inc()
-        now = self.svc.clock()
-        async with self.svc.db.session() as session:
-            await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
-                                        give_up=True, at=now)
-            level = msg.payload.get("level")
-            if msg.payload.get("kind") == Kind.CARD and level and msg.action_id:
-                action = await repo.get(session, msg.action_id)
-                if action is not None and action.status == "pending":
-                    await fail_level(session, action, level, error, now)
-            await session.commit()
 
 def _thread(route: storms.Route | None) -> str | None:
     return route.thread_ts if route is not None else None

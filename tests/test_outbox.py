@@ -226,6 +226,7 @@ async def test_permanent_error_fails_the_page_and_escalates_at_once(
         await metric(running, 'countersign_outbox_errors_total{error="channel_not_found",permanent="true"')
         >= 1
     )
+    assert await metric(running, "countersign_outbox_failed ") >= 1  # surfaced, for alerting
 
 
 async def test_callback_endpoint_down_then_up_is_delivered_once(
