@@ -14,6 +14,7 @@ from typing import Any
 from slack_bolt.app.async_app import AsyncApp
 from sqlalchemy import func, select
 from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import stats
 from bot.record import action_record
@@ -26,6 +27,7 @@ from storage.models import Action
 log = logging.getLogger("countersign.commands")
 COMMAND = "/ai-actions"
 MAX_ITEMS = 20  # a pending item takes two blocks (text and buttons); a message holds 50
+COUNT_CAP = 1000  # "1000+ pending" is as useful as the exact figure, and costs a bounded scan
 _WINDOW = re.compile(r"^(\d{1,3})d$")
 
 
@@ -75,11 +77,17 @@ async def _recent(svc: Services, user_id: str, args: list[str]) -> ui.Message:
 async def _pending(svc: Services, user_id: str, args: list[str]) -> ui.Message:
     async with svc.db.session() as session:
         rows = await repo.page(session, status="pending", limit=MAX_ITEMS)
-        total = len(rows) if len(rows) < MAX_ITEMS else (await session.execute(
-            select(func.count()).select_from(Action).where(col(Action.status) == "pending"))).scalar_one()
-    footer = f"Showing the newest {len(rows)} of {total} pending." if total > len(rows) else ""
-    return ui.action_list(f"Pending: {total} waiting for a human", [(a, g.name) for a, g in rows],
+        total = len(rows) if len(rows) < MAX_ITEMS else await _count_pending(session)
+    shown = f"{COUNT_CAP}+" if total > COUNT_CAP else str(total)
+    footer = f"Showing the newest {len(rows)} of {shown} pending." if total > len(rows) else ""
+    return ui.action_list(f"Pending: {shown} waiting for a human", [(a, g.name) for a, g in rows],
                           empty="Nothing is waiting for a human. :tada:", footer=footer)
+
+
+async def _count_pending(session: AsyncSession) -> int:
+    """How many are pending, counted up to COUNT_CAP + 1: the answer's cost stays bounded."""
+    capped = select(col(Action.id)).where(col(Action.status) == "pending").limit(COUNT_CAP + 1).subquery()
+    return int((await session.execute(select(func.count()).select_from(capped))).scalar_one())
 
 
 async def _mine(svc: Services, user_id: str, args: list[str]) -> ui.Message:

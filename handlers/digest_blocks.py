@@ -15,7 +15,7 @@ from handlers import command_blocks as ui
 from handlers.home import home_view
 from handlers.render import renders
 
-LIST_LINES = 60  # per list; beyond it the digest points to `/ai-actions`
+LIST_LINES = 60  # per list (a message holds 50 blocks); beyond it the digest points to the audit export
 
 
 def register(app: AsyncApp, svc: Services) -> None:
@@ -32,13 +32,13 @@ def _line(item: dict[str, Any], extra: str) -> str:
             f"{ui.escape(ui.clip(item['summary'] or '', 120))} · {extra}")
 
 
-def _list_blocks(title: str, items: list[dict[str, Any]], fmt: Any, empty: str) -> list[ui.Block]:
+def _list_blocks(title: str, items: list[dict[str, Any]], fmt: Any, empty: str, day: str) -> list[ui.Block]:
     """A titled list packed into sections of at most 3000 characters."""
     if not items:
         return [ui.section(f"*{title}*: {empty}")]
     lines = [fmt(i) for i in items[:LIST_LINES]]
     if len(items) > LIST_LINES:
-        lines.append(f"…and {len(items) - LIST_LINES} more: `/ai-actions stats 1d`")
+        lines.append(f"…and {len(items) - LIST_LINES} more: `countersign audit export --since {day}`")
     blocks: list[ui.Block] = []
     chunk = [f"*{title}* ({len(items)})"]
     for line in lines:
@@ -66,13 +66,13 @@ def digest_message(d: dict[str, Any]) -> ui.Message:
         blocks.append(ui.section(f"*{title}*\n" + (lines or "none")))
     blocks += _list_blocks("Slowest responses", d["slowest"], lambda i: _line(
         i, f"*{ui.duration(i['response_seconds'])}* to {ui.escape(i['outcome'])} by {_who(i)}"),
-        "no responses")
+        "no responses", d["day"])
     blocks += _list_blocks("Overrides", d["overrides"], lambda i: _line(
         i, f"{ui.escape(i['outcome'])} by {_who(i)} {ui.when(i['decided_at'])}"
-        + (f": “{ui.escape(ui.clip(i['reason'] or '', 200))}”" if i.get("reason") else "")), "none")
+        + (f": “{ui.escape(ui.clip(i['reason'] or '', 200))}”" if i.get("reason") else "")), "none", d["day"])
     blocks += _list_blocks("Default accountability", d["defaults"], lambda i: _line(
         i, f"{ui.escape(i['outcome'])}, accountable {_who(i)} at {ui.escape(i['level'] or '-')} "
-        f"{ui.when(i['decided_at'])}"), "none: every decision had a named human")
+        f"{ui.when(i['decided_at'])}"), "none: every decision had a named human", d["day"])
     head = d.get("head") or {}
     blocks.append(ui.section(f":link: *Audit chain head:* `{head.get('hash')}@{head.get('seq')}`\n"
                              "Keep this line: `countersign audit verify` recomputes the chain; a rewritten "

@@ -248,3 +248,18 @@ async def test_stats_and_share(running: Running, fake_slack: FakeSlack, clock: F
     assert "*remediator*: 5 · approved 50% · overridden 50% · no answer 0% · 2 pending" in text
     shared = await slash(running, fake_slack, "share stats 30d")
     assert shared["response_type"] == "in_channel" and "Shared by <@U0OWNER>" in dump(shared)
+
+
+async def test_pending_beyond_one_page(
+    running: Running, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(22):
+        status, _ = await running.submit(proposal(summary=f"Proposal {i}"))
+        assert status == 201
+    answer = await slash(running, fake_slack, "pending")
+    assert "Pending: 22 waiting" in dump(answer) and "Showing the newest 20 of 22 pending." in dump(answer)
+    assert len(buttons(answer)) == 40  # every shown item carries its two buttons
+    from handlers import commands
+
+    monkeypatch.setattr(commands, "COUNT_CAP", 21)  # the count stops early on a large backlog
+    assert "Pending: 21+ waiting" in dump(await slash(running, fake_slack, "pending"))
