@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
+from sqlmodel import col
 
 from bot import callbacks
 from bot.fakeslack import FakeSlack
@@ -68,9 +69,10 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
     slack = SlackWithMissingChannels()
     slack.missing = {"U0GONE"}
     await slack.start()
-    for user, email, name in [("U0OWNER", "owner@example.com", "Olive Owner"),
-                              ("U0DANA", "dana@example.com", "Dana Secondary"), ("U0VP", "vp@example.com", "Vic"),
-                              ("U0ADMIN", "admin@example.com", "Ada"), ("U0STRANGER", "s@example.com", "Sam")]:
+    people = [("U0OWNER", "owner@example.com", "Olive Owner"), ("U0DANA", "dana@example.com", "Dana"),
+              ("U0VP", "vp@example.com", "Vic"), ("U0ADMIN", "admin@example.com", "Ada"),
+              ("U0STRANGER", "s@example.com", "Sam")]
+    for user, email, name in people:
         slack.add_user(user, email, name)
     yield slack
     await slack.stop()
@@ -104,8 +106,8 @@ async def state(running: Running, action_id: int) -> dict[str, Any]:
     return body
 
 
-async def until(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
+async def until(check: Any, within: float = 15.0) -> Any:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         result = await check()
         if result:
@@ -117,7 +119,7 @@ async def until(check: Any, timeout: float = 15.0) -> Any:
 async def steps(running: Running, action_id: int) -> dict[str, EscalationStep]:
     async with running.svc.db.session() as session:
         rows = (await session.execute(
-            select(EscalationStep).where(EscalationStep.action_id == action_id))).scalars().all()  # type: ignore[arg-type]
+            select(EscalationStep).where(col(EscalationStep.action_id) == action_id))).scalars().all()
         await session.commit()
     return {row.step: row for row in rows}
 
@@ -127,7 +129,8 @@ async def click(running: Running, fake_slack: FakeSlack, user: str, action_id: i
     resp = await running.interact({
         "type": "block_actions", "team": {"id": "T1"}, "api_app_id": "A0COUNTERSIGN",
         "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T1"},
-        "channel": {"id": channel}, "container": {"type": "message", "channel_id": channel, "message_ts": "1.1"},
+        "channel": {"id": channel},
+        "container": {"type": "message", "channel_id": channel, "message_ts": "1.1"},
         "actions": [{"type": "button", "action_id": button, "block_id": "decide", "value": str(action_id),
                      "text": {"type": "plain_text", "text": button}, "action_ts": str(time.time())}],
         "response_url": fake_slack.response_url(f"{user}-{button}"), "trigger_id": "trigger-1",
@@ -137,7 +140,8 @@ async def click(running: Running, fake_slack: FakeSlack, user: str, action_id: i
 
 async def responses(running: Running, action_id: int) -> list[Response]:
     async with running.svc.db.session() as session:
-        rows = (await session.execute(select(Response).where(Response.action_id == action_id))).scalars().all()  # type: ignore[arg-type]
+        query = select(Response).where(col(Response.action_id) == action_id)
+        rows = (await session.execute(query)).scalars().all()
         await session.commit()
     return list(rows)
 
@@ -196,7 +200,8 @@ async def test_unanswered_proposal_climbs_every_level_then_is_denied_and_the_age
     async def told() -> Any:
         return receiver.received
     headers, raw = (await until(told))[0]
-    assert callbacks.verify(secret, raw, headers["X-Countersign-Timestamp"], headers["X-Countersign-Signature"])
+    signed = headers["X-Countersign-Timestamp"], headers["X-Countersign-Signature"]
+    assert callbacks.verify(secret, raw, *signed)
     sent = json.loads(raw)
     assert sent["action_id"] == action_id and sent["status"] == "expired"
     assert sent["decision"]["outcome"] == "denied" and sent["decision"]["accountability"] == "default"
@@ -210,8 +215,8 @@ async def _decided(running: Running, action_id: int) -> dict[str, Any] | None:
 async def test_executed_action_stays_pending_with_default_accountability_then_is_acknowledged(
     running: Running, fake_slack: FakeSlack
 ) -> None:
-    status, body = await running.submit(proposal(kind="executed", action_type="restart", environment="staging",
-                                                 summary="Restarted checkout-api pods"))
+    status, body = await running.submit(proposal(kind="executed", action_type="restart",
+                                                 environment="staging", summary="Restarted checkout-api"))
     assert status == 201 and body["mode"] == "acknowledge", body
     action_id = body["id"]
     timed_out = await until(lambda: _decided(running, action_id))
@@ -253,7 +258,8 @@ async def test_who_may_respond_widens_with_each_level(running: Running, fake_sla
     await click(running, fake_slack, "U0DANA", action_id, "approve", "U0DANA")
     approved = await until(lambda: _with_status(running, action_id, "approved"))
     assert approved["decision"]["by"]["slack_user_id"] == "U0DANA"
-    assert approved["decision"]["level"] == "secondary" and approved["decision"]["accountability"] == "explicit"
+    assert approved["decision"]["level"] == "secondary"
+    assert approved["decision"]["accountability"] == "explicit"
     assert approved["escalation"]["next_at"] is None
     rows = await responses(running, action_id)
     assert [r.accepted for r in rows if r.slack_user_id == "U0STRANGER"] == [False, False]
@@ -284,8 +290,9 @@ async def test_secondary_not_found_escalates_to_leadership_at_once(running: Runn
     assert got["escalation"]["level"] == "leadership"
     assert parse(got["escalation"]["next_at"]) == parse(got["created_at"]) + timedelta(seconds=120)
     async with running.svc.db.session() as session:
-        failed = (await session.execute(select(LedgerEntry).where(
-            LedgerEntry.action_id == action_id, LedgerEntry.event == "page.failed"))).scalars().all()  # type: ignore[arg-type]
+        query = select(LedgerEntry).where(col(LedgerEntry.action_id) == action_id,
+                                          col(LedgerEntry.event) == "page.failed")
+        failed = (await session.execute(query)).scalars().all()
         await session.commit()
     assert [(e.data["level"], "users_not_found" in e.data["reason"]) for e in failed] == [("secondary", True)]
 
