@@ -20,13 +20,14 @@ from enum import Enum
 from typing import Any
 
 import rfc8785
-from sqlalchemy import JSON, Text, bindparam, cast, insert, select, update
 from sqlalchemy import event as sa_event
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage import ledger_driver
 from storage.models import LedgerEntry, LedgerHead, utcnow
 
 GENESIS = "0" * 64
@@ -129,6 +130,33 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _stdlib_is_canonical(value: Any) -> bool:
+    """Is the stdlib's sorted compact JSON of this (jsonable) value byte for byte RFC 8785?
+
+    Yes unless a float is integral or outside [1e-4, 1e16) (Python writes 1.0 / 1e-05, RFC 8785
+    writes 1 / 0.00001), or a key outside the BMP sorts differently in UTF-16."""
+    if isinstance(value, float):
+        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
+    if isinstance(value, dict):
+        return all((k.isascii() or max(map(ord, k)) < 0x10000) and _stdlib_is_canonical(v)
+                   for k, v in value.items())
+    if isinstance(value, list):
+        return all(_stdlib_is_canonical(v) for v in value)
+    return True
+
+
+def canonical_json(value: Any) -> str:
+    """RFC 8785 text of a jsonable value; the C-accelerated stdlib encoder when it gives the same."""
+    if _stdlib_is_canonical(value):
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        try:
+            text.encode()
+            return text
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: let rfc8785 refuse it
+    return rfc8785.dumps(value).decode()
+
+
 HEAD_TABLE: Any = LedgerHead.__table__  # type: ignore[attr-defined]
 _PENDING = "countersign.ledger_pending"  # session.info key: entries this transaction will append
 
@@ -154,23 +182,31 @@ async def locked_head(session: AsyncSession) -> tuple[int, str]:
 
 
 def _write(session: Session, pending: list[tuple[LedgerEntry, str]]) -> None:
-    """Chain `pending` onto the head and store it: three statements, whatever the count."""
-    seq, prev = _head_for_update(session)
-    rows = []
-    for entry, data_json in pending:
-        seq += 1
-        digest = hashlib.sha256(prev.encode() + assemble(seq, utc_iso(entry.at), entry.event, entry.action_id,
-                                                         entry.actor, data_json)).hexdigest()
-        entry.seq, entry.prev_hash, entry.hash = seq, prev, digest
-        rows.append({"seq": seq, "at": entry.at, "event": entry.event, "action_id": entry.action_id,
-                     "actor": entry.actor, "data_text": data_json, "prev_hash": prev, "hash": digest})
-        prev = digest
-    # Data is stored as its RFC 8785 text (PostgreSQL's json type keeps text verbatim), so
-    # verification can hash what it reads without parsing it: see storage.ledger_verify.
-    text_param = bindparam("data_text", type_=Text)
-    postgres = session.get_bind().dialect.name == "postgresql"
-    session.execute(insert(LEDGER).values(data=cast(text_param, JSON) if postgres else text_param), rows)
-    session.execute(update(HEAD_TABLE).where(HEAD_TABLE.c.id == 1).values(seq=seq, hash=prev))
+    """Chain `pending` onto the head and store it (three driver calls, see storage.ledger_driver)."""
+    connection = session.connection()
+    dialect = connection.dialect
+    store_at = LEDGER.c.at.type.dialect_impl(dialect).bind_processor(dialect)  # the column type's own
+
+    def chain(seq: int, prev: str) -> list[tuple[Any, ...]]:
+        rows = []
+        for entry, data_json in pending:
+            seq += 1
+            content = assemble(seq, utc_iso(entry.at), entry.event, entry.action_id, entry.actor, data_json)
+            digest = hashlib.sha256(prev.encode() + content).hexdigest()
+            entry.seq, entry.prev_hash, entry.hash = seq, prev, digest
+            # Data is stored as its RFC 8785 text, so verification hashes what it reads without
+            # parsing it (storage.ledger_verify).
+            rows.append((seq, store_at(entry.at), entry.event, entry.action_id, entry.actor, data_json, prev,
+                         digest))
+            prev = digest
+        return rows
+
+    adapted: Any = connection.connection.dbapi_connection
+    if dialect.name == "postgresql":
+        head = _head_for_update(session)
+        adapted.run_async(lambda driver: ledger_driver.write_postgresql(driver, chain, head))
+    else:
+        adapted.run_async(lambda driver: ledger_driver.write_sqlite(driver, chain))
 
 
 @sa_event.listens_for(Session, "before_commit")
@@ -206,7 +242,7 @@ async def append(
     clean = jsonable(data or {})
     entry = LedgerEntry(seq=0, at=when, event=event, action_id=action_id, actor=actor, data=clean,
                         prev_hash="", hash="")
-    item = (entry, rfc8785.dumps(clean).decode())
+    item = (entry, canonical_json(clean))
     if session.sync_session.in_nested_transaction():
         await session.run_sync(_write, [item])
     else:

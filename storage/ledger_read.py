@@ -3,7 +3,7 @@ never blocks writers. Verification (storage.ledger_verify) and export (bot.audit
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -109,7 +109,7 @@ CHAIN_SQL = {
 }
 
 
-async def stream_chain(conn: AsyncConnection, *, batch: int = 5000) -> AsyncIterator[Sequence[Any]]:
+async def stream_chain(conn: AsyncConnection, *, batch: int = 5000) -> AsyncGenerator[Sequence[Any], None]:
     """Batches of the bare chain (raw_columns' shape) in seq order: what verification reads.
 
     Straight from the driver's cursor inside the snapshot's transaction (asyncpg: a server-side

@@ -10,6 +10,7 @@ no longer has: a rewrite of the whole table).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -79,7 +80,8 @@ def _at_iso(dialect: Dialect) -> Callable[[str], str]:
     if dialect.name == "postgresql":
         return lambda text: text  # formatted so by the query
     # The column type's own reader (SQLAlchemy's SQLite datetime parsing, then UTC).
-    parse = LedgerEntry.__table__.c.at.type.result_processor(dialect, None)  # type: ignore[attr-defined]
+    column_type = LedgerEntry.__table__.c.at.type.dialect_impl(dialect)  # type: ignore[attr-defined]
+    parse = column_type.result_processor(dialect, None)
 
     def convert(text: str) -> str:
         if len(text) == 26 and text[10] == " ":  # SQLAlchemy's SQLite storage format
@@ -174,31 +176,34 @@ async def verify(
     async with snapshot(engine) as conn:
         at_iso = _at_iso(conn.dialect)
         out.head = await read_head(conn)
-        parts = stream_chain(conn, batch=batch).__aiter__()
-        async for part in parts:
-            for index, row in enumerate(part):
-                seq, row_prev, row_hash = row[0], row[6], row[7]
-                if seq != expected or row_prev != prev_hash or not (
-                        _raw_matches(prev_hash, at_iso(row[1]), row)
-                        or _self_valid(_decode(row, at_iso))):
-                    out.entries, out.last_seq, out.last_hash = expected - 1, expected - 1, prev_hash
-                    ahead = [_decode(r, at_iso) for r in await _rows_after(parts, part[index + 1:])]
-                    out.problem = classify(_decode(row, at_iso), expected, prev_hash, prevprev_hash, ahead)
-                    if out.problem.seq < expected:  # the culprit is the entry before (rewritten or inserted)
-                        out.entries = out.last_seq = out.problem.seq - 1
-                        out.last_hash = prevprev_hash or GENESIS
-                    return out
-                if anchors and seq in anchors and anchors[seq] != row_hash:
-                    out.entries, out.last_seq, out.last_hash = expected - 1, expected - 1, prev_hash
-                    out.problem = Problem(seq, "anchor", (
-                        f"its hash is {row_hash} but the anchor published for it is {anchors[seq]}: "
-                        f"the ledger was rewritten at or before entry {seq}"))
-                    return out
-                prevprev_hash, prev_hash = prev_hash, row_hash
-                expected += 1
-            out.entries, out.last_seq, out.last_hash = expected - 1, expected - 1, prev_hash
-            if progress is not None:
-                progress(len(part))
+        stream = stream_chain(conn, batch=batch)
+        parts = stream.__aiter__()
+        async with contextlib.aclosing(stream):
+            async for part in parts:
+                for index, row in enumerate(part):
+                    seq, row_prev, row_hash = row[0], row[6], row[7]
+                    if seq != expected or row_prev != prev_hash or not (
+                            _raw_matches(prev_hash, at_iso(row[1]), row)
+                            or _self_valid(_decode(row, at_iso))):
+                        ahead = [_decode(r, at_iso) for r in await _rows_after(parts, part[index + 1:])]
+                        problem = classify(_decode(row, at_iso), expected, prev_hash, prevprev_hash, ahead)
+                        # The culprit may be the entry before this one (rewritten, or inserted).
+                        good = min(expected - 1, problem.seq - 1)
+                        out.entries = out.last_seq = good
+                        out.last_hash = prev_hash if good == expected - 1 else (prevprev_hash or GENESIS)
+                        out.problem = problem
+                        return out
+                    if anchors and seq in anchors and anchors[seq] != row_hash:
+                        out.entries, out.last_seq, out.last_hash = expected - 1, expected - 1, prev_hash
+                        out.problem = Problem(seq, "anchor", (
+                            f"its hash is {row_hash} but the anchor published for it is {anchors[seq]}: "
+                            f"the ledger was rewritten at or before entry {seq}"))
+                        return out
+                    prevprev_hash, prev_hash = prev_hash, row_hash
+                    expected += 1
+                out.entries, out.last_seq, out.last_hash = expected - 1, expected - 1, prev_hash
+                if progress is not None:
+                    progress(len(part))
     out.problem = _check_end(out)
     if out.problem is not None and out.problem.seq <= out.last_seq:
         out.entries = out.last_seq = out.problem.seq - 1  # what verified is only what the head vouches for

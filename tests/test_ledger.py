@@ -251,6 +251,7 @@ def test_assembled_bytes_are_rfc8785(seq: int, action_id: int | None, actor: str
     except (rfc8785.CanonicalizationError, UnicodeEncodeError):
         return  # e.g. a lone surrogate: append refuses it outright
     assert ledger.assemble(seq, at, event, action_id, actor, data_json) == expected
+    assert ledger.canonical_json(data) == data_json  # the stdlib fast path agrees, or steps aside
     assert ledger.hash_matches("0" * 64, content, ledger.chain_hash("0" * 64, content))
 
 

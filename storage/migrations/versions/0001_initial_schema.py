@@ -284,7 +284,7 @@ LEDGER_REFUSE_SQL = (
 
 
 def _ledger_append_only() -> None:
-    # The head row exists from the start, so concurrent first appenders lock it instead of racing to insert it.
+    # The head row exists from the start: concurrent first appenders lock it, never race to insert it.
     op.execute("INSERT INTO ledger_head (id, seq, hash) VALUES (1, 0, '" + "0" * 64 + "')")
     if op.get_bind().dialect.name == "postgresql":
         op.execute(LEDGER_REFUSE_SQL)
@@ -294,8 +294,8 @@ def _ledger_append_only() -> None:
                    "FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()")
     else:
         for verb in ("UPDATE", "DELETE"):
-            op.execute(f"CREATE TRIGGER ledger_no_{verb.lower()} BEFORE {verb} ON ledger BEGIN "
-                       f"SELECT RAISE(ABORT, 'the audit ledger is append-only: {verb} on ledger refused'); END")
+            refuse = f"SELECT RAISE(ABORT, 'the audit ledger is append-only: {verb} on ledger refused')"
+            op.execute(f"CREATE TRIGGER ledger_no_{verb.lower()} BEFORE {verb} ON ledger BEGIN {refuse}; END")
 
 
 def _drop_ledger_append_only() -> None:
