@@ -194,7 +194,6 @@ async def test_unanswered_proposal_climbs_every_level_then_is_denied_and_the_age
     assert any(key.startswith("remind:owner:") for key in fired)
     assert not any(key.startswith("remind:") and row.fired_at > fired["timeout"].fired_at
                    for key, row in fired.items())
-    assert len(fake_slack.posts("U0DANA")) >= 1 and len([c for c in fake_slack.posts("C0LEADERS")]) >= 1
     await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.update"))  # earlier copies updated
 
     async def told() -> Any:
