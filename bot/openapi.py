@@ -123,7 +123,7 @@ def document(base_url: str = "") -> dict[str, Any]:
         "responses": {"200": _json(_ref("ActionPage"), "A page, newest first"),
                       "400": errors["400"], "401": errors["401"]},
     }
-    one = {
+    one: dict[str, Any] = {
         "summary": "One action, with its escalation state and decision",
         "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
         "responses": {"200": _json(_ref("Action"), "The action"), "401": errors["401"],
