@@ -18,14 +18,22 @@ SEED = "INSERT INTO ledger_head (id, seq, hash) VALUES (1, 0, ?) ON CONFLICT DO 
 Chain = Callable[[int, str], Sequence[tuple[Any, ...]]]  # (head seq, head hash) -> rows to insert
 
 
+# One statement, one round trip under the head's lock: the entries (as arrays) and the head's move.
+PG_APPEND = (
+    f"WITH added AS (INSERT INTO ledger ({COLUMNS}) "
+    "SELECT s, a, e, i, r, d::json, p, h FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], "
+    "$4::integer[], $5::text[], $6::text[], $7::text[], $8::text[]) AS t(s, a, e, i, r, d, p, h)) "
+    "UPDATE ledger_head SET seq = $9, hash = $10 WHERE id = 1"
+)
+
+
 async def write_postgresql(driver: Any, chain: Chain, head: tuple[int, str]) -> None:
     """`head` was read (FOR UPDATE) through SQLAlchemy: that also opened the driver's transaction,
-    which asyncpg's adapter begins lazily, at its first statement."""
+    which asyncpg's adapter begins lazily, at its first statement. data goes in as text and is
+    cast: the json type keeps the RFC 8785 text verbatim."""
     rows = chain(*head)
-    # data is bound as text and cast: the json type keeps the RFC 8785 text verbatim.
-    await driver.executemany(
-        f"INSERT INTO ledger ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8)", rows)
-    await driver.execute("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1", rows[-1][0], rows[-1][7])
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    await driver.execute(PG_APPEND, *columns, rows[-1][0], rows[-1][7])
 
 
 async def write_sqlite(driver: Any, chain: Chain, head_: None = None) -> None:
