@@ -73,7 +73,8 @@ class Action(SQLModel, table=True):
         Index("ix_actions_next_at", "next_at"),
         Index("ix_actions_status_id", "status", "id"),
         Index("ix_actions_service_id", "service", "id"),
-        Index("ix_actions_owner_status", "owner", "status"),
+        # id last: "pending for this owner, newest first" reads the index in order (/ai-actions mine).
+        Index("ix_actions_owner_status", "owner", "status", "id"),
         Index("ix_actions_created_at", "created_at"),
         # /ai-actions mine and App Home: what someone decided, newest first.
         Index("ix_actions_decided_by_at", "decided_by", "decided_at"),

@@ -119,7 +119,7 @@ def upgrade() -> None:
     with op.batch_alter_table('actions', schema=None) as batch_op:
         batch_op.create_index('ix_actions_created_at', ['created_at'], unique=False)
         batch_op.create_index('ix_actions_next_at', ['next_at'], unique=False)
-        batch_op.create_index('ix_actions_owner_status', ['owner', 'status'], unique=False)
+        batch_op.create_index('ix_actions_owner_status', ['owner', 'status', 'id'], unique=False)
         batch_op.create_index('ix_actions_service_id', ['service', 'id'], unique=False)
         batch_op.create_index('ix_actions_status_id', ['status', 'id'], unique=False)
         batch_op.create_index('ix_actions_decided_by_at', ['decided_by', 'decided_at'], unique=False)
