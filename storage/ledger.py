@@ -186,7 +186,8 @@ async def locked_head(session: AsyncSession) -> tuple[int, str]:
 
 
 def _write(session: Session, pending: list[tuple[LedgerEntry, str]]) -> None:
-    """Chain `pending` onto the head and store it (three driver calls, see storage.ledger_driver)."""
+    """Chain `pending` onto the head and store it: PostgreSQL two round trips, SQLite three driver
+    calls, whatever the number of entries (see storage.ledger_driver)."""
     connection = session.connection()
     dialect = connection.dialect
     store_at = LEDGER.c.at.type.dialect_impl(dialect).bind_processor(dialect)  # the column type's own
@@ -215,7 +216,7 @@ def _write(session: Session, pending: list[tuple[LedgerEntry, str]]) -> None:
 
 @sa_event.listens_for(Session, "before_commit")
 def _append_pending(session: Session) -> None:
-    """Entries are chained at commit: the head is locked for three statements and the commit,
+    """Entries are chained at commit: the head is locked for those few statements and the commit,
     not for the rest of the caller's transaction (PostgreSQL ingest would serialize on it)."""
     pending = session.info.pop(_PENDING, None)
     if pending:
