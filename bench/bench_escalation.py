@@ -196,31 +196,38 @@ def pct(values: list[float], p: float) -> float | None:
 # --- 2. cost per tick ---------------------------------------------------------------------------
 
 
-async def tick_cost(kind: str, pending: int, due: int = 100, rounds: int = 5) -> dict[str, Any]:
-    async with fresh_database(kind) as url:
-        svc = services(url)
-        await svc.db.migrate()
-        later = datetime.now(UTC) + timedelta(days=1)
-        await seed(svc.db, [later + timedelta(seconds=i / 100) for i in range(pending)])
-        if kind == "postgresql":
-            async with svc.db.session() as session:
-                await session.execute(text("ANALYZE actions"))
-                await session.commit()
-        sweeper = Sweeper(svc)
-        idle, busy = [], []
+async def tick_costs(kind: str, sizes: tuple[int, int], due: int = 100,
+                     rounds: int = 7) -> list[dict[str, Any]]:
+    """Both sizes side by side, measured in alternation, so a busy host slows both alike."""
+    async with fresh_database(kind) as small_url, fresh_database(kind) as large_url:
+        setups: list[tuple[Services, Sweeper, int, list[float], list[float]]] = []
+        for url, pending in zip((small_url, large_url), sizes, strict=True):
+            svc = services(url)
+            await svc.db.migrate()
+            later = datetime.now(UTC) + timedelta(days=1)
+            await seed(svc.db, [later + timedelta(seconds=i / 100) for i in range(pending)])
+            if kind == "postgresql":
+                async with svc.db.session() as session:
+                    await session.execute(text("ANALYZE actions"))
+                    await session.commit()
+            setups.append((svc, Sweeper(svc), pending, [], []))
         for _ in range(rounds):
-            for _ in range(10):  # a tick that finds nothing due costs milliseconds: measure more of them
+            for _ in range(10):  # a tick that finds nothing due costs milliseconds: take more, interleaved
+                for _svc, sweeper, _pending, idle, _busy in setups:
+                    t = time.perf_counter()
+                    assert await sweeper.tick() == 0
+                    idle.append(time.perf_counter() - t)
+            for svc, sweeper, _pending, _idle, busy in setups:
+                await seed(svc.db, [datetime.now(UTC) - timedelta(seconds=1)] * due)
                 t = time.perf_counter()
-                assert await sweeper.tick() == 0
-                idle.append(time.perf_counter() - t)
-            await seed(svc.db, [datetime.now(UTC) - timedelta(seconds=1)] * due)
-            t = time.perf_counter()
-            assert await sweeper.tick() == due
-            busy.append(time.perf_counter() - t)
-        plan = await query_plan(svc.db)
-        await svc.db.dispose()
-    return {"database": kind, "pending": pending, "idle_ms": 1000 * statistics.median(idle),
-            "busy_ms": 1000 * statistics.median(busy), "plan": plan}
+                assert await sweeper.tick() == due
+                busy.append(time.perf_counter() - t)
+        results = []
+        for svc, _sweeper, pending, idle, busy in setups:
+            results.append({"database": kind, "pending": pending, "idle_ms": 1000 * statistics.median(idle),
+                            "busy_ms": 1000 * statistics.median(busy), "plan": await query_plan(svc.db)})
+            await svc.db.dispose()
+    return results
 
 
 async def query_plan(db: Database) -> str:
@@ -265,7 +272,7 @@ async def main() -> None:
     runs = [] if args.skip_lateness else [
         await lateness(k, args.actions, args.spread, args.replicas if k == "postgresql" else 1)
         for k in kinds]
-    costs = [await tick_cost(k, n) for k in kinds for n in (args.small, args.large)]
+    costs = [c for k in kinds for c in await tick_costs(k, (args.small, args.large))]
     elapsed = time.monotonic() - started
     lines = [
         "# bench_escalation",
@@ -288,7 +295,7 @@ async def main() -> None:
                      f"| {fmt(r['p50'])} | "
                      f"{fmt(r['p99'])} | {fmt(r['max'])} | {r['duplicate_steps']} | {r['duplicate_cards']} "
                      f"({r['cards']:,} cards) |")
-    lines += ["", "## Sweeper cost per tick (median of 50 idle ticks, of 5 busy ones)", "",
+    lines += ["", "## Sweeper cost per tick (median of 70 idle and of 7 busy ticks, sizes alternated)", "",
               "| database | pending | nothing due, ms | 100 due, ms |", "|---|---|---|---|"]
     for c in costs:
         lines.append(f"| {c['database']} | {c['pending']:,} | {c['idle_ms']:.2f} | {c['busy_ms']:.1f} |")
