@@ -5,6 +5,7 @@ background workers into one aiohttp application (ingest API + Slack's `POST /sla
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from functools import partial
 from typing import Any
@@ -124,6 +125,10 @@ def create_app(
             socket = AsyncSocketModeHandler(bolt, settings.slack_app_token.get_secret_value())
             await socket.connect_async()
             svc.extras["socket"] = socket
+        # GC pauses were the tail of Slack's ack latency (bench/bench_clicks.py, p99 3x a bare bolt
+        # app): keep what startup built out of the collector's scans, and collect less often.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         log.info("countersign ready: policy with %d services, database %s", len(svc.policy.services),
                  svc.db.dialect)
 

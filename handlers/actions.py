@@ -7,7 +7,6 @@ clicker why, privately, including who decided when they were too late.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -15,7 +14,7 @@ from pydantic import BaseModel
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
-from bot.decisions import Result, allowed_responses, may_respond, respond
+from bot.decisions import allowed_responses, may_respond, respond
 from bot.services import Services
 from handlers import notices
 from handlers.ids import ActionId
@@ -32,25 +31,10 @@ class OverrideMetadata(BaseModel):
     response_url: str | None = None
 
 
-# Decisions in progress at once, per process. Decisions serialize in the database anyway (each
-# appends to the one hash chain, whose head row is locked; SQLite has one writer); queueing the rest
-# here keeps the event loop's ready queue short, so the acks of later clicks are not delayed behind
-# a burst of transactions (bench/bench_clicks.py: p99 ack 2.5x the bare app's without it, 1.3x with).
-DECIDING_AT_ONCE = 2
-
-
 def register(app: AsyncApp, svc: Services) -> None:
-    svc.extras.setdefault("deciding", asyncio.Semaphore(DECIDING_AT_ONCE))
     app.action(ActionId.APPROVE)(_respond_with(svc, ActionId.APPROVE))
     app.action(ActionId.ACKNOWLEDGE)(_respond_with(svc, ActionId.ACKNOWLEDGE))
     app.action(ActionId.OVERRIDE)(_open_override(svc))
-
-
-async def decide(svc: Services, action_id: int, **response: Any) -> Result:
-    """bot.decisions.respond, a few at a time (see DECIDING_AT_ONCE)."""
-    gate = svc.extras.setdefault("deciding", asyncio.Semaphore(DECIDING_AT_ONCE))
-    async with gate:
-        return await respond(svc, action_id, **response)
 
 
 def clicked(body: dict[str, Any]) -> tuple[str, str | None, int | None]:
@@ -95,8 +79,9 @@ def _respond_with(svc: Services, response: str) -> Any:
         user_id, name, action_id = clicked(body)
         if action_id is None:
             return
-        result = await decide(svc, action_id, user_id=user_id, user_name=name, response=response,
-                              via="button")
+        result = await respond(
+            svc, action_id, user_id=user_id, user_name=name, response=response, via="button"
+        )
         if not result.accepted:
             await tell(
                 client,
@@ -131,7 +116,7 @@ def _open_override(svc: Services) -> Any:
             )
             return
         # Refused before asking for a reason: decisions records the attempt and says why.
-        result = await decide(
+        result = await respond(
             svc, action_id, user_id=user_id, user_name=name, response=ActionId.OVERRIDE, via="button"
         )
         await tell(client, user_id, result.message, channel=channel, response_url=body.get("response_url"))

@@ -7,8 +7,9 @@ from typing import Any
 from pydantic import ValidationError
 from slack_bolt.app.async_app import AsyncApp
 
+from bot.decisions import respond
 from bot.services import Services
-from handlers.actions import OverrideMetadata, decide, tell
+from handlers.actions import OverrideMetadata, tell
 from handlers.ids import ActionId, BlockId, CallbackId, InputId
 
 REASON_REQUIRED = "Say why you override it: the reason goes into the responsibility record."
@@ -39,7 +40,7 @@ def _submit_override(svc: Services) -> Any:
             return
         await ack()
         user = body.get("user") or {}
-        result = await decide(
+        result = await respond(
             svc,
             meta.action_id,
             user_id=user.get("id", ""),
