@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from bot import audit
-from bot.cli import fail, with_db
+from bot.cli_common import fail, with_db
 from storage.db import Database
 from storage.ledger_verify import format_anchor, parse_anchor
 
@@ -85,7 +85,7 @@ def anchor(
     wait: float = typer.Option(0.0, help="Seconds to wait for the server to post it (0: queue only)."),
 ) -> None:
     """Publish the head to the leadership channel now (queued; the running server posts it)."""
-    from bot.cli import settings_or_exit
+    from bot.cli_common import settings_or_exit
     from bot.policy import PolicyError, load_policy
     from bot.services import Services
 

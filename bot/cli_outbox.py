@@ -35,7 +35,7 @@ def list_deliveries(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Newest deliveries first, with their status, attempts and last error."""
-    from bot.cli import with_db
+    from bot.cli_common import with_db
 
     async def run(db: Database) -> list[dict[str, Any]]:
         async with db.session() as session:
@@ -71,7 +71,7 @@ def retry_deliveries(
     target: str = typer.Option(None, help="With --all: only slack or callback deliveries."),
 ) -> None:
     """Queue failed deliveries again; the running relay sends them (their attempts are kept)."""
-    from bot.cli import fail, with_db
+    from bot.cli_common import fail, with_db
 
     if not ids and not all_failed:
         raise fail("name delivery ids, or use --all")

@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import IntegrityError
 
 from bot.services import Services
-from storage.models import SlackUser, utcnow
+from storage.models import SlackUser
 
 log = logging.getLogger(__name__)
 CACHE_FOR = timedelta(days=1)

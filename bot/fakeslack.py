@@ -114,7 +114,7 @@ class FakeSlack:
     def posts(self, channel: str | None = None) -> list[Call]:
         return [c for c in self.calls_to("chat.postMessage") if channel is None or c.args.get("channel") == channel]
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = predicate()
@@ -220,7 +220,7 @@ class FakeSlack:
             return {"ok": True, "channel": {"id": "D" + str(args.get("users", "X"))}}
         if method in ("chat.postMessage", "chat.update"):
             channel = args.get("channel", "")
-            ts = args.get("ts") if method == "chat.update" else f"{1700000000 + next(self._ts)}.000100"
+            ts = str(args.get("ts")) if method == "chat.update" else f"{1700000000 + next(self._ts)}.000100"
             self.messages[(channel, ts)] = args
             return {"ok": True, "channel": channel, "ts": ts, "message": {"text": args.get("text")}}
         if method == "chat.postEphemeral":

@@ -8,10 +8,12 @@ from __future__ import annotations
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.services import Services
-from handlers import anchor_blocks  # noqa: F401  (registers the audit anchor renderer)
-from handlers import cards  # noqa: F401  (registers the card renderers)
-from handlers import digest_blocks  # noqa: F401  (registers the digest and App Home renderers)
-from handlers import storm  # noqa: F401  (registers the storm parent card renderer)
+from handlers import (
+    anchor_blocks,  # noqa: F401  (registers the audit anchor renderer)
+    cards,  # noqa: F401  (registers the card renderers)
+    digest_blocks,  # noqa: F401  (registers the digest and App Home renderers)
+    storm,  # noqa: F401  (registers the storm parent card renderer)
+)
 from handlers.render import render
 
 __all__ = ["register", "render"]

@@ -44,7 +44,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def _ts(nullable: bool, default: Any = None) -> Any:
-    column = Column(UTCDateTime(), nullable=nullable)
+    column: Column[datetime] = Column(UTCDateTime(), nullable=nullable)
     if default is not None:
         return Field(default_factory=default, sa_column=column)
     return Field(default=None, sa_column=column)

@@ -67,7 +67,7 @@ async def paged_action(running: Running, fake_slack: FakeSlack) -> int:
     return int(page["items"][0]["id"])
 
 
-RUN = {"service": "checkout-api", "action_type": "rollback", "rationale": "5xx at 12% since deploy 812"}
+RUN: dict[str, Any] = {"service": "checkout-api", "action_type": "rollback", "rationale": "5xx at 12% since deploy 812"}
 
 
 async def test_approve_click_runs_the_function(running: Running, fake_slack: FakeSlack,
@@ -80,7 +80,7 @@ async def test_approve_click_runs_the_function(running: Running, fake_slack: Fak
         ran.append(current_action())
         return f"rolled back to {version}"
 
-    task = asyncio.create_task(rollback("v811"))
+    task: asyncio.Task[Any] = asyncio.create_task(rollback("v811"))  # type: ignore[arg-type]
     action_id = await paged_action(running, fake_slack)
     assert fake_slack.posts("U0OWNER")[0].args["text"].count("Roll back checkout-api to v811")
     await asyncio.sleep(0.2)
@@ -104,7 +104,7 @@ async def test_override_raises_denied_with_the_reason(running: Running, fake_sla
     async def scale() -> None:
         ran.append(True)
 
-    task = asyncio.create_task(scale())
+    task: asyncio.Task[Any] = asyncio.create_task(scale())  # type: ignore[arg-type]
     action_id = await paged_action(running, fake_slack)
     result = await respond(running.svc, action_id, user_id="U0OWNER", user_name="olive", response="override",
                            via="api", reason="not during the sale")
@@ -335,7 +335,7 @@ def test_signature_helper_matches_the_server() -> None:
 async def test_decorator_misuse_fails_before_anything_is_sent() -> None:
     cs = CountersignClient("http://127.0.0.1:9", "token", retries=0)
     with pytest.raises(TypeError, match="async def"):
-        requires_approval(client=cs, **RUN)(lambda: None)  # type: ignore[arg-type]
+        requires_approval(client=cs, **RUN)(lambda: None)  # type: ignore[arg-type,return-value]
 
     @requires_approval(summary="Roll back to {versoin}", client=cs, **RUN)
     async def rollback(version: str) -> None:

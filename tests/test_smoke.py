@@ -1,5 +1,5 @@
-from tests.conftest import Running, proposal
 from bot.fakeslack import FakeSlack
+from tests.conftest import Running, proposal
 
 
 async def test_proposal_pages_owner_and_approve_click_decides(running: Running, fake_slack: FakeSlack) -> None:

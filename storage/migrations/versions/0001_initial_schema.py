@@ -4,11 +4,11 @@ Revision ID: 58620c1e84c2
 Revises: 
 Create Date: 2026-11-23 11:23:26.913915
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-import storage.models
+from alembic import op
 
+import storage.models
 
 revision = '0001'
 down_revision = None
