@@ -212,7 +212,14 @@ class Relay(Recorder):
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
                 await self.svc.slack.api_call("api.test")
-        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except SlackApiError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status >= 500 or status == 429 or status == 0:
+                self.breaker.failure(describe_error(exc))
+                log.warning("Slack still failing: %s", self.breaker.last_error)
+                return
+            # Slack answered (even `unknown_method` from a proxy or a stub): it is reachable again.
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.breaker.failure(describe_error(exc))
             log.warning("Slack still failing: %s", self.breaker.last_error)
             return

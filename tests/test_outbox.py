@@ -325,3 +325,23 @@ async def test_deliveries_cli_lists_and_retries_failed(
     assert [a.ok for a in log] == [False, True]  # both attempts kept
     again = await asyncio.to_thread(cli, database_url, "retry", "--all", cwd=str(tmp_path))
     assert again.returncode == 0 and "0 deliveries" in again.stdout
+
+
+async def test_recovery_is_noticed_even_if_slack_does_not_know_api_test(
+    running: Running, fake_slack: FakeSlack
+) -> None:
+    """A Slack (or proxy) that answers the breaker's probe with `unknown_method` is reachable:
+    the backlog must go out, not wait for a probe that can never succeed."""
+    fake_slack.add_user("U0SEARCH", "search@example.com", "Sol Search")
+    fake_slack.inject(Fault(method="api.test", error="unknown_method", times=None))
+    fake_slack.down = True
+    tags = [f"probe{i}x" for i in range(4)]
+    for tag in tags:
+        status, body = await running.submit(restart(tag))
+        assert status == 201, body
+    report = await until(lambda: _degraded(running))
+    assert "Slack failing" in report["checks"]["deliveries"]
+    fake_slack.down = False
+    await until(lambda: drained(running), within=30)
+    for tag in tags:
+        assert len(about(fake_slack.posts("U0SEARCH"), tag)) == 1, tag
