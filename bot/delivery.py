@@ -29,7 +29,7 @@ PERMANENT_ERRORS = frozenset({
     "channel_not_found", "not_in_channel", "invalid_auth", "missing_scope", "user_not_found",
     "users_not_found", "account_inactive", "is_archived", "not_authed", "token_revoked",
     "invalid_blocks", "invalid_arguments", "msg_too_long", "no_text", "cant_update_message",
-    "message_not_found", "user_disabled", "channel_is_archived",
+    "message_not_found", "user_disabled", "channel_is_archived", "unknown_method", "not_allowed_token_type",
 })
 # `ok: false` answers that mean Slack itself is struggling (count towards the breaker).
 SLACK_TROUBLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})

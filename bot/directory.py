@@ -42,8 +42,7 @@ async def resolve(svc: Services, spec: str | None) -> str | None:
     if svc.slack is None:
         return None
     try:
-        # POST form (Slack accepts both): slack_sdk's users_lookupByEmail uses GET, which some fakes lack.
-        resp: Any = await svc.slack.api_call("users.lookupByEmail", data={"email": spec})
+        resp: Any = await _lookup_by_email(svc, spec)
         user_id, name, error = resp["user"]["id"], resp["user"].get("real_name") or resp["user"].get("name"), None
     except SlackApiError as exc:
         code = exc.response.get("error") if exc.response is not None else "unknown"
@@ -61,6 +60,17 @@ async def resolve(svc: Services, spec: str | None) -> str | None:
     if user_id is None:
         raise UserNotFound(f"{spec}: {error}")
     return user_id
+
+
+async def _lookup_by_email(svc: Services, email: str) -> Any:
+    """POST form first (Slack accepts both); a server that only routes GET (as slack_sdk's own
+    users_lookupByEmail sends it) answers 404/405, and then we ask that way."""
+    try:
+        return await svc.slack.api_call("users.lookupByEmail", data={"email": email})
+    except SlackApiError as exc:
+        if exc.response is None or exc.response.status_code not in (404, 405):
+            raise
+    return await svc.slack.users_lookupByEmail(email=email)
 
 
 async def resolve_all(svc: Services, specs: list[str]) -> set[str]:
