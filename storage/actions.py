@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -57,36 +56,6 @@ async def fired_steps(session: AsyncSession, action_id: int) -> dict[str, dateti
             col(EscalationStep.action_id) == action_id)
     )
     return {step: fired for step, fired in rows.all()}
-
-
-async def record_step(
-    session: AsyncSession,
-    action_id: int,
-    step: str,
-    *,
-    level: str | None,
-    due_at: datetime,
-    now: datetime,
-    note: str | None = None,
-) -> bool:
-    """Record that a step fired; False if it had already fired (the unique key refuses it)."""
-    try:
-        async with session.begin_nested():
-            session.add(
-                EscalationStep(
-                    action_id=action_id,
-                    step=step,
-                    level=level,
-                    due_at=due_at,
-                    fired_at=now,
-                    late_seconds=max(0.0, (now - due_at).total_seconds()),
-                    note=note,
-                )
-            )
-            await session.flush()
-        return True
-    except IntegrityError:
-        return False
 
 
 async def decide(session: AsyncSession, action_id: int, *, expect_status: str, **fields: Any) -> bool:

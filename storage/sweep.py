@@ -62,8 +62,8 @@ async def record_step(
 ) -> bool:
     """Record that a step fired; False if it had already fired (the unique (action, step) key).
 
-    One INSERT .. ON CONFLICT DO NOTHING (the same guarantee as storage.actions.record_step,
-    without its savepoint and flush: three round trips fewer for every step a sweep fires).
+    One INSERT .. ON CONFLICT DO NOTHING: no savepoint and flush, three round trips fewer for
+    every step a sweep fires.
     """
     insert = pg_insert if _is_postgres(session) else sqlite_insert
     stmt = (
