@@ -136,7 +136,7 @@ async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | 
                                                       "by": frozen["owner"], "via": "policy"},
                                 action_id=action.id, actor=frozen["owner"], at=now)
         else:
-            await advance(session, action, now)
+            await advance(session, action, now, fired={})  # brand new: nothing can have fired yet
         body = action_json(action, agent.name, svc.settings.base_url)
         if key_row_id is not None:
             await _store_key(session, key_row_id, 201, body)
