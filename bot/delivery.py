@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import callbacks, storms
 from bot.directory import resolve
@@ -176,6 +177,8 @@ class Recorder:
         async with self.svc.db.session() as session:
             await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
                                         retry_at=now + timedelta(seconds=wait), give_up=give_up, at=now)
+            if give_up:
+                await _callback_given_up(session, msg, error, now)
             await session.commit()
 
     async def _failed(self, msg: OutboxMessage, error: str, *, status_code: int | None = None) -> None:
@@ -189,9 +192,18 @@ class Recorder:
         async with self.svc.db.session() as session:
             await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
                                         give_up=True, at=now)
+            if msg.target == "callback":
+                await _callback_given_up(session, msg, error, now)
             level = msg.payload.get("level")
             if msg.payload.get("kind") == Kind.CARD and level and msg.action_id:
                 action = await repo.get(session, msg.action_id)
                 if action is not None and action.status == "pending":
                     await fail_level(session, action, level, error, now)
             await session.commit()
+
+
+async def _callback_given_up(session: AsyncSession, msg: OutboxMessage, error: str, now: datetime) -> None:
+    """The agent never learned the decision through its callback: that belongs in the audit trail."""
+    await ledger.append(session, "callback.failed",
+                        {"url": msg.payload["url"], "error": error, "attempts": msg.attempts + 1},
+                        action_id=msg.action_id, at=now)

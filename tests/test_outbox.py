@@ -345,3 +345,33 @@ async def test_recovery_is_noticed_even_if_slack_does_not_know_api_test(
     await until(lambda: drained(running), within=30)
     for tag in tags:
         assert len(about(fake_slack.posts("U0SEARCH"), tag)) == 1, tag
+
+
+async def test_a_callback_given_up_after_24_hours_is_in_the_audit_trail(running: Running) -> None:
+    """After a day of refused connections the callback stops, and the ledger says the agent was never told."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.clock import FakeClock
+    from bot.decisions import respond
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    status, body = await running.submit(restart("cbgone", callback_url=f"http://127.0.0.1:{port}/cb"))
+    assert status == 201, body
+    result = await respond(running.svc, body["id"], user_id="U0SEARCH", user_name="sol",
+                           response="acknowledge", via="api")
+    assert result.accepted
+    [callback] = await until(lambda: rows(running, target="callback"))
+    await until(lambda: attempts(running, outbox_id=callback.id, ok=False))
+    running.svc.clock = FakeClock(datetime.now(UTC) + timedelta(hours=25))
+
+    async def given_up() -> list[LedgerEntry]:
+        async with running.svc.db.session() as session:
+            found = await session.execute(select(LedgerEntry).where(LedgerEntry.event == "callback.failed"))
+            return list(found.scalars())
+
+    [entry] = await until(given_up)
+    assert entry.action_id == body["id"] and entry.data["url"].endswith("/cb")
+    [row] = await rows(running, target="callback")
+    assert row.status == "failed"
