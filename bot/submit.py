@@ -133,7 +133,8 @@ async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | 
             if frozen.get("channel"):
                 send(session, Kind.FYI, channel=frozen["channel"], action_id=action.id, purpose="fyi")
             await ledger.append(session, "decision", {"outcome": "recorded", "accountability": "policy",
-                                                      "by": frozen["owner"], "via": "policy"},
+                                                      "by": frozen["owner"], "via": "policy", "level": "owner",
+                                                      "reason": action.decision_reason},
                                 action_id=action.id, actor=frozen["owner"], at=now)
         else:
             await advance(session, action, now, fired={})  # brand new: nothing can have fired yet
