@@ -29,19 +29,16 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from sqlalchemy import func, insert, select, text
 from sqlmodel import col
 
+from bench.common import fresh_database
 from bot.config import Settings
 from bot.escalation import freeze
 from bot.policy import evaluate, parse_policy
@@ -51,7 +48,6 @@ from storage import agents
 from storage.db import Database
 from storage.models import Action, EscalationStep, OutboxMessage
 
-PG_ADMIN = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 RESULTS = Path(__file__).parent / "results" / "bench_escalation.md"
 POLICY = """
 tiers:
@@ -67,22 +63,6 @@ TICK_SECONDS = 0.5  # bot.config's default COUNTERSIGN_TICK_SECONDS
 ACTIONS = Action.__table__  # type: ignore[attr-defined]
 
 
-@asynccontextmanager
-async def fresh_database(kind: str) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite+aiosqlite:///{tmp}/bench.db"
-        return
-    name = f"cs_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def seed(db: Database, deadlines: list[datetime], *, chunk: int = 5000) -> None:

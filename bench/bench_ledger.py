@@ -23,11 +23,8 @@ import json
 import os
 import platform
 import sqlite3
-import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,12 +32,12 @@ from typing import Any
 import asyncpg
 import rfc8785
 
+from bench.common import fresh_database
 from bench.ingest_variants import measure_ingest
 from storage import ledger
 from storage.db import Database
 from storage.ledger_verify import verify
 
-PG_ADMIN = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 RESULTS = Path(__file__).parent / "results" / "bench_ledger.md"
 
 
@@ -87,22 +84,6 @@ def build_rows(n: int) -> list[tuple[Any, ...]]:
     return rows
 
 
-@asynccontextmanager
-async def fresh_database(kind: str) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite+aiosqlite:///{tmp}/bench.db"
-        return
-    name = f"cs_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def load(url: str, rows: list[tuple[Any, ...]]) -> None:

@@ -21,20 +21,16 @@ import asyncio
 import os
 import platform
 import statistics
-import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 from aiohttp.test_utils import TestServer
 from sqlalchemy import event
 
+from bench.common import fresh_database as database
 from bot.api import SERVICES
 from bot.app import create_app
 from bot.decisions import respond
@@ -45,7 +41,6 @@ from countersign_client import CountersignClient
 from storage import agents
 from tests.conftest import make_settings
 
-PG_ADMIN = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 RESULTS = Path(__file__).parent / "results" / "decision_longpoll.md"
 RATIONALE = "CPU under 20% for 3 hours"
 
@@ -64,22 +59,6 @@ def proposal(i: int) -> dict[str, Any]:
             "rationale": RATIONALE}
 
 
-@asynccontextmanager
-async def database(kind: str) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite+aiosqlite:///{tmp}/bench.db"
-        return
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def pct(values: list[float], q: float) -> float:
