@@ -4,6 +4,7 @@ with second-scale policies: owner -> secondary -> leadership -> timeout, who may
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,10 @@ from storage.models import EscalationStep, LedgerEntry, Response
 from tests.conftest import Running, proposal
 from tests.conftest import test_policy as load_policy_text
 from tests.policies import FAST
+from tests.slack_helpers import until as _until
+
+# A climb to the timeout takes several seconds: wait up to 15 s by default.
+until = functools.partial(_until, within=15.0)
 
 # Fail closed: the next level is far away, so only the failure can bring it forward.
 FAIL_CLOSED = """
@@ -104,16 +109,6 @@ async def state(running: Running, action_id: int) -> dict[str, Any]:
     status, body = await running.get(f"/v1/actions/{action_id}")
     assert status == 200, body
     return body
-
-
-async def until(check: Any, within: float = 15.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.03)
-    raise AssertionError(f"timed out; last: {result!r}")
 
 
 async def steps(running: Running, action_id: int) -> dict[str, EscalationStep]:

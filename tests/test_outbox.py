@@ -7,12 +7,12 @@ faults; both SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,17 +22,10 @@ from bot import callbacks
 from bot.fakeslack import Call, FakeSlack, Fault
 from storage.models import DeliveryAttempt, EscalationStep, LedgerEntry, OutboxMessage
 from tests.conftest import Running, proposal
+from tests.slack_helpers import until as _until
 
-
-async def until(check: Callable[[], Awaitable[Any]], within: float = 20.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last result {result!r}")
-        await asyncio.sleep(0.05)
+# Outages and backoff take longer than a click: wait up to 20 s by default.
+until = functools.partial(_until, within=20.0)
 
 
 def restart(tag: str, **over: Any) -> dict[str, Any]:
