@@ -39,9 +39,9 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.fakeslack import FakeSlack
-from bot.policy import parse_policy
-from storage import agents
+from bot.demo.fakeslack import FakeSlack
+from bot.policy.rules import parse_policy
+from storage.queries import agents
 
 SECRET = "bench-signing-secret"
 POLICY = """
@@ -211,7 +211,7 @@ async def run(clicks: int, concurrency: int, rounds: int, database_url: str) -> 
     app = create_app(settings, policy=parse_policy(POLICY, "bench-policy.yml"))
     runner, url = await serve(app)
     bare_runner, bare_url = await serve(bare_app())
-    from bot.api import SERVICES
+    from bot.api.routes import SERVICES
 
     svc = app[SERVICES]
     async with svc.db.session() as session:

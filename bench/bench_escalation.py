@@ -40,13 +40,13 @@ from sqlmodel import col
 
 from bench.common import fresh_database
 from bot.config import Settings
-from bot.escalation import freeze
-from bot.policy import evaluate, parse_policy
+from bot.escalation.plan import freeze
+from bot.escalation.sweeper import Sweeper
+from bot.policy.rules import evaluate, parse_policy
 from bot.services import Services
-from bot.sweeper import Sweeper
-from storage import agents
 from storage.db import Database
 from storage.models import Action, EscalationStep, OutboxMessage
+from storage.queries import agents
 
 RESULTS = Path(__file__).parent / "results" / "bench_escalation.md"
 POLICY = """
@@ -213,7 +213,6 @@ async def tick_costs(kind: str, sizes: tuple[int, int], due: int = 100,
 async def query_plan(db: Database) -> str:
     from sqlalchemy.dialects import postgresql, sqlite
 
-    from storage.sweep import claim_due_actions  # noqa: F401  (the statement below is its query)
 
     due = col(Action.next_at)
     stmt = select(col(Action.id)).where(due.is_not(None), due <= datetime.now(UTC)).order_by(due).limit(100)

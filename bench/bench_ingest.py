@@ -73,14 +73,14 @@ async def serve_bare(url: str, port: int) -> None:
 async def serve_countersign(url: str, port: int) -> None:
     from bot.app import create_app
     from bot.config import Settings
-    from bot.policy import parse_policy
-    from storage import agents
+    from bot.policy.rules import parse_policy
+    from storage.queries import agents
     from tests.policies import FAST
 
     settings = Settings(SLACK_BOT_TOKEN="xoxb-bench", SLACK_SIGNING_SECRET="s", SLACK_API_URL="http://127.0.0.1:9/",
                         DATABASE_URL=url, _env_file=None)  # type: ignore[call-arg]
     app = create_app(settings, policy=parse_policy(FAST), background=False)
-    from bot.api import SERVICES
+    from bot.api.routes import SERVICES
 
     async def add_agent(_: Any) -> None:
         async with app[SERVICES].db.session() as session:

@@ -34,9 +34,9 @@ import rfc8785
 
 from bench.common import fresh_database
 from bench.ingest_variants import measure_ingest
-from storage import ledger
 from storage.db import Database
-from storage.ledger_verify import verify
+from storage.ledger import chain as ledger
+from storage.ledger.verify import verify
 
 RESULTS = Path(__file__).parent / "results" / "bench_ledger.md"
 

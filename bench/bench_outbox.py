@@ -26,13 +26,13 @@ from aiohttp import web
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from bot.api import SERVICES
+from bot.api.routes import SERVICES
 from bot.app import create_app
 from bot.config import Settings
-from bot.fakeslack import Call, FakeSlack, RateLimit
-from bot.policy import parse_policy
-from storage import agents
+from bot.demo.fakeslack import Call, FakeSlack, RateLimit
+from bot.policy.rules import parse_policy
 from storage.models import Action, OutboxMessage
+from storage.queries import agents
 
 POLICY = """
 tiers:

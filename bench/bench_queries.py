@@ -39,9 +39,9 @@ from sqlalchemy import event
 from bench.bench_queries_seed import PG_ADMIN, policy_text, seed_postgresql, seed_sqlite
 from bot.app import build_services
 from bot.config import Settings
-from bot.policy import parse_policy
+from bot.policy.rules import parse_policy
 from bot.services import Services
-from handlers.commands import answer_for
+from handlers.listeners.commands import answer_for
 
 RESULTS = Path(__file__).parent / "results" / "bench_queries.md"
 SKIP = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")  # the replay opens its own transaction

@@ -31,14 +31,14 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import event
 
 from bench.common import fresh_database as database
-from bot.api import SERVICES
+from bot.actions.decisions import respond
+from bot.api.routes import SERVICES
 from bot.app import create_app
-from bot.decisions import respond
-from bot.fakeslack import FakeSlack
-from bot.policy import parse_policy
+from bot.demo.fakeslack import FakeSlack
+from bot.policy.rules import parse_policy
 from bot.services import Services
 from countersign_client import CountersignClient
-from storage import agents
+from storage.queries import agents
 from tests.conftest import make_settings
 
 RESULTS = Path(__file__).parent / "results" / "decision_longpoll.md"

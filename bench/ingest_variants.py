@@ -20,8 +20,9 @@ from aiohttp import web
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.policy import parse_policy
-from storage import agents, ledger
+from bot.policy.rules import parse_policy
+from storage.ledger import chain as ledger
+from storage.queries import agents
 
 POLICY = """
 leadership: {channel: C0LEADERS, users: [U0VP]}
@@ -86,7 +87,7 @@ async def one_round(url: str, posts: int, enabled: bool) -> tuple[float, float]:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        from bot.api import SERVICES
+        from bot.api.routes import SERVICES
 
         async with app[SERVICES].db.session() as session:
             _, token = await agents.create(session, "bench-agent")

@@ -19,15 +19,16 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
-from bot import api, audit
+from bot.actions.schemas import MAX_BODY_BYTES
+from bot.api import routes as api
 from bot.clock import Clock, system_clock
 from bot.config import Settings, SettingsError
+from bot.delivery.relay import Relay, run_forever
+from bot.escalation.sweeper import Sweeper, refresh_metrics
 from bot.metrics import Metrics
-from bot.policy import Policy, load_policy
-from bot.relay import Relay, run_forever
-from bot.schemas import MAX_BODY_BYTES
+from bot.policy.rules import Policy, load_policy
+from bot.reports import audit
 from bot.services import Services
-from bot.sweeper import Sweeper, refresh_metrics
 from storage.db import Database
 
 log = logging.getLogger("countersign.app")

@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.clock import Clock, system_clock
 from bot.config import Settings
-from bot.policy import Policy
+from bot.policy.rules import Policy
 from storage.db import Database
 
 

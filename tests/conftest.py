@@ -22,10 +22,10 @@ from aiohttp.test_utils import TestServer
 from bot.app import create_app
 from bot.clock import Clock, system_clock
 from bot.config import Settings
-from bot.fakeslack import FakeSlack
-from bot.policy import Policy, parse_policy
+from bot.demo.fakeslack import FakeSlack
+from bot.policy.rules import Policy, parse_policy
 from bot.services import Services
-from storage import agents
+from storage.queries import agents
 from tests.policies import FAST
 
 PG_ADMIN_URL = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -90,7 +90,7 @@ class Running:
 
     @property
     def svc(self) -> Services:
-        from bot.api import SERVICES
+        from bot.api.routes import SERVICES
 
         return self.app[SERVICES]
 

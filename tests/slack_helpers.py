@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from sqlmodel import col, select
 
-from bot.fakeslack import Call, FakeSlack
+from bot.demo.fakeslack import Call, FakeSlack
 from storage.models import LedgerEntry, Response
 from tests.conftest import Running
 

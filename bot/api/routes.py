@@ -1,0 +1,243 @@
+"""The agents' HTTP API (aiohttp): submit actions, read them back, health and metrics.
+
+Handlers are thin: parse, call one domain function, render JSON. Every error has SPEC's shape
+{"error": {"code", "message"}}; bad input is a 4xx naming the field, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from bot.actions.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, field_problems
+from bot.actions.serialize import action_json
+from bot.actions.submit import submit
+from bot.api import longpoll as api_decision
+from bot.errors import ApiError
+from bot.services import Services
+from storage.models import Agent
+from storage.queries import actions as repo
+from storage.queries import agents
+
+log = logging.getLogger("countersign.api")
+SERVICES = web.AppKey("services", Services)
+AGENT = web.RequestKey("agent", Agent)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json_error(status: int, code: str, message: str, **details: Any) -> web.Response:
+    return web.json_response(ApiError(status, code, message, **details).body(), status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _answer(request, handler)
+    metrics = request.app[SERVICES].extras.get("metrics")
+    if metrics is not None and not request.path.startswith("/slack"):
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.http_requests.labels(request.method, route, str(response.status)).inc()
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(exc.body(), status=exc.status)
+    except web.HTTPRequestEntityTooLarge:
+        return _json_error(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes (1 MiB)")
+    except web.HTTPException as exc:
+        if exc.status < 400 or request.path.startswith("/slack"):
+            raise
+        return _json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return _json_error(500, "internal",
+                           "internal error; nothing was lost, retry with the same Idempotency-Key")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/v1/") or request.path == "/v1/openapi.json":
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip() or not token.isascii():
+        raise ApiError(401, "unauthorized", "send the agent's token as `Authorization: Bearer <token>`")
+    svc = request.app[SERVICES]
+    async with svc.db.read_session() as session:
+        agent = await agents.by_token(session, token.strip())
+    if agent is None:
+        raise ApiError(401, "unauthorized", "unknown or revoked token")
+    request[AGENT] = agent
+    return await handler(request)
+
+
+# JSON, and curl's default for `-d` (so the README's one-liner works without a header).
+JSON_TYPES = {"application/json", "application/x-www-form-urlencoded", "application/octet-stream"}
+
+
+def _too_large() -> ApiError:
+    return ApiError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes (1 MiB)")
+
+
+def _bad_request(problems: list[FieldProblem]) -> ApiError:
+    summary = "; ".join(f"{p.field}: {p.message}" for p in problems)
+    return ApiError(400, "invalid_request", summary, fields=[p.model_dump() for p in problems])
+
+
+async def _read_json(request: web.Request) -> Any:
+    ctype = request.content_type  # aiohttp answers application/octet-stream when none was sent
+    if ctype not in JSON_TYPES and not ctype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Type: send application/json, not {ctype}", field="Content-Type")
+    # A declared length over the limit is refused before reading; a lying or chunked one is caught
+    # by aiohttp's client_max_size while reading (HTTPRequestEntityTooLarge, see the middleware).
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise _too_large()
+    raw = await request.read()
+    if len(raw) > MAX_BODY_BYTES:
+        raise _too_large()
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not UTF-8 (byte {exc.start})") from None
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 255 and key.isascii() and key.isprintable()):
+        expected = "1 to 255 printable ASCII characters"
+        raise ApiError(400, "invalid_request", f"Idempotency-Key: {expected}",
+                       fields=[{"field": "Idempotency-Key", "message": expected}])
+    return key
+
+
+async def post_action(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    key = _idempotency_key(request)
+    body = await _read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", f"the body must be a JSON object, not {type(body).__name__}",
+                       fields=[{"field": "body", "message": "a JSON object"}])
+    problem = check_json(body)
+    if problem is not None:
+        raise _bad_request([problem])
+    try:
+        req = ActionIn.model_validate(body)
+    except ValidationError as exc:
+        raise _bad_request(field_problems(exc)) from None
+    status, out = await submit(svc, request[AGENT], req, idempotency_key=key, raw=body)
+    log.info("action %s accepted: %s %s on %s -> %s", out["id"], req.kind, req.action_type, req.service,
+             out["mode"], extra={"action_id": out["id"]})
+    metrics = svc.extras.get("metrics")
+    if metrics is not None:
+        metrics.actions_submitted.labels(req.kind, out["mode"]).inc()
+    return web.json_response(out, status=status, headers={"Location": out["links"]["self"]})
+
+
+def _action_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise ApiError(404, "not_found", f"there is no action {raw!r}")
+    return int(raw)
+
+
+async def get_action(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    action_id = _action_id(request)
+    async with svc.db.read_session() as session:
+        found = await repo.get_with_agent(session, action_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"there is no action {action_id}")
+    action, agent = found
+    return web.json_response(action_json(action, agent.name, svc.settings.base_url))
+
+
+STATUSES = {"pending", "approved", "denied", "acknowledged", "overridden", "expired", "recorded"}
+
+
+async def list_actions(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    q = request.query
+    status, service = q.get("status") or None, q.get("service") or None
+    if status and status not in STATUSES:
+        raise ApiError(400, "invalid_request", f"status: one of {', '.join(sorted(STATUSES))}",
+                       fields=[{"field": "status", "message": "unknown status"}])
+    try:
+        limit = int(q.get("limit", "50"))
+        if not 1 <= limit <= 500:
+            raise ValueError
+    except ValueError:
+        raise ApiError(400, "invalid_request", "limit: a whole number from 1 to 500",
+                       fields=[{"field": "limit", "message": "1 to 500"}]) from None
+    cursor = q.get("cursor") or None
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+        raise ApiError(400, "invalid_request", "cursor: use the next_cursor of a previous page",
+                       fields=[{"field": "cursor", "message": "invalid cursor"}])
+    async with svc.db.read_session() as session:
+        rows = await repo.page(session, status=status, service=service,
+                               before_id=int(cursor) if cursor else None, limit=limit + 1)
+    items = [action_json(a, g.name, svc.settings.base_url) for a, g in rows[:limit]]
+    next_cursor = str(items[-1]["id"]) if len(rows) > limit else None
+    return web.json_response({"items": items, "actions": items, "next_cursor": next_cursor})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    checks: dict[str, Any] = {}
+    status = "ok"
+    try:
+        await svc.db.check_schema()
+        checks["database"] = "ok"
+    except Exception as exc:  # the health check reports, it does not fail
+        checks["database"] = f"error: {exc}"
+        status = "down"
+    for name, probe in svc.extras.get("health_probes", {}).items():
+        result = await probe()
+        checks[name] = result
+        if status == "ok" and result != "ok":
+            status = "degraded"
+    return web.json_response({"status": status, "checks": checks}, status=503 if status == "down" else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    # Gauges read from the database when scraped: "metrics_refresh" and any "metrics_refreshers".
+    refreshers = [svc.extras.get("metrics_refresh"), *svc.extras.get("metrics_refreshers", [])]
+    for refresh in refreshers:
+        if refresh is not None:
+            await refresh()
+    registry = svc.extras["metrics"].registry
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from bot.api.openapi import document
+
+    return web.json_response(document(request.app[SERVICES].settings.base_url))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/actions", post_action)
+    app.router.add_get("/v1/actions", list_actions)
+    app.router.add_get("/v1/actions/{id}", get_action)
+    api_decision.register(app, SERVICES)  # GET /v1/actions/{id}/decision?wait=N (long poll)
+    app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)

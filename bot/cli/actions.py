@@ -1,0 +1,60 @@
+"""`countersign actions list|show`: submitted actions from the command line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from bot.cli.common import fail, with_db
+from storage.db import Database
+
+actions_app = typer.Typer(no_args_is_help=True, help="Submitted actions.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(actions_app, name="actions")
+
+
+@actions_app.command("list")
+def actions_list(
+    status: str = typer.Option(None, help="Only this status."),
+    service: str = typer.Option(None, help="Only this service."),
+    limit: int = typer.Option(20, min=1, max=500),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Newest actions first."""
+    from bot.actions.serialize import action_json
+    from storage.queries import actions as repo
+
+    async def run(db: Database) -> list[dict[str, Any]]:
+        async with db.session() as session:
+            rows = await repo.page(session, status=status, service=service, limit=limit)
+        return [action_json(a, g.name) for a, g in rows]
+
+    items = with_db(run)
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        typer.echo("no actions")
+    for a in items:
+        who = (a["decision"] or {}).get("by", {}).get("slack_user_id") or a["owner"]
+        typer.echo(f"{a['id']:>6}  {a['created_at'][:19]}  {a['status']:<12} {a['mode']:<11} "
+                   f"{a['service']:<20} {a['action_type']:<16} {who or '':<12} {a['summary'][:60]}")
+
+
+@actions_app.command("show")
+def actions_show(action_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
+    """One action with its responsibility record and timeline."""
+    from bot.actions.record import action_record, format_record
+
+    async def run(db: Database) -> dict[str, Any] | None:
+        async with db.session() as session:
+            return await action_record(session, action_id)
+
+    record = with_db(run)
+    if record is None:
+        raise fail(f"there is no action {action_id}", 1)
+    typer.echo(json.dumps(record, indent=2) if as_json else format_record(record))

@@ -1,0 +1,303 @@
+"""The outbox relay: claims due messages, sends them to Slack or to agents' callback URLs,
+stores what came back, and marks them done, retried, or failed.
+
+Delivery guarantee, and its one documented duplicate: a message is written to the outbox in the
+transaction that causes it, so a crash before the send loses nothing (the row stays due, or its
+short lease runs out and any relay takes it again). Each row is marked done in its own short
+transaction right after its send returns. A crash (kill -9, power loss) in the few milliseconds
+*between* Slack accepting a message and that commit re-sends that one message when the lease
+runs out (CALL_TIMEOUT plus a margin, i.e. seconds): at-least-once at that edge, exactly once
+everywhere else. Card updates (`chat.update`) are idempotent, so only a re-posted card or page can
+show twice; callbacks carry the action id so agents can drop the rare repeat.
+
+Slack failures: 429 -> the row is scheduled at Retry-After and its channel paused (bot.pacing);
+5xx, timeouts and refused connections -> capped jittered backoff, and after a few in a row the
+breaker stops all Slack sends and probes with `api.test` until Slack answers, then wakes the
+backlog; permanent errors (channel_not_found, ...) -> `failed`, recorded, and a failed page is
+handed to escalation (`fail_level`: fail closed). Callbacks back off up to an hour, for 24 h.
+
+Pacing: `chat.postMessage` goes at about one a second per channel (bot.pacing); rows that must
+wait are deferred to a time of their own, different channels are sent concurrently. Storms
+(bot.storms): a burst's channel cards are threaded under one parent card; and when a storm makes
+one channel's queue deeper than PACK_WHEN_DEEPER, its cards go PACK_SIZE to a message, each with
+its own buttons, so a thousand pages reach their owner in a minute rather than in a quarter hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+
+from bot.delivery import storms
+from bot.delivery.directory import UserNotFound
+from bot.delivery.messages import Kind
+from bot.delivery.pacing import (
+    Breaker,
+    Pacer,
+    delivery_health,
+    describe_error,
+    refresh_backlog_metrics,
+    retry_after,
+    slack_error,
+)
+from bot.delivery.wire import CALL_TIMEOUT, PERMANENT_ERRORS, SLACK_TROUBLE, Permanent, Recorder, Renderer, Wire
+from bot.services import Services
+from storage import outbox
+from storage.models import OutboxMessage
+
+log = logging.getLogger("countersign.relay")
+
+LEASE_MARGIN = 5.0
+WAIT_FOR_PARENT = 2.0  # a storm's cards wait this long for its parent card to be posted
+# In a storm, when more than PACK_WHEN_DEEPER posts wait for one channel (i.e. that many seconds at
+# Slack's pace), cards go PACK_SIZE to a message, each with its own buttons (handlers/storm.py).
+PACK_WHEN_DEEPER = 20
+PACK_SIZE = 20
+PACKABLE_PURPOSES = frozenset({"card:dm:owner", "card:dm:secondary", "card:channel"})
+
+
+class Relay(Recorder):
+    def __init__(self, svc: Services, render: Renderer, *, batch: int = 50, pacer: Pacer | None = None,
+                 breaker: Breaker | None = None) -> None:
+        self.svc, self.render, self.batch = svc, render, batch
+        # Pacing runs on the app's clock, so a test that moves a FakeClock moves the buckets too.
+        self.pacer = pacer or Pacer(clock=lambda: svc.clock().timestamp())
+        self.breaker = breaker or Breaker()
+        self._routes: dict[int, storms.Route] = {}  # message id -> its storm thread, decided at claim
+        self.pack_when_deeper = PACK_WHEN_DEEPER
+        self._in_flight: set[int] = set()
+        self.wire = Wire(svc, render)
+        self._ticks = 0
+
+    async def health(self) -> str:
+        return await delivery_health(self.svc, self.breaker)
+
+    async def refresh_metrics(self) -> None:
+        await refresh_backlog_metrics(self.svc)
+
+    async def close(self) -> None:
+        await self.wire.close()
+
+    async def tick(self) -> int:
+        """Send what is due, different channels concurrently; returns how many rows were handled."""
+        if self.breaker.probe_due():
+            await self._probe()
+        now = self.svc.clock()
+        target = None if self.breaker.allows_sending() else "callback"
+        async with self.svc.db.session() as session:
+            rows = await outbox.claim_due(session, now, limit=self.batch, target=target,
+                                          lease_seconds=CALL_TIMEOUT + LEASE_MARGIN)
+            rows = outbox.coalesce(session, [r for r in rows if r.id not in self._in_flight])
+            groups: dict[str, list[list[OutboxMessage]]] = {}  # channel -> what to send, in order
+            packable: dict[tuple[str, str | None], list[OutboxMessage]] = {}
+            deep: dict[str, bool] = {}
+            for row in rows:
+                plan = await self._plan(session, row, now, deep)
+                if plan == "send":  # an App Home is not a message in the DM: it does not wait for one
+                    key = f"{row.method}:{row.channel_key}" if row.channel_key else f"row:{row.id}"
+                    groups.setdefault(key, []).append([row])
+                elif plan == "pack":
+                    route = self._routes.get(row.id or 0)
+                    thread = route.thread_ts if route is not None else None
+                    packable.setdefault((row.channel_key or "-", thread), []).append(row)
+            for (key, thread), members in packable.items():
+                units = await self._packs(session, key, thread, members, now)
+                groups.setdefault(f"chat.postMessage:{key}", []).extend(units)
+            for group in groups.values():  # sent one after another: each needs its own time
+                for position, unit in enumerate(group):
+                    lease = timedelta(seconds=(position + 1) * CALL_TIMEOUT + LEASE_MARGIN)
+                    for row in unit:
+                        row.claimed_until = now + lease
+                        session.add(row)
+            await session.commit()
+        await asyncio.gather(*(self._send_group(group) for group in groups.values()))
+        self._ticks += 1
+        if self._ticks % 1000 == 0:
+            self.pacer.prune()
+        return len(rows)
+
+    async def _plan(self, session: Any, row: OutboxMessage, now: datetime, deep: dict[str, bool]) -> str:
+        """Storm threading, packing and pacing for one claimed row: "send" it now, "pack" it with
+        others for the same channel, or "wait" (deferred, which is not an attempt)."""
+        if row.target != "slack" or row.method != "chat.postMessage":
+            return "send"
+        assert row.id is not None
+        channel = row.payload.get("channel")
+        key = row.channel_key or channel or "-"
+        route: storms.Route | None = None
+        if row.purpose in storms.THREADED_PURPOSES and row.action_id and channel:
+            route = await storms.route(session, row.action_id, channel)
+            if route.wait:
+                outbox.defer(session, row, now + timedelta(seconds=WAIT_FOR_PARENT))
+                return "wait"
+            if route.thread_ts:
+                self._routes[row.id] = route
+        if row.purpose in PACKABLE_PURPOSES and row.payload.get("kind") == Kind.CARD and row.action_id:
+            if key not in deep:
+                deep[key] = await outbox.queue_depth(session, key) > self.pack_when_deeper
+            if deep[key] and (route is not None or await storms.in_storm(session, row.action_id)):
+                return "pack"
+        delay = self.pacer.acquire(key)
+        if delay > 0:
+            self._routes.pop(row.id, None)
+            outbox.defer(session, row, now + timedelta(seconds=delay))
+            return "wait"
+        return "send"
+
+    async def _packs(self, session: Any, key: str, thread: str | None, members: list[OutboxMessage],
+                     now: datetime) -> list[list[OutboxMessage]]:
+        """A deep queue in a storm: cards go PACK_SIZE to a message, as many messages as pacing
+        allows now (filled up with the channel's waiting cards); the rest gather at the channel's
+        next free send, to leave as the next pack."""
+        units: list[list[OutboxMessage]] = []
+        if self.pacer.wait(key) <= 0.0 and len(members) < PACK_SIZE:
+            extra = await outbox.claim_waiting(session, key, now, exclude={m.id or 0 for m in members},
+                                               limit=PACK_SIZE - len(members))
+            for row in extra:
+                if await self._fits(session, row, thread):
+                    members.append(row)
+                else:
+                    outbox.defer(session, row, row.next_attempt_at)  # back as it was
+        while members and self.pacer.wait(key) <= 0.0:
+            self.pacer.take(key)
+            units.append(members[:PACK_SIZE])
+            members = members[PACK_SIZE:]
+        if members:
+            until = now + timedelta(seconds=max(self.pacer.wait(key), 0.05))
+            for row in members:
+                self._routes.pop(row.id or 0, None)
+                outbox.defer(session, row, until)
+        return units
+
+    async def _fits(self, session: Any, row: OutboxMessage, thread: str | None) -> bool:
+        """Whether a waiting card may join a pack going to `thread` (None: not threaded)."""
+        if row.purpose not in PACKABLE_PURPOSES or row.payload.get("kind") != Kind.CARD or not row.action_id:
+            return False
+        if row.purpose in storms.THREADED_PURPOSES:
+            route = await storms.route(session, row.action_id, row.payload.get("channel") or "")
+            if route.wait or route.thread_ts is None or route.thread_ts != thread:
+                return False  # not in the storm's thread (or not in a storm at all)
+            self._routes[row.id or 0] = route
+            return True
+        return thread is None and await storms.in_storm(session, row.action_id)
+
+    async def _send_group(self, units: list[list[OutboxMessage]]) -> None:
+        ids = {row.id or 0 for unit in units for row in unit}
+        self._in_flight |= ids  # a slow render outliving its lease is not claimed twice here
+        try:
+            await self._send_units(units)
+        finally:
+            self._in_flight -= ids
+
+    async def _send_units(self, units: list[list[OutboxMessage]]) -> None:
+        for unit in units:
+            if unit[0].target == "slack" and not self.breaker.allows_sending():
+                async with self.svc.db.session() as session:  # Slack went down meanwhile: hand it back
+                    for row in unit:
+                        self._routes.pop(row.id or 0, None)
+                        await outbox.release(session, row.id or 0)
+                    await session.commit()
+                continue
+            await self._deliver(unit)
+
+    async def _probe(self) -> None:
+        """The breaker is open: ask Slack whether it is back (api.test has no side effects)."""
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                await self.svc.slack.api_call("api.test")
+        except SlackApiError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status >= 500 or status == 429 or status == 0:
+                self.breaker.failure(describe_error(exc))
+                log.warning("Slack still failing: %s", self.breaker.last_error)
+                return
+            # Slack answered (even `unknown_method` from a proxy or a stub): it is reachable again.
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.breaker.failure(describe_error(exc))
+            log.warning("Slack still failing: %s", self.breaker.last_error)
+            return
+        await self._slack_ok()
+
+    async def _slack_ok(self) -> None:
+        if self.breaker.success():
+            async with self.svc.db.session() as session:
+                woken = await outbox.wake(session, self.svc.clock())
+                await session.commit()
+            log.warning("Slack is back; %d messages that were backing off are due now", woken)
+
+    async def _deliver(self, unit: list[OutboxMessage]) -> None:
+        """Send one message (or one pack of cards) and record the outcome on every row it carries."""
+        msg = unit[0]
+        metrics = self.svc.extras.get("metrics")
+        routes = [self._routes.pop(row.id or 0, None) for row in unit]
+        try:
+            if msg.target == "callback":
+                result, code = await self.wire.callback(msg)
+            elif len(unit) > 1:
+                result, code = await self.wire.pack(unit, _thread(routes[0])), 200
+            else:
+                result, code = await self.wire.slack(msg, _thread(routes[0])), 200
+        except (Permanent, UserNotFound) as exc:
+            await self._each(unit, self._failed, str(exc))
+            return
+        except SlackApiError as exc:
+            resp = exc.response
+            error = slack_error(resp)
+            status = resp.status_code if resp is not None else None
+            if status == 429:
+                retry = retry_after(resp)
+                if metrics:
+                    metrics.slack_rate_limited.inc()
+                self.pacer.block(msg.channel_key or msg.method, retry)
+                await self._slack_ok()  # Slack answered: it is up, just busy
+                await self._each(unit, self._retry, f"ratelimited (Retry-After {retry:g}s)", delay=retry,
+                                 status_code=429)
+            elif (status is not None and status >= 500) or error in SLACK_TROUBLE:
+                self.breaker.failure(f"HTTP {status}: {error}")
+                await self._each(unit, self._retry, f"HTTP {status}: {error}", status_code=status)
+            elif error in PERMANENT_ERRORS:
+                await self._slack_ok()
+                await self._each(unit, self._failed, error, status_code=status)
+            else:
+                await self._slack_ok()
+                await self._each(unit, self._retry, error, status_code=status)
+            return
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if msg.target == "slack":
+                self.breaker.failure(describe_error(exc))
+            status = exc.status if isinstance(exc, aiohttp.ClientResponseError) else None
+            await self._each(unit, self._retry, describe_error(exc), status_code=status)
+            return
+        except Exception as exc:  # a bug must not wedge the row: record it and retry with backoff
+            log.exception("delivery %s (%s) raised", msg.id, msg.method)
+            await self._each(unit, self._retry, describe_error(exc))
+            return
+        if msg.target == "slack":
+            await self._slack_ok()
+        await self._done(unit, result, code, routes)
+        if metrics:
+            metrics.outbox_sent.labels(msg.target, msg.method).inc()
+
+
+def _thread(route: storms.Route | None) -> str | None:
+    return route.thread_ts if route is not None else None
+
+
+async def run_forever(tick: Callable[[], Awaitable[int]], interval: float, stop: asyncio.Event) -> None:
+    """Call `tick` until `stop` is set; when it found work, go again at once."""
+    while not stop.is_set():
+        try:
+            busy = await tick()
+        except Exception:
+            log.exception("background tick failed")
+            busy = 0
+        if not busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)

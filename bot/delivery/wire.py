@@ -1,0 +1,211 @@
+"""What one delivery does on the wire: render at send time and call the Slack Web API, post a pack
+of cards, re-draw every copy of a card in place, or POST a signed callback to an agent (`Wire`);
+and how what came back is recorded (`Recorder`). The relay (bot/relay.py) decides when."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.actions import callbacks
+from bot.delivery import storms
+from bot.delivery.directory import resolve
+from bot.delivery.messages import Kind
+from bot.delivery.pacing import backoff
+from bot.escalation.paging import fail_level
+from bot.services import Services
+from storage import outbox
+from storage.ledger import chain as ledger
+from storage.models import Agent, OutboxMessage
+from storage.queries import actions as repo
+
+log = logging.getLogger("countersign.relay")
+
+# Slack errors that retrying cannot fix: recorded, surfaced, and handed to escalation.
+PERMANENT_ERRORS = frozenset({
+    "channel_not_found", "not_in_channel", "invalid_auth", "missing_scope", "user_not_found",
+    "users_not_found", "account_inactive", "is_archived", "not_authed", "token_revoked",
+    "invalid_blocks", "invalid_arguments", "msg_too_long", "no_text", "cant_update_message",
+    "message_not_found", "user_disabled", "channel_is_archived", "unknown_method", "not_allowed_token_type",
+})
+# `ok: false` answers that mean Slack itself is struggling (count towards the breaker).
+SLACK_TROUBLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+CALL_TIMEOUT = 10.0  # seconds one Slack call or callback may take
+PACK_KIND = "card_pack"  # several cards in one message (handlers/storm.py)
+
+# Render a queued message into Slack Web API arguments (text, blocks, view...), or None to skip it.
+Renderer = Callable[[Services, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+class Permanent(Exception):
+    """A delivery that must not be retried."""
+
+
+class Wire:
+    def __init__(self, svc: Services, render: Renderer) -> None:
+        self.svc, self.render = svc, render
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    async def _call(self, method: str, args: dict[str, Any]) -> Any:
+        """One Slack Web API call, bounded (rendering before it is not: a slow render is not Slack
+        failing, and must not trip the breaker)."""
+        async with asyncio.timeout(CALL_TIMEOUT):
+            return await self.svc.slack.api_call(method, json=args)
+
+    async def slack(self, msg: OutboxMessage, thread_ts: str | None = None) -> dict[str, Any]:
+        payload = dict(msg.payload)
+        if payload.get("kind") == Kind.UPDATE_CARDS:
+            return await self.update_cards(payload)
+        channel = payload.get("channel")
+        if channel and "@" in channel:
+            payload["channel"] = await resolve(self.svc, channel)
+        args = await self.render(self.svc, payload)
+        if args is None:
+            return {"skipped": True}
+        if "channel" not in args and msg.method != "views.publish" and payload.get("channel"):
+            args["channel"] = payload["channel"]
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        resp = await self._call(msg.method, args)
+        return {"channel": resp.get("channel"), "ts": resp.get("ts")}
+
+    async def pack(self, unit: list[OutboxMessage], thread_ts: str | None = None) -> dict[str, Any]:
+        channel = unit[0].payload.get("channel")
+        if channel and "@" in channel:
+            channel = await resolve(self.svc, channel)
+        args = await self.render(self.svc, {"kind": PACK_KIND, "channel": channel,
+                                            "action_ids": [row.action_id for row in unit]})
+        if args is None:
+            return {"skipped": True}
+        args["channel"] = channel
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        resp = await self._call("chat.postMessage", args)
+        return {"channel": resp.get("channel"), "ts": resp.get("ts"), "pack": len(unit)}
+
+    async def update_cards(self, payload: dict[str, Any]) -> dict[str, Any]:
+        async with self.svc.db.session() as session:
+            copies = await repo.slack_messages(session, payload["action_id"])
+            packs = {c.ts: await storms.pack_members(session, c.channel, c.ts) for c in copies}
+        updated = []
+        for copy in copies:
+            level = copy.purpose.split(":")[-1]
+            if len(packs[copy.ts]) > 1:  # this card shares its message: redraw the whole pack
+                args = await self.render(self.svc, {"kind": PACK_KIND, "action_ids": packs[copy.ts]})
+            else:
+                args = await self.render(self.svc, {**payload, "kind": Kind.CARD, "channel": copy.channel,
+                                                    "purpose": copy.purpose, "level": level})
+            if args is None:
+                continue
+            args.update(channel=copy.channel, ts=copy.ts)
+            await self._call("chat.update", args)
+            updated.append(copy.ts)
+        return {"updated": updated}
+
+    async def callback(self, msg: OutboxMessage) -> tuple[dict[str, Any], int]:
+        async with self.svc.db.session() as session:
+            agent = await session.get(Agent, msg.payload["agent_id"])
+        if agent is None:
+            raise Permanent("the agent no longer exists")
+        body = callbacks.encode(msg.payload["body"])
+        headers = {"Content-Type": "application/json", **callbacks.sign(agent.callback_secret, body)}
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT))
+        async with self._http.post(msg.payload["url"], data=body, headers=headers) as resp:
+            if 200 <= resp.status < 300:
+                return {"status": resp.status}, resp.status
+            raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
+                                              message=f"callback answered {resp.status}")
+
+
+class Recorder:
+    """What came back: every attempt recorded, the row moved to done, retried (backoff) or failed
+    (and a failed page handed to escalation). Mixed into the relay, which owns `svc`."""
+
+    svc: Services
+
+    @staticmethod
+    async def _each(unit: list[OutboxMessage], record: Callable[..., Awaitable[None]], *args: Any,
+                    **kwargs: Any) -> None:
+        for row in unit:
+            await record(row, *args, **kwargs)
+
+    async def _done(self, unit: list[OutboxMessage], result: dict[str, Any], code: int,
+                    routes: list[storms.Route | None]) -> None:
+        """Mark the rows done right after the send (one short transaction: the shorter this gap,
+        the rarer a duplicate), remembering where each card now lives."""
+        now = self.svc.clock()
+        async with self.svc.db.session() as session:
+            for msg, route in zip(unit, routes, strict=True):
+                assert msg.id is not None
+                kind = msg.payload.get("kind")
+                await outbox.record_attempt(session, msg.id, ok=True, status_code=code, result=result, at=now)
+                if msg.target == "slack" and kind == Kind.CARD and result.get("ts"):
+                    await repo.remember_message(session, msg.action_id or 0, msg.purpose or "card",
+                                                result["channel"], result["ts"])
+                if kind == storms.KIND and msg.method == "chat.postMessage":
+                    await storms.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
+                                               result.get("ts"))
+                if route is not None and route.storm_id is not None and result.get("ts"):
+                    await storms.child_posted(session, route.storm_id, now)
+                if msg.target == "callback":
+                    await ledger.append(session, "callback.delivered",
+                                        {"url": msg.payload["url"], "status": code}, action_id=msg.action_id)
+            await session.commit()
+
+    async def _retry(self, msg: OutboxMessage, error: str, *, delay: float | None = None,
+                     status_code: int | None = None) -> None:
+        assert msg.id is not None
+        now = self.svc.clock()
+        give_up = msg.target == "callback" and now - msg.created_at > timedelta(
+            seconds=callbacks.GIVE_UP_AFTER_SECONDS)
+        cap = 3600 if msg.target == "callback" else 60
+        wait = delay if delay is not None else backoff(msg.attempts + 1, cap=cap)
+        log.warning("delivery %s (%s) failed, retry in %.1fs: %s", msg.id, msg.method, wait, error,
+                    extra={"action_id": msg.action_id})
+        metrics = self.svc.extras.get("metrics")
+        if metrics:
+            metrics.outbox_errors.labels(msg.target, error.split(":")[0][:40], "false").inc()
+        async with self.svc.db.session() as session:
+            await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
+                                        retry_at=now + timedelta(seconds=wait), give_up=give_up, at=now)
+            if give_up:
+                await _callback_given_up(session, msg, error, now)
+            await session.commit()
+
+    async def _failed(self, msg: OutboxMessage, error: str, *, status_code: int | None = None) -> None:
+        assert msg.id is not None
+        log.error("delivery %s (%s to %s) failed for good: %s", msg.id, msg.method, msg.channel_key, error,
+                  extra={"action_id": msg.action_id})
+        metrics = self.svc.extras.get("metrics")
+        if metrics:
+            metrics.outbox_errors.labels(msg.target, error[:40], "true").inc()
+        now = self.svc.clock()
+        async with self.svc.db.session() as session:
+            await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
+                                        give_up=True, at=now)
+            if msg.target == "callback":
+                await _callback_given_up(session, msg, error, now)
+            level = msg.payload.get("level")
+            if msg.payload.get("kind") == Kind.CARD and level and msg.action_id:
+                action = await repo.get(session, msg.action_id)
+                if action is not None and action.status == "pending":
+                    await fail_level(session, action, level, error, now)
+            await session.commit()
+
+
+async def _callback_given_up(session: AsyncSession, msg: OutboxMessage, error: str, now: datetime) -> None:
+    """The agent never learned the decision through its callback: that belongs in the audit trail."""
+    await ledger.append(session, "callback.failed",
+                        {"url": msg.payload["url"], "error": error, "attempts": msg.attempts + 1},
+                        action_id=msg.action_id, at=now)

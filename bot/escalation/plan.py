@@ -1,0 +1,193 @@
+"""Escalation steps as a pure function of the frozen chain, what already fired, and now.
+
+Like Grafana OnCall's escalation snapshot: the chain is frozen into the action at submission
+(`freeze`), and `plan` answers "these steps are due now, the next one is at T" (or nothing more).
+No I/O, no clock: the caller passes `now`, so tests inject any time they like.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from bot.policy.rules import LEVELS, Level, Policy, RuleMatch, policy_hash
+
+StepKind = Literal["page", "remind", "timeout"]
+
+# Used when neither the service nor its tier declares an escalation chain.
+DEFAULT_STEPS: tuple[tuple[Level, float], ...] = (("owner", 0.0), ("secondary", 300.0), ("leadership", 900.0))
+
+
+@dataclass(frozen=True)
+class Chain:
+    steps: tuple[tuple[Level, float], ...]  # (level, seconds after submission), in order
+    remind_every: float | None = None
+    timeout: float | None = None
+    on_timeout: Literal["deny", "approve"] = "deny"
+
+    @classmethod
+    def from_frozen(cls, frozen: dict[str, Any]) -> Chain:
+        return cls(
+            steps=tuple((s["notify"], float(s["after"])) for s in frozen["steps"]),
+            remind_every=frozen.get("remind_every"),
+            timeout=frozen.get("timeout"),
+            on_timeout=frozen.get("on_timeout") or "deny",
+        )
+
+
+@dataclass(frozen=True)
+class DueStep:
+    key: str  # unique per action: "page:owner", "remind:owner:2", "timeout"
+    kind: StepKind
+    level: Level | None
+    at: datetime  # when it was due
+
+
+@dataclass(frozen=True)
+class Plan:
+    due: tuple[DueStep, ...]
+    next_at: datetime | None  # None: nothing more will ever be due
+
+
+def failed_key(level: str) -> str:
+    """Recorded when paging a level failed for good: the next level is due at once (fail closed)."""
+    return f"failed:{level}"
+
+
+def _pages(chain: Chain, created_at: datetime, fired: dict[str, datetime]) -> list[DueStep]:
+    """Each level's page, at its planned time, brought forward to when the level before it failed
+    for good (fail closed: a page that cannot be delivered never waits out the timer)."""
+    pages: list[DueStep] = []
+    bring_forward: datetime | None = None
+    for level, after in chain.steps:
+        at = created_at + timedelta(seconds=after)
+        if bring_forward is not None:
+            at = min(at, bring_forward)
+        pages.append(DueStep(f"page:{level}", "page", level, at))
+        bring_forward = fired.get(failed_key(level))
+    return pages
+
+
+def plan(chain: Chain, created_at: datetime, fired: dict[str, datetime], now: datetime) -> Plan:
+    """Which steps are due at `now` (given those already `fired`, by key -> when), and when is the next.
+
+    - Pages fire in chain order; a page planned after the timeout never fires (escalation ends there).
+    - Reminders count from when the current level was actually paged, so a page that fired late is
+      not followed at once by a reminder; reminders missed while the process was down collapse into
+      one; none while the level is being paged, none for a level whose page failed, none after the
+      timeout (nor at the very moment of the next page or the timeout).
+    - The timeout is due once, with the last level reached; nothing is due after it.
+    """
+    timeout_at = created_at + timedelta(seconds=chain.timeout) if chain.timeout is not None else None
+    if "timeout" in fired:
+        return Plan(due=(), next_at=None)
+    pages = [p for p in _pages(chain, created_at, fired) if timeout_at is None or p.at <= timeout_at]
+    due: list[DueStep] = [p for p in pages if p.key not in fired and p.at <= now]
+    reached = [p for p in pages if p.key in fired or p in due]
+    current = reached[-1] if reached else None
+
+    if timeout_at is not None and timeout_at <= now:
+        due.append(DueStep("timeout", "timeout", current.level if current else None, timeout_at))
+        return Plan(due=tuple(due), next_at=None)
+
+    candidates = [p.at for p in pages if p.key not in fired and p.at > now]
+    if timeout_at is not None:
+        candidates.append(timeout_at)
+    reminder, next_reminder = _reminder(chain, pages, current, due, fired, timeout_at, now)
+    if reminder is not None:
+        due.append(reminder)
+    if next_reminder is not None:
+        candidates.append(next_reminder)
+    return Plan(due=tuple(due), next_at=min(candidates, default=None))
+
+
+def _reminder(
+    chain: Chain,
+    pages: list[DueStep],
+    current: DueStep | None,
+    due: list[DueStep],
+    fired: dict[str, datetime],
+    timeout_at: datetime | None,
+    now: datetime,
+) -> tuple[DueStep | None, datetime | None]:
+    """The reminder due now at the current level (if any), and when the next one would be."""
+    every = chain.remind_every
+    if current is None or not every or current.level is None or failed_key(current.level) in fired:
+        return None, None
+    # Counted from the real paging time; a page firing right now starts the count now.
+    base = fired.get(current.key) or max(current.at, now)
+    later = [p.at for p in pages[pages.index(current) + 1 :]]
+    end = min([t for t in (*later[:1], timeout_at) if t is not None], default=None)
+    elapsed = (now - base).total_seconds()
+    k = math.floor(elapsed / every + 1e-9) if elapsed > 0 and current not in due else 0
+    reminder = None
+    if k >= 1:
+        at = base + timedelta(seconds=k * every)
+        key = f"remind:{current.level}:{k}"
+        if (end is None or at < end) and key not in fired:
+            reminder = DueStep(key, "remind", current.level, at)
+    following = base + timedelta(seconds=(k + 1) * every)
+    return reminder, (following if end is None or following < end else None)
+
+
+def level_reached(chain: Chain, fired: dict[str, datetime]) -> Level | None:
+    reached = [level for level, _ in chain.steps if f"page:{level}" in fired]
+    return reached[-1] if reached else None
+
+
+def freeze(
+    policy: Policy, service: str, match: RuleMatch, *, violation: bool = False
+) -> dict[str, Any]:
+    """Everything an action needs from the policy, copied so later policy edits never touch it."""
+    svc = policy.services[service]
+    tier = policy.tiers.get(svc.tier) if svc.tier else None
+
+    def pick(name: str) -> Any:
+        value = getattr(svc, name)
+        return value if value is not None else (getattr(tier, name) if tier else None)
+
+    raw_steps = pick("escalation")
+    steps = [(s.notify, s.after) for s in raw_steps] if raw_steps else list(DEFAULT_STEPS)
+    present = {"owner": True, "secondary": bool(svc.secondary), "leadership": policy.leadership is not None}
+    steps = [(lvl, after) for lvl, after in steps if present[lvl]]
+    if not steps:
+        steps = [("owner", 0.0)]
+    if violation:
+        # A policy violation starts at the top at once: everyone in the chain is paged now.
+        steps = [(lvl, 0.0) for lvl in LEVELS if present[lvl]]
+    return {
+        "mode": match.mode,
+        "rule_index": match.index,
+        "rule": match.rule,
+        "policy_hash": policy_hash(policy),
+        "tier": svc.tier,
+        "owner": svc.owner,
+        "secondary": svc.secondary,
+        "channel": svc.channel,
+        "leadership": policy.leadership.model_dump() if policy.leadership else None,
+        "admins": list(policy.admins),
+        "steps": [{"notify": lvl, "after": after} for lvl, after in steps],
+        "remind_every": pick("remind_every"),
+        "timeout": pick("timeout"),
+        "on_timeout": pick("on_timeout") or "deny",
+        "violation": violation,
+        "storm_per_minute": svc.storm_per_minute or policy.storm_per_minute,
+    }
+
+
+def paged_people(frozen: dict[str, Any], level: str | None) -> list[str]:
+    """Who may respond once `level` has been reached (the set only grows), plus admins."""
+    people: list[str] = list(frozen.get("admins") or [])
+    if level is None:
+        return people
+    order = [lvl for lvl in LEVELS if lvl in {s["notify"] for s in frozen["steps"]}]
+    upto = order[: order.index(level) + 1] if level in order else order
+    if "owner" in upto or level is not None:
+        people.append(frozen["owner"])
+    if "secondary" in upto and frozen.get("secondary"):
+        people.append(frozen["secondary"])
+    if "leadership" in upto and frozen.get("leadership"):
+        people.extend(frozen["leadership"].get("users") or [])
+    return people

@@ -1,0 +1,37 @@
+"""`countersign policy check`: which rule every service and action type falls under."""
+
+from __future__ import annotations
+
+from bot.escalation.plan import freeze
+from bot.policy.rules import Policy, evaluate
+
+
+def _action_types(policy: Policy) -> list[str]:
+    """Every action type the rules name, plus '*' for any other."""
+    names: list[str] = []
+    for rule in policy.rules:
+        want = rule.match.action_type if rule.match else None
+        for name in [want] if isinstance(want, str) else want or []:
+            if name not in names:
+                names.append(name)
+    return [*names, "*"]
+
+
+def report(policy: Policy, source: str) -> str:
+    lines = [f"{source}: OK — {len(policy.services)} services, {len(policy.tiers)} tiers, "
+             f"{len(policy.rules)} rules"]
+    types = _action_types(policy)
+    for name, svc in policy.services.items():
+        frozen = freeze(policy, name, evaluate(policy, name, "*", "production"))
+        chain = ", ".join(f"{s['notify']}@{s['after']:g}s" for s in frozen["steps"])
+        lines.append("")
+        lines.append(f"service {name} (tier {svc.tier or '-'}, owner {svc.owner}, "
+                     f"channel {svc.channel or '-'})")
+        lines.append(f"  escalation: {chain}; remind_every {frozen['remind_every']}; "
+                     f"timeout {frozen['timeout']}; on_timeout {frozen['on_timeout']}")
+        for env in ("production", "staging"):
+            for action_type in types:
+                m = evaluate(policy, name, action_type, env)
+                rule = f"rule {m.index + 1}" if m.index is not None else "no rule matched (fallback)"
+                lines.append(f"  {env:<10} {action_type:<20} -> {m.mode:<11} ({rule})")
+    return "\n".join(lines)

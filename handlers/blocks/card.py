@@ -1,0 +1,286 @@
+"""Block Kit for every message Countersign sends, as pure functions: data in, Slack JSON out.
+
+Built with slack_sdk.models so Slack's rules are checked where they are known, and clipped to
+Block Kit's limits everywhere: an approval must never be lost because a rationale was long.
+Text that came from an agent is escaped, so it cannot @-mention a channel or forge a link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from bot.actions.decisions import allowed_responses
+from handlers.blocks.mrkdwn import (
+    FALLBACK_MAX,
+    FIELD_MAX,
+    HEADER_MAX,
+    SECTION_MAX,
+    Message,
+    clip,
+    context,
+    escape,
+    mention,
+    message,
+    more,
+    section,
+    slack_date,
+)
+from handlers.ids import ActionId, BlockId
+from storage.models import Action
+
+# The text helpers are re-exported: the other builders (commands, home, digest) import them from here.
+__all__ = [
+    "BUTTONS", "DECIDED", "FALLBACK_MAX", "HEADER_MAX", "Message", "action_card", "clip", "context", "escape",
+    "fyi", "level_people", "mention", "message", "more", "section", "slack_date", "title", "upcoming",
+]
+
+DECIDED: dict[str, tuple[str, str]] = {
+    "approved": (":white_check_mark:", "Approved"),
+    "denied": (":no_entry:", "Denied"),
+    "acknowledged": (":white_check_mark:", "Acknowledged"),
+    "overridden": (":leftwards_arrow_with_hook:", "Overridden"),
+    "expired": (":hourglass:", "Expired"),
+    "recorded": (":robot_face:", "Recorded (autonomous)"),
+}
+BUTTONS: dict[str, tuple[str, str]] = {  # response -> (label, style)
+    ActionId.APPROVE: ("Approve", "primary"),
+    ActionId.ACKNOWLEDGE: ("Acknowledge", "primary"),
+    ActionId.OVERRIDE: ("Override", "danger"),
+}
+
+
+# --- the action card ----------------------------------------------------------------------------
+
+
+def title(action: Action) -> str:
+    if action.status in DECIDED:
+        emoji, word = DECIDED[action.status]
+        if action.status == "expired":
+            word = f"Expired ({action.outcome} by default)"
+        return f"{emoji} {word}"
+    if action.policy_violation:
+        return ":rotating_light: Policy violation: acknowledge or override"
+    if action.kind == "proposed":
+        return ":raised_hand: Approval needed"
+    return ":eyes: Acknowledge or override"
+
+
+def _fields(action: Action, agent: str, people: Mapping[str, str]) -> list[MarkdownTextObject]:
+    pairs = [
+        ("Agent", escape(agent)),
+        ("Service", escape(action.service)),
+        ("Environment", escape(action.environment)),
+        (
+            "Mode",
+            escape(action.mode) + (" :rotating_light: *policy violation*" if action.policy_violation else ""),
+        ),
+        ("Action", f"`{escape(action.action_type)}` ({escape(action.kind)})"),
+        ("Owner", mention(action.owner or action.frozen.get("owner"), people)),
+        (
+            "Confidence",
+            f"{action.confidence:.0%} ({action.confidence:g})"
+            if action.confidence is not None
+            else "not given",
+        ),
+    ]
+    if action.model:
+        model = action.model
+        pairs.append(
+            (
+                "Model",
+                escape(" ".join(str(model[k]) for k in ("provider", "name", "version") if model.get(k))),
+            )
+        )
+    if action.executed_at:
+        pairs.append(("Executed", slack_date(action.executed_at)))
+    return [MarkdownTextObject(text=clip(f"*{k}*\n{v}", FIELD_MAX)) for k, v in pairs[:10]]
+
+
+def _evidence(action: Action) -> SectionBlock | None:
+    items = action.evidence or []
+    if not items:
+        return None
+    lines, budget = ["*Evidence*"], SECTION_MAX - 200
+    for i, ev in enumerate(items):
+        label = escape(str(ev.get("label") or ev.get("url"))).replace("|", "¦")[:200]
+        url = str(ev.get("url") or "").replace(">", "%3E").replace("|", "%7C").replace(" ", "%20")
+        line = f"• <{url}|{label}>" if url.startswith(("http://", "https://")) else f"• {label}"
+        if sum(len(x) + 1 for x in lines) + len(line) > budget:
+            lines.append(f"…and {len(items) - i} more: `/ai-actions show {action.id}`")
+            break
+        lines.append(line)
+    return section("\n".join(lines))
+
+
+def upcoming(action: Action) -> tuple[tuple[str, datetime] | None, datetime | None]:
+    """(the next escalation level and when it is due, the deadline), from the frozen chain."""
+    frozen, created = action.frozen or {}, action.created_at
+    steps = [(s["notify"], created + timedelta(seconds=float(s["after"]))) for s in frozen.get("steps", [])]
+    levels = [level for level, _ in steps]
+    reached = levels.index(action.level) if action.level in levels else -1
+    later = steps[reached + 1 :]
+    timeout = frozen.get("timeout")
+    deadline = created + timedelta(seconds=float(timeout)) if timeout is not None else None
+    return (later[0] if later else None), deadline
+
+
+def level_people(action: Action, level: str, people: Mapping[str, str]) -> str:
+    frozen = action.frozen or {}
+    if level == "leadership":
+        lead = frozen.get("leadership") or {}
+        who = [mention(u, people) for u in lead.get("users") or []]
+        return ", ".join([mention(lead.get("channel"), people), *who])
+    return mention(frozen.get(level), people)
+
+
+def _pending_blocks(action: Action, people: Mapping[str, str], audience: str | None) -> list[Block]:
+    blocks: list[Block] = []
+    if audience == "leadership" or action.level == "leadership":
+        users = (action.frozen.get("leadership") or {}).get("users") or []
+        if audience == "leadership" and users:
+            blocks.append(
+                section(
+                    " ".join(mention(u, people) for u in users)
+                    + " this action reached leadership: any of you may respond."
+                )
+            )
+    if action.level in ("secondary", "leadership"):
+        blocks.append(
+            section(f":arrow_up: *Escalated to {action.level}*: {level_people(action, action.level, people)}")
+        )
+    if action.outcome == "unacknowledged":
+        blocks.append(
+            section(
+                f":warning: Not acknowledged in time: accountability defaulted to "
+                f"{mention(action.decided_by, people)} ({escape(action.decision_level or '-')}). "
+                "Acknowledging now still records you as accountable."
+            )
+        )
+        return blocks
+    nxt, deadline = upcoming(action)
+    notes = []
+    if nxt is not None:
+        notes.append(
+            f":alarm_clock: Escalates to {nxt[0]} ({level_people(action, nxt[0], people)}) "
+            f"{slack_date(nxt[1])}"
+        )
+    if deadline is not None:
+        then = (
+            f"then {action.frozen.get('on_timeout') or 'deny'} by default"
+            if action.kind == "proposed"
+            else "then accountability defaults to the last level reached"
+        )
+        notes.append(f":hourglass_flowing_sand: Deadline {slack_date(deadline)}: {then}")
+    if notes:
+        blocks.append(context(*notes))
+    return blocks
+
+
+def _decision_blocks(action: Action, people: Mapping[str, str]) -> list[Block]:
+    emoji, word = DECIDED.get(action.status, (":grey_question:", action.status))
+    who = mention(action.decided_by, people)
+    if action.decided_by_name and action.accountability != "explicit":
+        who += f" ({escape(action.decided_by_name)})"
+    at = slack_date(action.decided_at) if action.decided_at else "-"
+    head = f"{emoji} *{escape(action.outcome or word)}*"
+    if action.accountability == "policy":
+        lines = [f"{head} under the policy: {who} owns the rule that let the AI act alone · {at}"]
+    elif action.accountability == "default":
+        lines = [f"{head}: nobody responded in time; accountability defaults to {who} · {at}"]
+    else:
+        lines = [f"{head} by {who} · {at}"]
+    if action.decision_reason:
+        lines.append(f"*Reason:* {escape(action.decision_reason)}")
+    lines.append(
+        f"_accountability {escape(action.accountability or '-')}, level "
+        f"{escape(action.decision_level or '-')}, via {escape(action.decision_via or '-')}_"
+    )
+    return [section("\n".join(lines), pointer=more(action.id))]
+
+
+def _buttons(action: Action) -> ActionsBlock | None:
+    choices = allowed_responses(action)
+    if not choices:
+        return None
+    return ActionsBlock(
+        block_id=BlockId.DECIDE,
+        elements=[
+            ButtonElement(text=BUTTONS[c][0], action_id=c, value=str(action.id), style=BUTTONS[c][1])
+            for c in choices
+        ],
+    )
+
+
+def action_card(
+    action: Action,
+    agent: str,
+    *,
+    people: Mapping[str, str] | None = None,
+    audience: str | None = None,
+    failures: Mapping[str, str] | None = None,
+) -> Message:
+    """The card: everything needed to decide, then (once decided) outcome, who, when, why; no buttons.
+
+    `audience` is the level this copy was sent to (owner, secondary, leadership) or None (channel);
+    `failures` maps a level that could not be paged to why (so readers see why it escalated).
+    """
+    people = people or {}
+    head = title(action)
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=clip(f"{head}: {action.summary}", HEADER_MAX), emoji=True))
+    ]
+    blocks.append(SectionBlock(fields=_fields(action, agent, people)))
+    if action.policy_violation:
+        blocks.append(
+            section(
+                ":rotating_light: *Policy violation*: this action needed approval before it "
+                "ran, but the agent executed it. Escalated to leadership at once."
+            )
+        )
+    blocks.append(section(f"*Why the AI did this*\n{escape(action.rationale)}", pointer=more(action.id)))
+    evidence = _evidence(action)
+    if evidence is not None:
+        blocks.append(evidence)
+    for level, why in (failures or {}).items():
+        who = level_people(action, level, people) if level in ("owner", "secondary", "leadership") else ""
+        blocks.append(
+            section(
+                f":warning: Could not page the {escape(level)} ({who}): {escape(why)}. "
+                "Escalated to the next level at once."
+            )
+        )
+    if action.status == "pending":
+        blocks.extend(_pending_blocks(action, people, audience))
+    else:
+        blocks.extend(_decision_blocks(action, people))
+    buttons = _buttons(action)
+    if buttons is not None:
+        blocks.append(buttons)
+    blocks.append(
+        context(
+            f"Action {action.id} · rule #{action.frozen.get('rule_index', '-')} · "
+            f"full record: `/ai-actions show {action.id}`"
+        )
+    )
+    where = f"{escape(action.service)}, {escape(action.environment)}"
+    text = f"{head}: {escape(clip(action.summary, 500))} ({where})"
+    if audience == "leadership":
+        users = (action.frozen.get("leadership") or {}).get("users") or []
+        text = " ".join(mention(u, people) for u in users) + " " + text
+    return message(text, blocks)
+
+
+def fyi(action: Action, agent: str, *, people: Mapping[str, str] | None = None) -> Message:
+    """An autonomous action, posted for the record: no response needed."""
+    return action_card(action, agent, people=people)

@@ -1,0 +1,260 @@
+"""Block Kit for `/ai-actions` answers (and the pieces App Home and the digest share): pure functions.
+
+Text helpers, labels and button styles come from handlers.blocks (the cards), so a pending item in
+an answer carries the same buttons as its card and one can decide from the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from bot.actions.decisions import allowed_responses
+from bot.escalation.plan import freeze
+from bot.policy.rules import Policy, evaluate
+from bot.reports.stats import Rates, Stats
+from handlers.blocks.card import BUTTONS, DECIDED, clip, escape, mention, slack_date
+from storage.models import Action
+
+Message = dict[str, Any]
+# Plain Block Kit JSON: building slack_sdk model objects and validating them on every answer costs
+# more than the queries (see bench/results/bench_queries.md); the tests validate every answer
+# with slack_sdk instead, and the fake Slack validates every view.
+Block = dict[str, Any]
+SECTION_MAX, MAX_BLOCKS = 3000, 50
+STATUS_EMOJI = {**{k: v[0] for k, v in DECIDED.items()}, "pending": ":hourglass_flowing_sand:"}
+
+HELP = """*`/ai-actions`*: what the AI did, what waits on you, how it is doing.
+• `recent [N]`: the last N actions (10 by default, at most 20)
+• `pending`: everything waiting for a human, with its buttons
+• `mine`: what waits on you, and what you decided
+• `show ID`: one action's whole record: the AI's rationale, every page, response and refusal, \
+callbacks, and who is accountable and how
+• `service NAME`: a service's recent actions, owner and autonomy modes
+• `who-owns SERVICE`: its owner, secondary, channel and escalation chain
+• `stats [7d|30d]`: counts by mode and outcome, approve/override rates, time to response, \
+default accountability
+• `share …`: post the answer to the channel instead of only to you (e.g. `/ai-actions share stats 7d`)"""
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    parts = [(seconds // 86400, "d"), (seconds % 86400 // 3600, "h"), (seconds % 3600 // 60, "m"),
+             (seconds % 60, "s")]
+    shown = [f"{n}{u}" for n, u in parts if n][:2]
+    return " ".join(shown) or "0s"
+
+
+def pct(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "-"
+
+
+def mrkdwn(text: str, limit: int = SECTION_MAX) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": clip(text, limit)}
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": mrkdwn(text)}
+
+
+def fields(texts: Sequence[str]) -> Block:
+    return {"type": "section", "fields": [mrkdwn(t, 2000) for t in texts[:10]]}
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [mrkdwn(text, 2000)]}
+
+
+def header(text: str) -> Block:
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, 150), "emoji": True}}
+
+
+def message(text: str, blocks: Sequence[Block]) -> Message:
+    kept = list(blocks)
+    if len(kept) > MAX_BLOCKS:
+        kept = [*kept[: MAX_BLOCKS - 1], context(f"…{len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
+    return {"text": clip(text, 3000), "blocks": kept}
+
+
+FULL_RECORD = "Full record of any item, with its whole timeline: `/ai-actions show ID`"
+
+
+def buttons(action: Action) -> Block | None:
+    """The card's buttons for a pending item; block ids are per action so a list may hold many."""
+    choices = allowed_responses(action)
+    if not choices:
+        return None
+    return {"type": "actions", "block_id": f"decide-{action.id}", "elements": [
+        {"type": "button", "text": {"type": "plain_text", "text": BUTTONS[c][0]}, "action_id": c,
+         "value": str(action.id), "style": BUTTONS[c][1]} for c in choices]}
+
+
+def action_line(action: Action, agent: str | None = None) -> str:
+    emoji = STATUS_EMOJI.get(action.status, ":grey_question:")
+    who = f" · by {escape(agent)}" if agent else ""
+    line = (f"{emoji} *#{action.id}* `{escape(action.status)}` · *{escape(action.service)}* "
+            f"`{escape(action.action_type)}`{who} · {slack_date(action.created_at)}\n"
+            f"{escape(clip(action.summary, 300))}")
+    if action.accountability:
+        line += "\n" + decision_line(action)
+    elif action.status == "pending":
+        line += f"\n_waiting on {escape(action.level or 'owner')}: {mention(waiting_who(action))}_"
+    return line
+
+
+def waiting_who(action: Action) -> str | None:
+    frozen = action.frozen or {}
+    if action.level == "leadership":
+        return (frozen.get("leadership") or {}).get("channel")
+    return frozen.get(action.level or "owner") or action.owner
+
+
+def decision_line(action: Action) -> str:
+    how = {"explicit": "", "default": " by default (nobody answered)", "policy": " by policy"}.get(
+        action.accountability or "", "")
+    at = slack_date(action.decided_at) if action.decided_at else "-"
+    reason = f" — “{escape(clip(action.decision_reason, 200))}”" if action.decision_reason else ""
+    return (f"_{escape(action.outcome or action.status)}{how}: accountable {mention(action.decided_by)} "
+            f"({escape(action.decision_level or '-')}, via {escape(action.decision_via or '-')}) · {at}_"
+            + reason)
+
+
+def action_items(rows: Iterable[tuple[Action, str | None]], *, with_buttons: bool = True) -> list[Block]:
+    """One section per item, and a pending item's buttons under it."""
+    out: list[Block] = []
+    for action, agent in rows:
+        out.append(section(action_line(action, agent)))
+        block = buttons(action) if with_buttons else None
+        if block is not None:
+            out.append(block)
+    return out
+
+
+def action_list(title: str, rows: Sequence[tuple[Action, str | None]], *, empty: str,
+                footer: str = "") -> Message:
+    blocks: list[Block] = [header(title)]
+    blocks += action_items(rows) if rows else [section(empty)]
+    blocks.append(context(f"{footer} · {FULL_RECORD}" if footer else FULL_RECORD))
+    return message(f"{title}: {len(rows)} item(s)" if rows else f"{title}: {empty}", blocks)
+
+
+def help_message(note: str = "") -> Message:
+    return message("/ai-actions help", [*([section(note)] if note else []), section(HELP)])
+
+
+def rates_line(name: str, rates: Rates) -> str:
+    decided = rates.decided
+    return (f"*{escape(name)}*: {rates.total} · approved {pct(rates.approved, decided)} · "
+            f"overridden {pct(rates.overridden, decided)} · no answer {pct(rates.defaulted, decided)}"
+            + (f" · {rates.pending} pending" if rates.pending else ""))
+
+
+def counts(counter: Mapping[str, int]) -> str:
+    """'approve 3, acknowledge 1': largest first, ties by name."""
+    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{escape(k)} {v}" for k, v in ranked) or "none"
+
+
+def stats_blocks(stats: Stats, *, top: int = 10) -> list[Block]:
+    """Counts by mode and outcome, rates per agent and service, time to response, defaults."""
+    blocks: list[Block] = [
+        section(f"*{stats.total} actions* submitted {slack_date(stats.since)} – {slack_date(stats.until)}\n"
+                f"*By mode:* {counts(stats.by_mode)}\n*By outcome:* {counts(stats.by_outcome)}\n"
+                f"*Median time to response:* {duration(stats.median_response_seconds)} "
+                f"(over {stats.responded} explicit responses)\n"
+                f"*Default accountability* (nobody answered in time): {stats.defaulted}"),
+    ]
+    for title, table in (("Per agent", stats.per_agent), ("Per service", stats.per_service)):
+        ranked = sorted(table.items(), key=lambda kv: -kv[1].total)
+        lines = [rates_line(name, rates) for name, rates in ranked[:top]]
+        if len(ranked) > top:
+            lines.append(f"…and {len(ranked) - top} more")
+        blocks.append(section(f"*{title}*\n" + ("\n".join(lines) or "none")))
+    if stats.recent_defaults:
+        lines = [f"• *#{a.id}* {escape(a.service)}: {escape(clip(a.summary, 120))} — "
+                 f"{mention(a.decided_by)} ({escape(a.decision_level or '-')})"
+                 for a in stats.recent_defaults]
+        more = stats.defaulted - len(stats.recent_defaults)
+        blocks.append(section("*Default accountability, latest*\n" + "\n".join(lines)
+                              + (f"\n…and {more} more" if more > 0 else "")))
+    return blocks
+
+
+def stats_message(stats: Stats, label: str) -> Message:
+    return message(f"AI actions, {label}: {stats.total} actions",
+                   [header(f"AI actions, {label}"), *stats_blocks(stats)])
+
+
+def when(iso_text: str | None) -> str:
+    if not iso_text:
+        return "-"
+    return slack_date(datetime.fromisoformat(iso_text.replace("Z", "+00:00")))
+
+
+def divider() -> Block:
+    return {"type": "divider"}
+
+
+# --- services: who owns them, and how much the AI may do alone --------------------------------------
+
+
+def service_modes(policy: Policy, service: str, environment: str = "production") -> dict[str, list[str]]:
+    """mode -> the action types that fall under it in `environment` ('*': every other type)."""
+    named: list[str] = []
+    for rule in policy.rules:
+        want = rule.match.action_type if rule.match else None
+        named += [t for t in ([want] if isinstance(want, str) else want or []) if t not in named]
+    modes: dict[str, list[str]] = {}
+    for action_type in [*named, "*"]:
+        modes.setdefault(evaluate(policy, service, action_type, environment).mode, []).append(action_type)
+    return modes
+
+
+def modes_text(policy: Policy, service: str) -> str:
+    parts = []
+    for env in ("production", "staging"):
+        modes = service_modes(policy, service, env)
+        parts.append(f"{env}: " + "; ".join(f"*{m}* " + ", ".join(f"`{escape(t)}`" for t in types)
+                                              for m, types in modes.items()))
+    return "\n".join(parts)
+
+
+def owner_text(policy: Policy, service: str) -> str:
+    svc = policy.services[service]
+    frozen = freeze(policy, service, evaluate(policy, service, "*", "production"))
+    chain = " → ".join(f"{s['notify']} at {duration(s['after'])}" for s in frozen["steps"])
+    return (f"*{escape(service)}*: owner {mention(svc.owner)}, secondary {mention(svc.secondary)}, "
+            f"channel {mention(svc.channel)}, tier `{escape(svc.tier or '-')}`\n"
+            f"*Escalation:* {chain}; remind every {duration(frozen['remind_every'])}, timeout "
+            f"{duration(frozen['timeout'])}, then {escape(frozen['on_timeout'])}\n"
+            f"*Autonomy:*\n{modes_text(policy, service)}")
+
+
+def unknown_service(policy: Policy, name: str) -> Message:
+    known = ", ".join(f"`{escape(s)}`" for s in sorted(policy.services)[:30])
+    return message(f"No service {name}", [section(f"There is no service `{escape(name)}` in the policy. "
+                                                  f"Known: {known}")])
+
+
+def who_owns_message(policy: Policy, service: str) -> Message:
+    return message(f"Who owns {service}", [section(owner_text(policy, service))])
+
+
+def service_message(policy: Policy, service: str, rows: Sequence[tuple[Action, str | None]]) -> Message:
+    blocks: list[Block] = [header(f"Service {service}"), section(owner_text(policy, service)), divider()]
+    blocks += action_items(rows) if rows else [section("No actions yet.")]
+    blocks.append(context(FULL_RECORD))
+    return message(f"Service {service}: {len(rows)} recent action(s)", blocks)
+
+
+def mine_message(waiting: Sequence[tuple[Action, str | None]],
+                 decided: Sequence[tuple[Action, str | None]]) -> Message:
+    blocks: list[Block] = [header(f"Waiting on you ({len(waiting)})")]
+    blocks += action_items(waiting) if waiting else [section("Nothing waits on you. :tada:")]
+    blocks += [divider(), header("Decided by you")]
+    blocks += action_items(decided, with_buttons=False) if decided else [section("No decisions yet.")]
+    blocks.append(context(FULL_RECORD))
+    return message(f"{len(waiting)} action(s) wait on you", blocks)

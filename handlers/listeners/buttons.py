@@ -1,0 +1,124 @@
+"""Button clicks on action cards: Approve, Acknowledge, and Override (which opens the reason modal).
+
+Every listener acks first (Slack wants an answer within 3 s), then makes one domain call. Who
+may respond and which response wins is bot.decisions' business; here we only tell a refused
+clicker why, privately, including who decided when they were too late.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from bot.actions.decisions import allowed_responses, may_respond, respond
+from bot.services import Services
+from handlers.blocks import notices
+from handlers.ids import ActionId
+from storage.queries import actions as repo
+
+log = logging.getLogger("countersign.slack.actions")
+
+
+class OverrideMetadata(BaseModel):
+    """What the override modal carries in `private_metadata` (Slack allows 3000 characters)."""
+
+    action_id: int
+    channel: str | None = None  # where the card was clicked, to answer there ephemerally
+    response_url: str | None = None
+
+
+def register(app: AsyncApp, svc: Services) -> None:
+    app.action(ActionId.APPROVE)(_respond_with(svc, ActionId.APPROVE))
+    app.action(ActionId.ACKNOWLEDGE)(_respond_with(svc, ActionId.ACKNOWLEDGE))
+    app.action(ActionId.OVERRIDE)(_open_override(svc))
+
+
+def clicked(body: dict[str, Any]) -> tuple[str, str | None, int | None]:
+    """(user id, user name, Countersign action id from the button's value)."""
+    user = body.get("user") or {}
+    value = ((body.get("actions") or [{}])[0]).get("value") or ""
+    return (
+        user.get("id", ""),
+        user.get("name") or user.get("username"),
+        int(value) if value.isdigit() else None,
+    )
+
+
+async def tell(
+    client: Any, user_id: str, message: str, *, channel: str | None = None, response_url: str | None = None
+) -> None:
+    """An ephemeral note to one person: in the channel they clicked in, else by the response_url,
+    else by DM. Best effort: the refusal is already recorded whatever happens here."""
+    payload = notices.refusal(message)
+    try:
+        if channel:
+            try:
+                await client.chat_postEphemeral(channel=channel, user=user_id, **payload)
+                return
+            except SlackApiError as exc:  # e.g. not_in_channel: fall through to the response_url
+                log.info("chat.postEphemeral to %s failed: %s", channel, exc.response.get("error"))
+        if response_url:
+            from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+            await AsyncWebhookClient(response_url).send(
+                response_type="ephemeral", replace_original=False, **payload
+            )
+            return
+        await client.chat_postMessage(channel=user_id, **payload)
+    except Exception:  # a lost refusal note must not fail the request
+        log.exception("could not tell %s: %s", user_id, message)
+
+
+def _respond_with(svc: Services, response: str) -> Any:
+    async def handler(ack: Any, body: dict[str, Any], client: Any) -> None:
+        await ack()
+        user_id, name, action_id = clicked(body)
+        if action_id is None:
+            return
+        result = await respond(
+            svc, action_id, user_id=user_id, user_name=name, response=response, via="button"
+        )
+        if not result.accepted:
+            await tell(
+                client,
+                user_id,
+                result.message,
+                channel=(body.get("channel") or {}).get("id"),
+                response_url=body.get("response_url"),
+            )
+
+    return handler
+
+
+def _open_override(svc: Services) -> Any:
+    async def handler(ack: Any, body: dict[str, Any], client: Any) -> None:
+        await ack()
+        user_id, name, action_id = clicked(body)
+        if action_id is None:
+            return
+        channel = (body.get("channel") or {}).get("id")
+        async with svc.db.session() as session:
+            action = await repo.get(session, action_id)
+        if (
+            action is not None
+            and ActionId.OVERRIDE in allowed_responses(action)
+            and await may_respond(svc, action, user_id)
+        ):
+            meta = OverrideMetadata(
+                action_id=action_id, channel=channel, response_url=body.get("response_url")
+            )
+            await client.views_open(
+                trigger_id=body["trigger_id"], view=notices.override_modal(action, meta.model_dump_json())
+            )
+            return
+        # Refused before asking for a reason: decisions records the attempt and says why.
+        result = await respond(
+            svc, action_id, user_id=user_id, user_name=name, response=ActionId.OVERRIDE, via="button"
+        )
+        await tell(client, user_id, result.message, channel=channel, response_url=body.get("response_url"))
+
+    return handler

@@ -1,0 +1,132 @@
+"""Renderers for the messages about actions (cards, FYIs, refusals, reminders, notices).
+
+The relay calls these at send time, so a card sent (or updated) late shows the action as it is
+then. Each reads what it needs from the database and hands plain data to handlers.blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from sqlmodel import col, select
+
+from bot.delivery.directory import UserNotFound, is_email, resolve
+from bot.delivery.messages import Kind
+from bot.services import Services
+from handlers.blocks import card as blocks
+from handlers.blocks import notices
+from handlers.renderers.registry import renders
+from storage.models import Action, EscalationStep
+from storage.queries import actions as repo
+
+log = logging.getLogger("countersign.cards")
+
+
+async def people_of(svc: Services, action: Action) -> dict[str, str]:
+    """Emails in the action's chain -> Slack user ids, so cards can @-mention them (cached lookups)."""
+    frozen = action.frozen or {}
+    specs = [
+        frozen.get("owner"),
+        frozen.get("secondary"),
+        action.owner,
+        action.decided_by,
+        *((frozen.get("leadership") or {}).get("users") or []),
+    ]
+    people: dict[str, str] = {}
+    for spec in specs:
+        if not spec or not is_email(spec) or spec in people:
+            continue
+        try:
+            user_id = await resolve(svc, spec)
+        except (UserNotFound, SlackApiError) as exc:
+            log.info("card shows %s as text: %s", spec, exc)
+            continue
+        if user_id:
+            people[spec] = user_id
+    return people
+
+
+async def paging_failures(svc: Services, *, action_id: int) -> dict[str, str]:
+    """Levels whose page failed for good (escalation_steps `failed:<level>`), with the reason."""
+    async with svc.db.session() as session:
+        rows = await session.execute(
+            select(EscalationStep.step, EscalationStep.note).where(
+                col(EscalationStep.action_id) == action_id, col(EscalationStep.step).startswith("failed:")
+            )
+        )
+        return {step.split(":", 1)[1]: note or "unknown error" for step, note in rows.all()}
+
+
+async def _load(svc: Services, action_id: int | None) -> tuple[Action, str] | None:
+    if action_id is None:
+        return None
+    async with svc.db.session() as session:
+        found = await repo.get_with_agent(session, action_id)
+    if found is None:
+        return None
+    action, agent = found
+    return action, agent.name
+
+
+@renders(Kind.CARD)
+async def render_card(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
+    found = await _load(svc, payload.get("action_id"))
+    if found is None:
+        return None  # the action is gone: nothing to show
+    action, agent = found
+    audience = payload.get("level")
+    if audience not in ("owner", "secondary", "leadership"):
+        audience = None  # the service channel's copy
+    return blocks.action_card(
+        action,
+        agent,
+        people=await people_of(svc, action),
+        audience=audience,
+        failures=await paging_failures(svc, action_id=action.id or 0),
+    )
+
+
+@renders(Kind.FYI)
+async def render_fyi(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
+    found = await _load(svc, payload.get("action_id"))
+    if found is None:
+        return None
+    action, agent = found
+    return blocks.fyi(action, agent, people=await people_of(svc, action))
+
+
+@renders(Kind.FORBIDDEN)
+async def render_forbidden(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
+    return notices.forbidden(payload.get("refused") or {})
+
+
+@renders(Kind.REMINDER)
+async def render_reminder(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
+    found = await _load(svc, payload.get("action_id"))
+    if found is None or found[0].status != "pending":
+        return None  # decided meanwhile: no nudge
+    action, _ = found
+    level = payload.get("level")
+    message = notices.reminder(action, level=level, people=await people_of(svc, action))
+    # Reply under the card this level received, so the nudge sits next to the buttons.
+    purpose = "card:leadership" if level == "leadership" else f"card:dm:{level}"
+    async with svc.db.session() as session:
+        copies = {c.purpose: c for c in await repo.slack_messages(session, action.id or 0)}
+    card = copies.get(purpose)
+    if card is not None:
+        message.update(channel=card.channel, thread_ts=card.ts, reply_broadcast=True)
+    return message
+
+
+@renders(Kind.NOTICE)
+async def render_notice(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
+    text = payload.get("text") or ""
+    if not text:
+        found = await _load(svc, payload.get("action_id"))
+        if found is None:
+            return None
+        action = found[0]
+        text = f"Action {action.id} ({blocks.escape(action.summary)}): {blocks.escape(action.status)}"
+    return notices.notice(text, payload.get("action_id"))

@@ -1,0 +1,133 @@
+"""Idempotency-Key (the IETF draft's rules): same key and body -> the stored response and no second
+page; other body -> 422; still in flight -> 409. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from bot.demo.fakeslack import FakeSlack
+from storage.models import Action, IdempotencyKey, OutboxMessage
+from tests.conftest import Running, proposal
+from tests.integration.test_api import post
+
+
+async def rows(running: Running, model: Any) -> int:
+    async with running.svc.db.session() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_same_key_and_body_replays_the_response_and_pages_once(
+    running: Running, fake_slack: FakeSlack
+) -> None:
+    key = {"Idempotency-Key": "deploy-7f3a"}
+    first = await post(running, proposal(), headers=key)
+    assert first[0] == 201
+    outbox_after_first = await rows(running, OutboxMessage)
+    await fake_slack.wait_for(lambda: fake_slack.posts("U0OWNER") and fake_slack.posts("C0CHECKOUT"))
+    posts_after_first = len(fake_slack.calls_to("chat.postMessage"))
+
+    # The same body with its keys in another order is the same request.
+    reordered = dict(reversed(list(proposal().items())))
+    for body in (proposal(), reordered):
+        assert await post(running, body, headers=key) == first
+    assert await rows(running, Action) == 1
+    assert await rows(running, OutboxMessage) == outbox_after_first
+    # The relay keeps ticking; give it something else to do and let it finish, then count again.
+    await post(running, proposal(service="search"))
+    await fake_slack.wait_for(lambda: fake_slack.posts("C0SEARCH"))
+    owner_pages = [c for c in fake_slack.calls_to("chat.postMessage") if c.args.get("channel") == "U0OWNER"]
+    assert len(owner_pages) == 1
+    assert len(fake_slack.calls_to("chat.postMessage")) == posts_after_first + 1
+
+
+async def test_same_key_other_body_is_422(running: Running) -> None:
+    key = {"Idempotency-Key": "k-1"}
+    assert (await post(running, proposal(), headers=key))[0] == 201
+    status, out = await post(running, proposal(summary="something else"), headers=key)
+    assert status == 422 and out["error"]["code"] == "idempotency_key_reused"
+    assert await rows(running, Action) == 1
+
+
+async def test_same_key_while_the_first_is_in_flight_is_409(running: Running) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def gate() -> None:  # holds the first request after it claimed its key
+        entered.set()
+        await release.wait()
+
+    running.svc.extras["submit_gate"] = gate
+    key = {"Idempotency-Key": "slow-one"}
+    first = asyncio.create_task(post(running, proposal(), headers=key))
+    await asyncio.wait_for(entered.wait(), 10)
+    running.svc.extras.pop("submit_gate")
+
+    status, out = await post(running, proposal(), headers=key)
+    assert status == 409 and out["error"]["code"] == "idempotency_key_in_flight"
+    # A different body under the in-flight key is still a misuse of the key.
+    assert (await post(running, proposal(summary="other"), headers=key))[0] == 422
+    assert await rows(running, Action) == 0
+
+    release.set()
+    done = await asyncio.wait_for(first, 10)
+    assert done[0] == 201
+    assert await post(running, proposal(), headers=key) == done
+    assert await rows(running, Action) == 1
+
+
+async def test_many_concurrent_requests_with_one_key_make_one_action(running: Running) -> None:
+    key = {"Idempotency-Key": "burst"}
+    answers = await asyncio.gather(*(post(running, proposal(), headers=key) for _ in range(12)))
+    created = [body for status, body in answers if status == 201]
+    assert {status for status, _ in answers} <= {201, 409}
+    assert created and all(body == created[0] for body in created)
+    assert await rows(running, Action) == 1
+    assert await rows(running, IdempotencyKey) == 1
+
+
+async def test_keys_belong_to_one_agent(running: Running) -> None:
+    other, _ = await running.add_agent("deploy-bot")
+    key = {"Idempotency-Key": "shared-name"}
+    a = await post(running, proposal(), headers=key)
+    b = await post(running, proposal(), headers=key, token=other)
+    assert a[0] == b[0] == 201 and a[1]["id"] != b[1]["id"] and b[1]["agent"] == "deploy-bot"
+
+
+async def test_a_refusal_is_replayed_too_and_reported_once(running: Running) -> None:
+    key = {"Idempotency-Key": "forbidden-1"}
+    body = proposal(action_type="delete_data")
+    first = await post(running, body, headers=key)
+    assert first[0] == 403
+    assert await post(running, body, headers=key) == first
+    async with running.svc.db.session() as session:
+        reports = (
+            await session.execute(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(col(OutboxMessage.purpose) == "forbidden")
+            )
+        ).scalar_one()
+    assert reports == 1
+
+
+async def test_an_unknown_service_does_not_burn_the_key(running: Running) -> None:
+    # 422 for an unknown service is not final for the key: once the policy knows it, a retry works.
+    key = {"Idempotency-Key": "early"}
+    assert (await post(running, proposal(service="new-api"), headers=key))[0] == 422
+    assert (await post(running, proposal(), headers=key))[0] == 201
+
+
+async def test_a_bad_input_never_claims_the_key(running: Running) -> None:
+    key = {"Idempotency-Key": "typo"}
+    assert (await post(running, proposal(confidence=7), headers=key))[0] == 400
+    assert (await post(running, proposal(), headers=key))[0] == 201
+
+
+async def test_a_malformed_key_is_400(running: Running) -> None:
+    for bad in ("x" * 256, "tab\there"):
+        status, out = await post(running, proposal(), headers={"Idempotency-Key": bad})
+        assert status == 400 and out["error"]["fields"][0]["field"] == "Idempotency-Key", json.dumps(out)
