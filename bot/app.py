@@ -19,11 +19,12 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
-from bot.actions.schemas import MAX_BODY_BYTES
 from bot.api import routes as api
 from bot.clock import Clock, system_clock
 from bot.config import Settings, SettingsError
+from bot.contract.schemas import MAX_BODY_BYTES
 from bot.delivery.relay import Relay, run_forever
+from bot.escalation import paging
 from bot.escalation.sweeper import Sweeper, refresh_metrics
 from bot.metrics import Metrics
 from bot.policy.rules import Policy, load_policy
@@ -83,7 +84,7 @@ def create_app(
     """Build the application. `migrate`: bring the schema to head on start (else refuse if behind)."""
     svc = build_services(settings, policy=policy, clock=clock)
     bolt = build_bolt(svc)
-    relay = Relay(svc, handlers.render)
+    relay = Relay(svc, handlers.render, paging.fail_level)
     sweeper = Sweeper(svc)
     svc.extras["relay"], svc.extras["sweeper"] = relay, sweeper
     svc.extras.setdefault("on_startup", []).append(partial(audit.record_policy_loaded, svc))  # policy hash

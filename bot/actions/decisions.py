@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.actions.callbacks import queue_callback
+from bot.delivery.callbacks import queue_callback
 from bot.delivery.directory import resolve_all
-from bot.delivery.home_refresh import refresh_homes
 from bot.delivery.messages import update_cards
+from bot.escalation.home_refresh import refresh_homes
 from bot.escalation.plan import paged_people
 from bot.services import Services
 from storage.ledger import chain as ledger

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.actions.serialize import action_json, iso
+from bot.contract.serialize import action_json, iso
 from storage.models import LedgerEntry
 from storage.queries import actions as repo
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.actions.schemas import ActionIn
+from bot.contract.schemas import ActionIn
 
 STATUSES = ["pending", "approved", "denied", "acknowledged", "overridden", "expired", "recorded"]
 LEVELS = ["owner", "secondary", "leadership"]

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 @policy_app.command("check")
 def policy_check(file: Path) -> None:
     """Validate a policy file and show which rule each service and action type falls under."""
-    from bot.policy.report import report
+    from bot.reports.policy_check import report
 
     try:
         policy = load_policy(file)

@@ -47,7 +47,16 @@ from bot.delivery.pacing import (
     retry_after,
     slack_error,
 )
-from bot.delivery.wire import CALL_TIMEOUT, PERMANENT_ERRORS, SLACK_TROUBLE, Permanent, Recorder, Renderer, Wire
+from bot.delivery.wire import (
+    CALL_TIMEOUT,
+    PERMANENT_ERRORS,
+    SLACK_TROUBLE,
+    PageFailed,
+    Permanent,
+    Recorder,
+    Renderer,
+    Wire,
+)
 from bot.services import Services
 from storage import outbox
 from storage.models import OutboxMessage
@@ -64,9 +73,10 @@ PACKABLE_PURPOSES = frozenset({"card:dm:owner", "card:dm:secondary", "card:chann
 
 
 class Relay(Recorder):
-    def __init__(self, svc: Services, render: Renderer, *, batch: int = 50, pacer: Pacer | None = None,
-                 breaker: Breaker | None = None) -> None:
+    def __init__(self, svc: Services, render: Renderer, on_page_failed: PageFailed, *, batch: int = 50,
+                 pacer: Pacer | None = None, breaker: Breaker | None = None) -> None:
         self.svc, self.render, self.batch = svc, render, batch
+        self.on_page_failed = on_page_failed
         # Pacing runs on the app's clock, so a test that moves a FakeClock moves the buckets too.
         self.pacer = pacer or Pacer(clock=lambda: svc.clock().timestamp())
         self.breaker = breaker or Breaker()

@@ -13,16 +13,14 @@ from typing import Any
 import aiohttp
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.actions import callbacks
-from bot.delivery import storms
+from bot.delivery import callbacks, storms
 from bot.delivery.directory import resolve
 from bot.delivery.messages import Kind
 from bot.delivery.pacing import backoff
-from bot.escalation.paging import fail_level
 from bot.services import Services
 from storage import outbox
 from storage.ledger import chain as ledger
-from storage.models import Agent, OutboxMessage
+from storage.models import Action, Agent, OutboxMessage
 from storage.queries import actions as repo
 
 log = logging.getLogger("countersign.relay")
@@ -41,6 +39,9 @@ PACK_KIND = "card_pack"  # several cards in one message (handlers/storm.py)
 
 # Render a queued message into Slack Web API arguments (text, blocks, view...), or None to skip it.
 Renderer = Callable[[Services, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+# A page that failed for good, handed back to escalation (bot.escalation.paging.fail_level): the
+# app factory passes it in, so delivery never imports the escalation room above it.
+PageFailed = Callable[[AsyncSession, Action, str, str, datetime], Awaitable[None]]
 
 
 class Permanent(Exception):
@@ -133,6 +134,7 @@ class Recorder:
     (and a failed page handed to escalation). Mixed into the relay, which owns `svc`."""
 
     svc: Services
+    on_page_failed: PageFailed
 
     @staticmethod
     async def _each(unit: list[OutboxMessage], record: Callable[..., Awaitable[None]], *args: Any,
@@ -200,7 +202,7 @@ class Recorder:
             if msg.payload.get("kind") == Kind.CARD and level and msg.action_id:
                 action = await repo.get(session, msg.action_id)
                 if action is not None and action.status == "pending":
-                    await fail_level(session, action, level, error, now)
+                    await self.on_page_failed(session, action, level, error, now)
             await session.commit()
 
 

@@ -18,10 +18,10 @@ import aiohttp
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
-from bot.actions import callbacks
 from bot.actions.record import action_record
 from bot.app import create_app
 from bot.config import Settings
+from bot.delivery import callbacks
 from bot.demo.fakeslack import FakeSlack
 from bot.demo.text import card_to_text
 from bot.policy.rules import parse_policy

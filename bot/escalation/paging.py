@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.actions.callbacks import queue_callback
-from bot.delivery.home_refresh import refresh_after_steps
+from bot.delivery.callbacks import queue_callback
 from bot.delivery.messages import Kind, send, update_cards
+from bot.escalation.home_refresh import refresh_after_steps
 from bot.escalation.plan import Chain, DueStep, failed_key, plan
 from storage.ledger import chain as ledger
 from storage.models import Action

@@ -18,7 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.actions.serialize import iso
+from bot.contract.serialize import iso
 from bot.delivery.messages import Kind, send
 from bot.reports import stats
 from bot.services import Services

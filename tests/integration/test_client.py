@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from jsonschema import Draft202012Validator
 
-from bot.actions import callbacks
 from bot.actions.decisions import respond
 from bot.api.openapi import document
+from bot.delivery import callbacks
 from bot.demo.fakeslack import FakeSlack
 from bot.policy.rules import Policy
 from countersign_client import (

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 from sqlmodel import col
 
-from bot.actions import callbacks
+from bot.delivery import callbacks
 from bot.demo.fakeslack import FakeSlack
 from bot.policy.rules import Policy
 from storage.models import EscalationStep, LedgerEntry, Response

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from bot.actions.decisions import respond
-from bot.delivery.home_refresh import concerned, refresh_homes
 from bot.demo.fakeslack import Call, FakeSlack
+from bot.escalation.home_refresh import concerned, refresh_homes
 from storage.models import OutboxMessage
 from storage.queries import actions as repo
 from tests.conftest import Running, proposal

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from sqlmodel import col, select
 
-from bot.actions import callbacks
+from bot.delivery import callbacks
 from bot.demo.fakeslack import Call, FakeSlack, Fault
 from storage.models import DeliveryAttempt, EscalationStep, LedgerEntry, OutboxMessage
 from tests.conftest import Running, proposal

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.actions import callbacks
+from bot.delivery import callbacks
 from bot.demo.fakeslack import FakeSlack
 from tests.conftest import Running, proposal
 from tests.slack_helpers import card_for, click, decided

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.actions.serialize import decision_json, iso
+from bot.contract.serialize import decision_json, iso
 from storage import outbox
 from storage.models import Action
 
