@@ -1,19 +1,5 @@
-"""Pacing Slack calls so Countersign never earns a 429, and a breaker so it never hammers a dead Slack.
-
-`Pacer` paces `chat.postMessage` per channel at Slack's documented rate (about one message per
-second per channel, short bursts allowed) with the generic cell rate algorithm (a token bucket
-kept as one "theoretical arrival time" per channel), counted on actual sends so a late relay
-never bursts. A message that may not go yet is given a time of its own behind the channel's other
-waiting messages; the relay defers the outbox row to it, so nobody sleeps on one message while
-others wait, and a backlog of a thousand rows costs about one write each, not one per tick.
-
-`Breaker` notices that Slack itself is failing (5xx, timeouts, refused connections): while open,
-the relay stops sending Slack rows altogether and probes Slack with `api.test` at a capped
-backoff; the first successful probe closes it and wakes the rows that were backing off.
-
-Both live in one process. Several replicas each pace on their own: run one relay per channel set,
-or accept that N replicas may burst N times (Slack's 429 is still honoured).
-"""
+"""Pacing Slack calls so Countersign never earns a 429 (`Pacer`, a per-channel token bucket), and a
+breaker so it never hammers a dead Slack (`Breaker`). Details: docs/architecture.md, "Pacing"."""
 
 from __future__ import annotations
 

@@ -1,27 +1,6 @@
-"""The outbox relay: claims due messages, sends them to Slack or to agents' callback URLs,
-stores what came back, and marks them done, retried, or failed.
-
-Delivery guarantee, and its one documented duplicate: a message is written to the outbox in the
-transaction that causes it, so a crash before the send loses nothing (the row stays due, or its
-short lease runs out and any relay takes it again). Each row is marked done in its own short
-transaction right after its send returns. A crash (kill -9, power loss) in the few milliseconds
-*between* Slack accepting a message and that commit re-sends that one message when the lease
-runs out (CALL_TIMEOUT plus a margin, i.e. seconds): at-least-once at that edge, exactly once
-everywhere else. Card updates (`chat.update`) are idempotent, so only a re-posted card or page can
-show twice; callbacks carry the action id so agents can drop the rare repeat.
-
-Slack failures: 429 -> the row is scheduled at Retry-After and its channel paused (bot.pacing);
-5xx, timeouts and refused connections -> capped jittered backoff, and after a few in a row the
-breaker stops all Slack sends and probes with `api.test` until Slack answers, then wakes the
-backlog; permanent errors (channel_not_found, ...) -> `failed`, recorded, and a failed page is
-handed to escalation (`fail_level`: fail closed). Callbacks back off up to an hour, for 24 h.
-
-Pacing: `chat.postMessage` goes at about one a second per channel (bot.pacing); rows that must
-wait are deferred to a time of their own, different channels are sent concurrently. Storms
-(bot.storms): a burst's channel cards are threaded under one parent card; and when a storm makes
-one channel's queue deeper than PACK_WHEN_DEEPER, its cards go PACK_SIZE to a message, each with
-its own buttons, so a thousand pages reach their owner in a minute rather than in a quarter hour.
-"""
+"""The outbox relay: claims due messages, sends them to Slack or to agents' callback URLs, and
+marks them done, retried or failed. Why at-least-once at one edge, and how 429s, 5xx and permanent
+errors are handled: docs/architecture.md, "The outbox relay"."""
 
 from __future__ import annotations
 

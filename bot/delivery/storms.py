@@ -1,19 +1,6 @@
-"""Storms: when one service gets more than `storm_per_minute` actions a minute (policy, default 10),
-its channel cards are threaded under ONE parent card that keeps a running count.
-
-A runaway agent then cannot flood the team channel: the channel shows one storm card and the
-thread holds each action's own card (with its buttons). Owners are still paged for every action
-(their DM cards are not threaded), and every action still gets its own decision.
-
-The decision is made by the relay when a channel card is about to be sent, from the actions'
-`created_at` (not the send time), so a burst queued during an outage is still seen as a storm.
-The parent is an outbox row with a dedupe key, so each storm has exactly one parent even with
-several relays; the running count is a `chat.update` of the parent, at most one every few seconds.
-
-When a storm makes one channel's queue deep (the owner's DM, or the thread), the relay packs the
-storm's cards several to a message, each card with its own buttons (handlers/storm.py
-`card_pack`); `pack_members` finds a packed message's cards so a decision redraws them all.
-"""
+"""Storms: past `storm_per_minute` actions a minute for a service, its channel cards are threaded
+under one parent card with a running count, and deep queues are packed several cards to a message
+(docs/architecture.md, "Storms")."""
 
 from __future__ import annotations
 

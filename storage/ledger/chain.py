@@ -1,13 +1,6 @@
-"""The append-only, hash-chained audit ledger.
-
-Each entry's hash is sha256(prev_hash || RFC 8785 canonical JSON of the entry's content).
-`append` runs inside the caller's transaction, so an entry commits with the change it records.
-Appends are serialized: on PostgreSQL by locking the one-row head, on SQLite by the writer
-lock every transaction takes (BEGIN IMMEDIATE, see storage.db). Entries are chained at commit,
-so the lock is held only for that moment.
-
-Reading it back: storage.ledger_read (snapshot, streaming); verification: storage.ledger_verify.
-"""
+"""The append-only, hash-chained audit ledger: `append` in the caller's transaction, chained at
+commit under the head lock (docs/architecture.md, "The ledger"). Reading: storage.ledger.read;
+verification: storage.ledger.verify."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""The ledger's commit-time writes, straight on the database driver (asyncpg / aiosqlite).
-
-They run while the head is locked (PostgreSQL) or the writer lock is held (SQLite), so every
-round trip there delays every other writer. Through the driver it is three calls, whatever the
-number of entries; through SQLAlchemy's session each statement costs several aiosqlite thread
-hops, which doubled the ledger's share of ingest time. Called from storage.ledger with
-SQLAlchemy's AdaptedConnection.run_async, inside the session's transaction.
-"""
+"""The ledger's commit-time writes, straight on the driver (asyncpg / aiosqlite): they run under
+the head or writer lock, where every round trip delays every other writer, and SQLAlchemy's
+session doubled the ledger's share of ingest time."""
 
 from __future__ import annotations
 
