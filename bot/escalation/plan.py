@@ -8,6 +8,7 @@ No I/O, no clock: the caller passes `now`, so tests inject any time they like.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -56,7 +57,7 @@ def failed_key(level: str) -> str:
     return f"failed:{level}"
 
 
-def _pages(chain: Chain, created_at: datetime, fired: dict[str, datetime]) -> list[DueStep]:
+def _pages(chain: Chain, created_at: datetime, fired: Mapping[str, datetime]) -> list[DueStep]:
     """Each level's page, at its planned time, brought forward to when the level before it failed
     for good (fail closed: a page that cannot be delivered never waits out the timer)."""
     pages: list[DueStep] = []
@@ -68,6 +69,13 @@ def _pages(chain: Chain, created_at: datetime, fired: dict[str, datetime]) -> li
         pages.append(DueStep(f"page:{level}", "page", level, at))
         bring_forward = fired.get(failed_key(level))
     return pages
+
+
+def planned_pages(chain: Chain, created_at: datetime, fired: Mapping[str, datetime]) -> list[DueStep]:
+    """Every page that will fire (or fired), at its time: those planned after the timeout are left
+    out, since escalation ends there and they never fire."""
+    timeout_at = created_at + timedelta(seconds=chain.timeout) if chain.timeout is not None else None
+    return [p for p in _pages(chain, created_at, fired) if timeout_at is None or p.at <= timeout_at]
 
 
 def plan(chain: Chain, created_at: datetime, fired: dict[str, datetime], now: datetime) -> Plan:
@@ -83,7 +91,7 @@ def plan(chain: Chain, created_at: datetime, fired: dict[str, datetime], now: da
     timeout_at = created_at + timedelta(seconds=chain.timeout) if chain.timeout is not None else None
     if "timeout" in fired:
         return Plan(due=(), next_at=None)
-    pages = [p for p in _pages(chain, created_at, fired) if timeout_at is None or p.at <= timeout_at]
+    pages = planned_pages(chain, created_at, fired)
     due: list[DueStep] = [p for p in pages if p.key not in fired and p.at <= now]
     reached = [p for p in pages if p.key in fired or p in due]
     current = reached[-1] if reached else None
