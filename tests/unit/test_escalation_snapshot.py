@@ -13,6 +13,7 @@ from typing import Any
 from bot.escalation.plan import Chain, plan
 from bot.escalation.snapshot import EscalationSnapshot, LeadershipSnapshot, freeze, snapshot_of
 from bot.policy.rules import evaluate
+from handlers.blocks import card
 from storage.models import Action
 from tests.conftest import test_policy as load_policy_text
 
@@ -169,3 +170,15 @@ def test_upcoming_after_a_level() -> None:
     assert [s.key for s in SNAP.upcoming_after(None, T0)] == ["page:owner", "page:secondary", "page:leadership"]
     assert [s.key for s in SNAP.upcoming_after("owner", T0)] == ["page:secondary", "page:leadership"]
     assert SNAP.upcoming_after("leadership", T0) == ()
+
+
+def test_the_card_does_not_announce_a_level_that_is_never_paged() -> None:
+    """The card used to list leadership at 15m although the action times out at 10m."""
+    frozen = {
+        "steps": [{"notify": "owner", "after": 0}, {"notify": "secondary", "after": 300},
+                  {"notify": "leadership", "after": 900}],
+        "owner": "U0OWNER", "secondary": "U0DANA", "leadership": {"channel": "C0LEADERS", "users": ["U0VP"]},
+        "timeout": 600, "on_timeout": "deny",
+    }
+    assert card.upcoming(action(frozen, "secondary")) == (None, at(600))
+    assert card.upcoming(action(frozen, "owner")) == (("secondary", at(300)), at(600))
