@@ -15,9 +15,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from bot.actions.serialize import action_json
 from bot.contract.errors import ApiError
 from bot.contract.schemas import ActionIn
-from bot.contract.serialize import action_json
 from bot.delivery.messages import Kind, send
 from bot.escalation.paging import advance
 from bot.escalation.plan import freeze
