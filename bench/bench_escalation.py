@@ -40,7 +40,7 @@ from sqlmodel import col
 
 from bench.common import fresh_database
 from bot.config import Settings
-from bot.escalation.plan import freeze
+from bot.escalation.snapshot import freeze
 from bot.escalation.sweeper import Sweeper
 from bot.policy.rules import evaluate, parse_policy
 from bot.services import Services
@@ -69,7 +69,7 @@ async def seed(db: Database, deadlines: list[datetime], *, chunk: int = 5000) ->
     """Pending actions due at `deadlines`, inserted in bulk (created_at == its owner page's due time)."""
     policy = parse_policy(POLICY, "bench")
     match = evaluate(policy, "checkout-api", "scale_down", "production", "proposed")
-    frozen = freeze(policy, "checkout-api", match)
+    frozen = freeze(policy, "checkout-api", match).to_json()
     async with db.session() as session:
         agent, _ = await agents.create(session, f"bench-{uuid.uuid4().hex[:8]}")
         await session.flush()

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.escalation.snapshot import EscalationSnapshot, LeadershipSnapshot
 from bot.services import Services
 
 PG_ADMIN = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -90,20 +91,17 @@ rules:
 
 def _frozen(i: int, mode: str) -> str:
     return json.dumps(
-        {
-            "mode": mode,
-            "rule_index": 1,
-            "owner": f"U0OWN{i:02d}",
-            "secondary": f"U0SEC{i:02d}" if i % 2 == 0 else None,
-            "channel": f"C0SVC{i:02d}",
-            "leadership": {"channel": "C0LEADERS", "users": ["U0VP"]},
-            "admins": ["U0ADMIN"],
-            "steps": [{"notify": "owner", "after": 0.0}, {"notify": "leadership", "after": 1800.0}],
-            "remind_every": None,
-            "timeout": 3600.0,
-            "on_timeout": "deny",
-            "violation": False,
-        }
+        EscalationSnapshot(
+            mode=mode,
+            rule_index=1,
+            owner=f"U0OWN{i:02d}",
+            secondary=f"U0SEC{i:02d}" if i % 2 == 0 else None,
+            channel=f"C0SVC{i:02d}",
+            leadership=LeadershipSnapshot("C0LEADERS", ("U0VP",)),
+            admins=("U0ADMIN",),
+            steps=(("owner", 0.0), ("leadership", 1800.0)),
+            timeout=3600.0,
+        ).to_json()
     )
 
 
@@ -111,7 +109,7 @@ def actions(n: int, now: datetime) -> Iterator[tuple[Any, ...]]:
     """n actions over the year before `now`, ids in time order."""
     rng = random.Random(42)
     start = now - timedelta(days=365)
-    frozen = {
+    snapshots = {
         (i, m): _frozen(i, m) for i in range(SERVICES) for m in ("autonomous", "approve", "acknowledge")
     }
     for aid in range(1, n + 1):
@@ -172,7 +170,7 @@ def actions(n: int, now: datetime) -> Iterator[tuple[Any, ...]]:
             mode,
             status,
             False,
-            frozen[(s, mode)],
+            snapshots[(s, mode)],
             owner,
             level,
             next_at,

@@ -14,7 +14,7 @@ from bot.delivery.callbacks import queue_callback
 from bot.delivery.directory import resolve_all
 from bot.delivery.messages import update_cards
 from bot.escalation.home_refresh import refresh_homes
-from bot.escalation.plan import paged_people
+from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from storage.ledger import chain as ledger
 from storage.models import Action, Response
@@ -48,7 +48,7 @@ def allowed_responses(action: Action) -> list[str]:
 
 async def may_respond(svc: Services, action: Action, user_id: str) -> bool:
     """The people paged so far (the set only grows with each level) and the policy's admins."""
-    people = paged_people(action.frozen, action.level or "owner")
+    people = snapshot_of(action).people_up_to(action.level or "owner")
     return user_id in people or user_id in await resolve_all(svc, [p for p in people if "@" in p])
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.contract.serialize import action_json, iso
+from bot.actions.serialize import action_json
+from bot.contract.serialize import iso
 from storage.models import LedgerEntry
 from storage.queries import actions as repo
 

@@ -15,12 +15,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from bot.actions.serialize import action_json
 from bot.contract.errors import ApiError
 from bot.contract.schemas import ActionIn
-from bot.contract.serialize import action_json
 from bot.delivery.messages import Kind, send
 from bot.escalation.paging import advance
-from bot.escalation.plan import freeze
+from bot.escalation.snapshot import freeze
 from bot.policy.rules import evaluate
 from bot.services import Services
 from storage.ledger import chain as ledger
@@ -75,7 +75,8 @@ async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | 
             await session.commit()
             raise error
         violation = req.kind == "executed" and match.mode == "approve"
-        frozen = freeze(policy, req.service, match, violation=violation)
+        snapshot = freeze(policy, req.service, match, violation=violation)
+        frozen = snapshot.to_json()
         action = Action(
             agent_id=agent.id,  # type: ignore[arg-type]
             kind=req.kind,
@@ -95,14 +96,14 @@ async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | 
             status="pending",
             policy_violation=violation,
             frozen=frozen,
-            owner=frozen["owner"],
+            owner=snapshot.owner,
             created_at=now,
             updated_at=now,
         )
         if match.mode == "autonomous":
             action.status, action.outcome = "recorded", "recorded"
             action.accountability, action.decision_via, action.decision_level = "policy", "policy", "owner"
-            action.decided_at, action.decided_by, action.decided_by_name = now, frozen["owner"], "owner"
+            action.decided_at, action.decided_by, action.decided_by_name = now, snapshot.owner, "owner"
             action.decision_reason = f"autonomous under rule {match.index}: the service owner owns the rule"
         session.add(action)
         await session.flush()
@@ -130,12 +131,12 @@ async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | 
             at=now,
         )
         if match.mode == "autonomous":
-            if frozen.get("channel"):
-                send(session, Kind.FYI, channel=frozen["channel"], action_id=action.id, purpose="fyi")
+            if snapshot.channel:
+                send(session, Kind.FYI, channel=snapshot.channel, action_id=action.id, purpose="fyi")
             await ledger.append(session, "decision", {"outcome": "recorded", "accountability": "policy",
-                                                      "by": frozen["owner"], "via": "policy", "level": "owner",
+                                                      "by": snapshot.owner, "via": "policy", "level": "owner",
                                                       "reason": action.decision_reason},
-                                action_id=action.id, actor=frozen["owner"], at=now)
+                                action_id=action.id, actor=snapshot.owner, at=now)
         else:
             await advance(session, action, now, fired={})  # brand new: nothing can have fired yet
         body = action_json(action, agent.name, svc.settings.base_url)

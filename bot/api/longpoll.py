@@ -21,8 +21,8 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlmodel import col
 
+from bot.actions.serialize import action_json
 from bot.contract.errors import ApiError
-from bot.contract.serialize import action_json
 from bot.services import Services
 from storage.models import Action
 from storage.queries import actions as repo

@@ -15,11 +15,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from bot.actions.serialize import action_json
 from bot.actions.submit import submit
 from bot.api import longpoll as api_decision
 from bot.contract.errors import ApiError
 from bot.contract.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, field_problems
-from bot.contract.serialize import action_json
 from bot.services import Services
 from storage.models import Agent
 from storage.queries import actions as repo

@@ -25,7 +25,7 @@ def actions_list(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Newest actions first."""
-    from bot.contract.serialize import action_json
+    from bot.actions.serialize import action_json
     from storage.queries import actions as repo
 
     async def run(db: Database) -> list[dict[str, Any]]:

@@ -1,4 +1,7 @@
-"""The JSON shape of an action, as SPEC's `GET /v1/actions/{id}` gives it."""
+"""The JSON of a decision, as SPEC's `GET /v1/actions/{id}` and the callbacks give it.
+
+The whole action's JSON (bot.actions.serialize) reads the escalation snapshot, a room above this one.
+"""
 
 from __future__ import annotations
 
@@ -23,39 +26,4 @@ def decision_json(action: Action) -> dict[str, Any] | None:
         "via": action.decision_via,
         "at": iso(action.decided_at),
         "reason": action.decision_reason,
-    }
-
-
-def action_json(action: Action, agent_name: str | None, base_url: str = "") -> dict[str, Any]:
-    frozen = action.frozen or {}
-    return {
-        "id": action.id,
-        "kind": action.kind,
-        "status": action.status,
-        "mode": action.mode,
-        "policy_violation": action.policy_violation,
-        "agent": agent_name,
-        "service": action.service,
-        "action_type": action.action_type,
-        "environment": action.environment,
-        "summary": action.summary,
-        "rationale": action.rationale,
-        "confidence": action.confidence,
-        "evidence": action.evidence or [],
-        "executed_at": iso(action.executed_at),
-        "callback_url": action.callback_url,
-        "external_id": action.external_id,
-        "model": action.model,
-        "metadata": action.extra,
-        "owner": action.owner or frozen.get("owner"),
-        "secondary": frozen.get("secondary"),
-        "rule": {"index": frozen.get("rule_index"), "mode": frozen.get("mode"), "rule": frozen.get("rule")},
-        "escalation": {"level": action.level, "next_at": iso(action.next_at)},
-        "decision": decision_json(action),
-        "created_at": iso(action.created_at),
-        "updated_at": iso(action.updated_at),
-        "links": {
-            "self": f"{base_url}/v1/actions/{action.id}",
-            "decision": f"{base_url}/v1/actions/{action.id}/decision",
-        },
     }

@@ -11,16 +11,17 @@ from collections.abc import Sequence
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.delivery.messages import Kind, send
-from bot.escalation.plan import DueStep, paged_people
+from bot.escalation.plan import DueStep
+from bot.escalation.snapshot import snapshot_of
 from storage.models import Action
 
 
 def concerned(action: Action) -> list[str]:
     """The people paged so far (owner, secondary once escalated, leadership users) and the decider;
     admins are left out: their Home would refresh on every action."""
-    frozen = action.frozen or {}
-    admins = set(frozen.get("admins") or [])
-    people = [p for p in paged_people(frozen, action.level or "owner") if p not in admins]
+    snapshot = snapshot_of(action)
+    admins = set(snapshot.admins)
+    people = [p for p in snapshot.people_up_to(action.level or "owner") if p not in admins]
     if action.decided_by and action.accountability == "explicit":
         people.append(action.decided_by)
     return [p for p in dict.fromkeys(people) if p and (p[:1] in ("U", "W") or "@" in p)]

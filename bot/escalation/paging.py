@@ -18,7 +18,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.delivery.callbacks import queue_callback
 from bot.delivery.messages import Kind, send, update_cards
 from bot.escalation.home_refresh import refresh_after_steps
-from bot.escalation.plan import Chain, DueStep, failed_key, plan
+from bot.escalation.plan import DueStep, failed_key, plan
+from bot.escalation.snapshot import snapshot_of
 from storage.ledger import chain as ledger
 from storage.models import Action
 from storage.queries import actions as repo
@@ -31,24 +32,6 @@ MAX_ROUNDS = 8
 # defers them for a whole batch writes them in one flush (multi-row INSERT, executemany UPDATE)
 # instead of one flush per action (every ledger append flushes the session).
 Effects = list[Callable[[], object]]
-
-
-def _level_target(frozen: dict[str, Any], level: str) -> str | None:
-    """Where a level is paged: the owner's or secondary's DM, or the leadership channel."""
-    if level == "leadership":
-        return (frozen.get("leadership") or {}).get("channel")
-    return frozen.get(level)
-
-
-def default_decider(frozen: dict[str, Any], level: str | None) -> tuple[str | None, str]:
-    """Who is accountable by default at a level: (slack id, display name)."""
-    if level == "leadership":
-        lead = frozen.get("leadership") or {}
-        users = lead.get("users") or []
-        return (users[0] if users else lead.get("channel")), "leadership"
-    if level == "secondary":
-        return frozen.get("secondary"), "secondary"
-    return frozen.get("owner"), "owner"
 
 
 async def advance(
@@ -69,7 +52,7 @@ async def advance(
     if action.status != "pending" or action.id is None:
         action.next_at = None
         return []
-    chain = Chain.from_frozen(action.frozen)
+    chain = snapshot_of(action).chain
     fired = dict(fired) if fired is not None else await repo.fired_steps(session, action.id)
     prerecorded = set(recorded or ())
     pending_effects: Effects = [] if effects is None else effects
@@ -152,10 +135,10 @@ async def _fire(
 ) -> None:
     assert action.id is not None
     late = max(0.0, (now - step.at).total_seconds())
-    frozen = action.frozen
+    snapshot = snapshot_of(action)
     if step.kind == "page":
         assert step.level is not None
-        target = _level_target(frozen, step.level)
+        target = snapshot.target(step.level)
         await ledger.append(
             session,
             "escalation.page",
@@ -163,8 +146,8 @@ async def _fire(
             action_id=action.id,
             at=now,
         )
-        if step.level == "owner" and frozen.get("channel"):
-            effects.append(partial(send, session, Kind.CARD, channel=frozen["channel"], action_id=action.id,
+        if step.level == "owner" and snapshot.channel:
+            effects.append(partial(send, session, Kind.CARD, channel=snapshot.channel, action_id=action.id,
                                    purpose="card:channel"))
         if target:
             purpose = "card:leadership" if step.level == "leadership" else f"card:dm:{step.level}"
@@ -177,7 +160,7 @@ async def _fire(
         await ledger.append(session, "escalation.reminder",
                             {"level": step.level, "step": step.key, "late_seconds": round(late, 3)},
                             action_id=action.id, at=now)
-        target = _level_target(frozen, step.level)
+        target = snapshot.target(step.level)
         if target:
             effects.append(partial(send, session, Kind.REMINDER, channel=target, action_id=action.id,
                                    purpose=f"remind:{step.key}", level=step.level))
@@ -191,7 +174,8 @@ async def _time_out(session: AsyncSession, action: Action, step: DueStep, now: d
     assert action.id is not None
     late = round(max(0.0, (now - step.at).total_seconds()), 3)
     level = step.level
-    by, name = default_decider(action.frozen, level)
+    snapshot = snapshot_of(action)
+    by, name = snapshot.default_decider(level)
     decision: dict[str, Any] = {
         "decided_at": now,
         "decided_by": by,
@@ -201,7 +185,7 @@ async def _time_out(session: AsyncSession, action: Action, step: DueStep, now: d
         "decision_via": "timeout",
     }
     if action.kind == "proposed":
-        outcome = "approved" if action.frozen.get("on_timeout") == "approve" else "denied"
+        outcome = "approved" if snapshot.on_timeout == "approve" else "denied"
         decision["decision_reason"] = f"no response before the timeout; on_timeout: {outcome[:-1]}"
         if not await repo.decide(session, action.id, expect_status="pending", status="expired",
                                  outcome=outcome, next_at=None, **decision):

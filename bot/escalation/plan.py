@@ -1,23 +1,22 @@
 """Escalation steps as a pure function of the frozen chain, what already fired, and now.
 
 Like Grafana OnCall's escalation snapshot: the chain is frozen into the action at submission
-(`freeze`), and `plan` answers "these steps are due now, the next one is at T" (or nothing more).
+(bot.escalation.snapshot), and `plan` answers "these steps are due now, the next one is at T" (or
+nothing more).
 No I/O, no clock: the caller passes `now`, so tests inject any time they like.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
-from bot.policy.rules import LEVELS, Level, Policy, RuleMatch, policy_hash
+from bot.policy.rules import Level
 
 StepKind = Literal["page", "remind", "timeout"]
-
-# Used when neither the service nor its tier declares an escalation chain.
-DEFAULT_STEPS: tuple[tuple[Level, float], ...] = (("owner", 0.0), ("secondary", 300.0), ("leadership", 900.0))
 
 
 @dataclass(frozen=True)
@@ -26,15 +25,6 @@ class Chain:
     remind_every: float | None = None
     timeout: float | None = None
     on_timeout: Literal["deny", "approve"] = "deny"
-
-    @classmethod
-    def from_frozen(cls, frozen: dict[str, Any]) -> Chain:
-        return cls(
-            steps=tuple((s["notify"], float(s["after"])) for s in frozen["steps"]),
-            remind_every=frozen.get("remind_every"),
-            timeout=frozen.get("timeout"),
-            on_timeout=frozen.get("on_timeout") or "deny",
-        )
 
 
 @dataclass(frozen=True)
@@ -56,7 +46,7 @@ def failed_key(level: str) -> str:
     return f"failed:{level}"
 
 
-def _pages(chain: Chain, created_at: datetime, fired: dict[str, datetime]) -> list[DueStep]:
+def _pages(chain: Chain, created_at: datetime, fired: Mapping[str, datetime]) -> list[DueStep]:
     """Each level's page, at its planned time, brought forward to when the level before it failed
     for good (fail closed: a page that cannot be delivered never waits out the timer)."""
     pages: list[DueStep] = []
@@ -68,6 +58,13 @@ def _pages(chain: Chain, created_at: datetime, fired: dict[str, datetime]) -> li
         pages.append(DueStep(f"page:{level}", "page", level, at))
         bring_forward = fired.get(failed_key(level))
     return pages
+
+
+def planned_pages(chain: Chain, created_at: datetime, fired: Mapping[str, datetime]) -> list[DueStep]:
+    """Every page that will fire (or fired), at its time: those planned after the timeout are left
+    out, since escalation ends there and they never fire."""
+    timeout_at = created_at + timedelta(seconds=chain.timeout) if chain.timeout is not None else None
+    return [p for p in _pages(chain, created_at, fired) if timeout_at is None or p.at <= timeout_at]
 
 
 def plan(chain: Chain, created_at: datetime, fired: dict[str, datetime], now: datetime) -> Plan:
@@ -83,7 +80,7 @@ def plan(chain: Chain, created_at: datetime, fired: dict[str, datetime], now: da
     timeout_at = created_at + timedelta(seconds=chain.timeout) if chain.timeout is not None else None
     if "timeout" in fired:
         return Plan(due=(), next_at=None)
-    pages = [p for p in _pages(chain, created_at, fired) if timeout_at is None or p.at <= timeout_at]
+    pages = planned_pages(chain, created_at, fired)
     due: list[DueStep] = [p for p in pages if p.key not in fired and p.at <= now]
     reached = [p for p in pages if p.key in fired or p in due]
     current = reached[-1] if reached else None
@@ -135,59 +132,3 @@ def _reminder(
 def level_reached(chain: Chain, fired: dict[str, datetime]) -> Level | None:
     reached = [level for level, _ in chain.steps if f"page:{level}" in fired]
     return reached[-1] if reached else None
-
-
-def freeze(
-    policy: Policy, service: str, match: RuleMatch, *, violation: bool = False
-) -> dict[str, Any]:
-    """Everything an action needs from the policy, copied so later policy edits never touch it."""
-    svc = policy.services[service]
-    tier = policy.tiers.get(svc.tier) if svc.tier else None
-
-    def pick(name: str) -> Any:
-        value = getattr(svc, name)
-        return value if value is not None else (getattr(tier, name) if tier else None)
-
-    raw_steps = pick("escalation")
-    steps = [(s.notify, s.after) for s in raw_steps] if raw_steps else list(DEFAULT_STEPS)
-    present = {"owner": True, "secondary": bool(svc.secondary), "leadership": policy.leadership is not None}
-    steps = [(lvl, after) for lvl, after in steps if present[lvl]]
-    if not steps:
-        steps = [("owner", 0.0)]
-    if violation:
-        # A policy violation starts at the top at once: everyone in the chain is paged now.
-        steps = [(lvl, 0.0) for lvl in LEVELS if present[lvl]]
-    return {
-        "mode": match.mode,
-        "rule_index": match.index,
-        "rule": match.rule,
-        "policy_hash": policy_hash(policy),
-        "tier": svc.tier,
-        "owner": svc.owner,
-        "secondary": svc.secondary,
-        "channel": svc.channel,
-        "leadership": policy.leadership.model_dump() if policy.leadership else None,
-        "admins": list(policy.admins),
-        "steps": [{"notify": lvl, "after": after} for lvl, after in steps],
-        "remind_every": pick("remind_every"),
-        "timeout": pick("timeout"),
-        "on_timeout": pick("on_timeout") or "deny",
-        "violation": violation,
-        "storm_per_minute": svc.storm_per_minute or policy.storm_per_minute,
-    }
-
-
-def paged_people(frozen: dict[str, Any], level: str | None) -> list[str]:
-    """Who may respond once `level` has been reached (the set only grows), plus admins."""
-    people: list[str] = list(frozen.get("admins") or [])
-    if level is None:
-        return people
-    order = [lvl for lvl in LEVELS if lvl in {s["notify"] for s in frozen["steps"]}]
-    upto = order[: order.index(level) + 1] if level in order else order
-    if "owner" in upto or level is not None:
-        people.append(frozen["owner"])
-    if "secondary" in upto and frozen.get("secondary"):
-        people.append(frozen["secondary"])
-    if "leadership" in upto and frozen.get("leadership"):
-        people.extend(frozen["leadership"].get("users") or [])
-    return people

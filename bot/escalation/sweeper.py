@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.escalation.paging import Effects, advance
-from bot.escalation.plan import Chain, DueStep, plan
+from bot.escalation.plan import DueStep, plan
+from bot.escalation.snapshot import snapshot_of
 from bot.policy.rules import LEVELS
 from bot.services import Services
 from storage.models import Action
@@ -49,7 +50,7 @@ class Sweeper:
             pending = [a for a in actions if a.id is not None and a.status == "pending"]
             history = await fired_steps_for(session, [a.id for a in pending if a.id is not None])
             now = self.svc.clock()  # after the claim: the instant the steps are recorded as fired
-            due = {a.id: plan(Chain.from_frozen(a.frozen), a.created_at, history[a.id or 0], now).due
+            due = {a.id: plan(snapshot_of(a).chain, a.created_at, history[a.id or 0], now).due
                    for a in pending}
             recorded = await record_steps(
                 session, [(action_id, s.key, s.level, s.at) for action_id, steps in due.items()

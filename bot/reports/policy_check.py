@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.escalation.plan import freeze
+from bot.escalation.snapshot import freeze
 from bot.policy.rules import Policy, evaluate
 
 
@@ -22,13 +22,13 @@ def report(policy: Policy, source: str) -> str:
              f"{len(policy.rules)} rules"]
     types = _action_types(policy)
     for name, svc in policy.services.items():
-        frozen = freeze(policy, name, evaluate(policy, name, "*", "production"))
-        chain = ", ".join(f"{s['notify']}@{s['after']:g}s" for s in frozen["steps"])
+        snapshot = freeze(policy, name, evaluate(policy, name, "*", "production"))
+        chain = ", ".join(f"{level}@{after:g}s" for level, after in snapshot.steps)
         lines.append("")
         lines.append(f"service {name} (tier {svc.tier or '-'}, owner {svc.owner}, "
                      f"channel {svc.channel or '-'})")
-        lines.append(f"  escalation: {chain}; remind_every {frozen['remind_every']}; "
-                     f"timeout {frozen['timeout']}; on_timeout {frozen['on_timeout']}")
+        lines.append(f"  escalation: {chain}; remind_every {snapshot.remind_every}; "
+                     f"timeout {snapshot.timeout}; on_timeout {snapshot.on_timeout}")
         for env in ("production", "staging"):
             for action_type in types:
                 m = evaluate(policy, name, action_type, env)

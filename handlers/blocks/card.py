@@ -8,7 +8,7 @@ Text that came from an agent is escaped, so it cannot @-mention a channel or for
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -21,6 +21,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.actions.decisions import allowed_responses
+from bot.escalation.snapshot import snapshot_of
 from handlers.blocks.mrkdwn import (
     FALLBACK_MAX,
     FIELD_MAX,
@@ -86,7 +87,7 @@ def _fields(action: Action, agent: str, people: Mapping[str, str]) -> list[Markd
             escape(action.mode) + (" :rotating_light: *policy violation*" if action.policy_violation else ""),
         ),
         ("Action", f"`{escape(action.action_type)}` ({escape(action.kind)})"),
-        ("Owner", mention(action.owner or action.frozen.get("owner"), people)),
+        ("Owner", mention(action.owner or snapshot_of(action).owner, people)),
         (
             "Confidence",
             f"{action.confidence:.0%} ({action.confidence:g})"
@@ -124,30 +125,25 @@ def _evidence(action: Action) -> SectionBlock | None:
 
 
 def upcoming(action: Action) -> tuple[tuple[str, datetime] | None, datetime | None]:
-    """(the next escalation level and when it is due, the deadline), from the frozen chain."""
-    frozen, created = action.frozen or {}, action.created_at
-    steps = [(s["notify"], created + timedelta(seconds=float(s["after"]))) for s in frozen.get("steps", [])]
-    levels = [level for level, _ in steps]
-    reached = levels.index(action.level) if action.level in levels else -1
-    later = steps[reached + 1 :]
-    timeout = frozen.get("timeout")
-    deadline = created + timedelta(seconds=float(timeout)) if timeout is not None else None
-    return (later[0] if later else None), deadline
+    """(the next escalation level and when it is due, the deadline), as the escalation plans them:
+    a level planned after the timeout is never paged, so it is not shown."""
+    snapshot, created = snapshot_of(action), action.created_at
+    later = snapshot.upcoming_after(action.level, created)
+    nxt = (later[0].level or "", later[0].at) if later else None
+    return nxt, snapshot.deadline(created)
 
 
 def level_people(action: Action, level: str, people: Mapping[str, str]) -> str:
-    frozen = action.frozen or {}
-    if level == "leadership":
-        lead = frozen.get("leadership") or {}
-        who = [mention(u, people) for u in lead.get("users") or []]
-        return ", ".join([mention(lead.get("channel"), people), *who])
-    return mention(frozen.get(level), people)
+    """Who a page at `level` reaches: the owner's or secondary's DM, or the leadership channel and users."""
+    snapshot = snapshot_of(action)
+    users = snapshot.leadership_users if level == "leadership" else ()
+    return ", ".join(mention(who, people) for who in (snapshot.target(level), *users))
 
 
 def _pending_blocks(action: Action, people: Mapping[str, str], audience: str | None) -> list[Block]:
     blocks: list[Block] = []
     if audience == "leadership" or action.level == "leadership":
-        users = (action.frozen.get("leadership") or {}).get("users") or []
+        users = snapshot_of(action).leadership_users
         if audience == "leadership" and users:
             blocks.append(
                 section(
@@ -177,7 +173,7 @@ def _pending_blocks(action: Action, people: Mapping[str, str], audience: str | N
         )
     if deadline is not None:
         then = (
-            f"then {action.frozen.get('on_timeout') or 'deny'} by default"
+            f"then {snapshot_of(action).on_timeout} by default"
             if action.kind == "proposed"
             else "then accountability defaults to the last level reached"
         )
@@ -269,14 +265,14 @@ def action_card(
         blocks.append(buttons)
     blocks.append(
         context(
-            f"Action {action.id} · rule #{action.frozen.get('rule_index', '-')} · "
+            f"Action {action.id} · rule #{snapshot_of(action).rule_index} · "
             f"full record: `/ai-actions show {action.id}`"
         )
     )
     where = f"{escape(action.service)}, {escape(action.environment)}"
     text = f"{head}: {escape(clip(action.summary, 500))} ({where})"
     if audience == "leadership":
-        users = (action.frozen.get("leadership") or {}).get("users") or []
+        users = snapshot_of(action).leadership_users
         text = " ".join(mention(u, people) for u in users) + " " + text
     return message(text, blocks)
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.actions.decisions import allowed_responses
-from bot.escalation.plan import freeze
+from bot.escalation.snapshot import freeze, snapshot_of
 from bot.policy.rules import Policy, evaluate
 from bot.reports.stats import Rates, Stats
 from handlers.blocks.card import BUTTONS, DECIDED, clip, escape, mention, slack_date
@@ -106,10 +106,7 @@ def action_line(action: Action, agent: str | None = None) -> str:
 
 
 def waiting_who(action: Action) -> str | None:
-    frozen = action.frozen or {}
-    if action.level == "leadership":
-        return (frozen.get("leadership") or {}).get("channel")
-    return frozen.get(action.level or "owner") or action.owner
+    return snapshot_of(action).target(action.level or "owner") or action.owner
 
 
 def decision_line(action: Action) -> str:
@@ -224,12 +221,12 @@ def modes_text(policy: Policy, service: str) -> str:
 
 def owner_text(policy: Policy, service: str) -> str:
     svc = policy.services[service]
-    frozen = freeze(policy, service, evaluate(policy, service, "*", "production"))
-    chain = " → ".join(f"{s['notify']} at {duration(s['after'])}" for s in frozen["steps"])
+    snapshot = freeze(policy, service, evaluate(policy, service, "*", "production"))
+    chain = " → ".join(f"{level} at {duration(after)}" for level, after in snapshot.steps)
     return (f"*{escape(service)}*: owner {mention(svc.owner)}, secondary {mention(svc.secondary)}, "
             f"channel {mention(svc.channel)}, tier `{escape(svc.tier or '-')}`\n"
-            f"*Escalation:* {chain}; remind every {duration(frozen['remind_every'])}, timeout "
-            f"{duration(frozen['timeout'])}, then {escape(frozen['on_timeout'])}\n"
+            f"*Escalation:* {chain}; remind every {duration(snapshot.remind_every)}, timeout "
+            f"{duration(snapshot.timeout)}, then {escape(snapshot.on_timeout)}\n"
             f"*Autonomy:*\n{modes_text(policy, service)}")
 
 

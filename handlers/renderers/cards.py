@@ -14,6 +14,7 @@ from sqlmodel import col, select
 
 from bot.delivery.directory import UserNotFound, is_email, resolve
 from bot.delivery.messages import Kind
+from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from handlers.blocks import card as blocks
 from handlers.blocks import notices
@@ -26,14 +27,8 @@ log = logging.getLogger("countersign.cards")
 
 async def people_of(svc: Services, action: Action) -> dict[str, str]:
     """Emails in the action's chain -> Slack user ids, so cards can @-mention them (cached lookups)."""
-    frozen = action.frozen or {}
-    specs = [
-        frozen.get("owner"),
-        frozen.get("secondary"),
-        action.owner,
-        action.decided_by,
-        *((frozen.get("leadership") or {}).get("users") or []),
-    ]
+    snapshot = snapshot_of(action)
+    specs = [snapshot.owner, snapshot.secondary, action.owner, action.decided_by, *snapshot.leadership_users]
     people: dict[str, str] = {}
     for spec in specs:
         if not spec or not is_email(spec) or spec in people:

@@ -29,7 +29,7 @@ from sqlalchemy import func, insert, select, update
 from sqlmodel import col
 
 from bot.demo.fakeslack import FakeSlack
-from bot.escalation.plan import freeze
+from bot.escalation.snapshot import freeze
 from bot.policy.rules import evaluate, parse_policy
 from storage.db import Database
 from storage.models import Action, EscalationStep, OutboxMessage
@@ -327,11 +327,11 @@ async def _seed(db: Database, policy: Any, count: int) -> datetime:
         for i in range(count):
             service = f"s{i:04d}"
             match = evaluate(policy, service, "scale_down", "production", "proposed")
-            frozen = freeze(policy, service, match)
+            snapshot = freeze(policy, service, match)
             rows.append({"agent_id": agent.id, "kind": "proposed", "service": service,
                          "action_type": "scale_down", "summary": f"Scale {service} down", "rationale": "idle",
                          "environment": "production", "mode": match.mode, "status": "pending",
-                         "policy_violation": False, "frozen": frozen, "owner": frozen["owner"], "version": 0,
+                         "policy_violation": False, "frozen": snapshot.to_json(), "owner": snapshot.owner, "version": 0,
                          "created_at": later, "updated_at": later, "next_at": later})
         await session.execute(insert(Action.__table__), rows)  # type: ignore[attr-defined]
         await session.commit()

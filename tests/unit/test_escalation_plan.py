@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.escalation.plan import Chain, Plan, failed_key, freeze, level_reached, paged_people, plan
+from bot.escalation.plan import Chain, Plan, failed_key, level_reached, plan
+from bot.escalation.snapshot import freeze
 from bot.policy.rules import evaluate
 from tests.conftest import test_policy as load_policy_text
 
@@ -115,12 +116,12 @@ def test_policy_violation_pages_all_levels_at_once() -> None:
     policy = load_policy_text()
     match = evaluate(policy, "checkout-api", "scale_down", "production", "executed")
     assert match.mode == "approve"
-    frozen = freeze(policy, "checkout-api", match, violation=True)
-    chain = Chain.from_frozen(frozen)
+    snapshot = freeze(policy, "checkout-api", match, violation=True)
+    chain = snapshot.chain
     first = plan(chain, T0, {}, T0)
     assert keys(first) == ["page:owner", "page:secondary", "page:leadership"]
     assert all(s.at == T0 for s in first.due)
-    assert paged_people(frozen, "leadership") == ["U0ADMIN", "U0OWNER", "dana@example.com", "U0VP"]
+    assert snapshot.people_up_to("leadership") == ["U0ADMIN", "U0OWNER", "dana@example.com", "U0VP"]
 
 
 def test_fail_closed_brings_the_next_level_forward() -> None:
@@ -151,17 +152,16 @@ rules:
   - mode: approve
 """
     )
-    frozen = freeze(policy, "svc", evaluate(policy, "svc", "scale", "production", "proposed"))
-    chain = Chain.from_frozen(frozen)
+    chain = freeze(policy, "svc", evaluate(policy, "svc", "scale", "production", "proposed")).chain
     assert chain.on_timeout == "approve" and chain.timeout == 600
     assert keys(plan(chain, T0, {"page:owner": at(0)}, at(600))) == ["timeout"]
-    assert Chain.from_frozen(freeze(load_policy_text(), "checkout-api", evaluate(
-        load_policy_text(), "checkout-api", "x", "production", "proposed"))).on_timeout == "deny"
+    assert freeze(load_policy_text(), "checkout-api", evaluate(
+        load_policy_text(), "checkout-api", "x", "production", "proposed")).chain.on_timeout == "deny"
 
 
 def test_who_may_respond_widens_with_each_level() -> None:
     policy = load_policy_text()
-    frozen = freeze(policy, "checkout-api", evaluate(policy, "checkout-api", "x", "production", "proposed"))
-    assert paged_people(frozen, "owner") == ["U0ADMIN", "U0OWNER"]
-    assert paged_people(frozen, "secondary") == ["U0ADMIN", "U0OWNER", "dana@example.com"]
-    assert paged_people(frozen, "leadership") == ["U0ADMIN", "U0OWNER", "dana@example.com", "U0VP"]
+    snapshot = freeze(policy, "checkout-api", evaluate(policy, "checkout-api", "x", "production", "proposed"))
+    assert snapshot.people_up_to("owner") == ["U0ADMIN", "U0OWNER"]
+    assert snapshot.people_up_to("secondary") == ["U0ADMIN", "U0OWNER", "dana@example.com"]
+    assert snapshot.people_up_to("leadership") == ["U0ADMIN", "U0OWNER", "dana@example.com", "U0VP"]

@@ -9,6 +9,7 @@ import pytest
 
 from bot.clock import FakeClock
 from bot.demo.fakeslack import FakeSlack
+from bot.escalation.snapshot import EscalationSnapshot
 from bot.policy.rules import FALLBACK_MODE, PolicyError, evaluate, load_policy, parse_duration, parse_policy
 from storage.models import Action
 from tests.conftest import Running, proposal
@@ -185,8 +186,9 @@ async def test_editing_the_policy_never_changes_an_action_in_flight(
     assert status == 201 and before["owner"] == "U0OWNER"
     async with running.svc.db.session() as session:
         frozen = dict((await session.get(Action, before["id"])).frozen)  # type: ignore[union-attr]
-    assert frozen["secondary"] == "dana@example.com"
-    assert [s["after"] for s in frozen["steps"]] == [0, 2, 4]
+    snapshot = EscalationSnapshot.from_json(frozen)
+    assert snapshot.secondary == "dana@example.com"
+    assert [after for _, after in snapshot.steps] == [0, 2, 4]
 
     running.svc.policy = parse_policy(EDITED, "edited.yml")  # what a reload would do
     _, after = await running.get(f"/v1/actions/{before['id']}")
