@@ -44,12 +44,15 @@ def slack_client(settings: Settings) -> AsyncWebClient:
                           retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1)])
 
 
-def build_services(settings: Settings, *, policy: Policy | None = None, clock: Clock = system_clock) -> Services:
+def build_services(settings: Settings, *, policy: Policy | None = None, clock: Clock = system_clock,
+                   database: Database | None = None) -> Services:
+    """`database`: one built by the caller (default: from DATABASE_URL); the app disposes of it."""
     if policy is None:
         if not settings.policy_path:
             raise SettingsError("COUNTERSIGN_POLICY is not set: point it at the policy YAML file")
         policy = load_policy(settings.policy_path)
-    svc = Services(settings=settings, db=Database(settings.database_url), policy=policy, clock=clock)
+    db = database if database is not None else Database(settings.database_url)
+    svc = Services(settings=settings, db=db, policy=policy, clock=clock)
     svc.slack = slack_client(settings)
     svc.extras["metrics"] = Metrics()
     return svc
@@ -78,11 +81,12 @@ def create_app(
     *,
     policy: Policy | None = None,
     clock: Clock = system_clock,
+    database: Database | None = None,
     migrate: bool = True,
     background: bool = True,
 ) -> web.Application:
     """Build the application. `migrate`: bring the schema to head on start (else refuse if behind)."""
-    svc = build_services(settings, policy=policy, clock=clock)
+    svc = build_services(settings, policy=policy, clock=clock, database=database)
     bolt = build_bolt(svc)
     relay = Relay(svc, handlers.render, paging.fail_level)
     sweeper = Sweeper(svc)

@@ -3,6 +3,7 @@ Slack Web API, and the running application reached over real HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -142,17 +143,25 @@ def clock() -> Clock:
     return system_clock
 
 
-@pytest.fixture
-async def running(database_url: str, fake_slack: FakeSlack, policy: Policy, clock: Clock) -> AsyncIterator[Running]:
-    app = create_app(make_settings(database_url, fake_slack.url), policy=policy, clock=clock)
+@contextlib.asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[Running]:
+    """`app` on a real port, with one agent (its token is the default), until the block ends."""
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
-    async with aiohttp.ClientSession() as http:
-        run = Running(server, app, http)
-        run.svc.settings.public_url = run.url
-        await run.add_agent()
+    try:
+        async with aiohttp.ClientSession() as http:
+            run = Running(server, app, http)
+            run.svc.settings.public_url = run.url
+            await run.add_agent()
+            yield run
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def running(database_url: str, fake_slack: FakeSlack, policy: Policy, clock: Clock) -> AsyncIterator[Running]:
+    async with serve(create_app(make_settings(database_url, fake_slack.url), policy=policy, clock=clock)) as run:
         yield run
-    await server.close()
 
 
 def proposal(**over: Any) -> dict[str, Any]:
