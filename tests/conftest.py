@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.app import create_app
+from bot.app import RUNTIME, Runtime, create_app
 from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.demo.fakeslack import FakeSlack
@@ -94,6 +94,10 @@ class Running:
         from bot.api.routes import SERVICES
 
         return self.app[SERVICES]
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.app[RUNTIME]
 
     async def add_agent(self, name: str = "remediator") -> tuple[str, str]:
         async with self.svc.db.session() as session:

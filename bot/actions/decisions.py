@@ -115,7 +115,7 @@ async def respond(
             refresh_homes(session, action)  # the decider's and the paged people's App Homes
             await queue_callback(session, action)
         await session.commit()
-    for listener in svc.extras.get("decision_listeners", []) if refusal is None else []:
+    for listener in svc.decision_listeners if refusal is None else []:
         listener(action_id)  # wake the agents long-polling for this decision
     return Result(refusal is None, action, refusal, message)
 
