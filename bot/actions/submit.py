@@ -23,12 +23,31 @@ from bot.services import Services
 from storage.ledger import chain as ledger
 from storage.models import Action, Agent
 
+# Refusals at ingest, by their error code: a rule forbids the action, or the policy lacks its service.
+REFUSED = frozenset({"forbidden", "unknown_service"})
+
 
 async def submit(
     svc: Services, agent: Agent, req: ActionIn, *, idempotency_key: str | None = None, raw: dict[str, Any]
 ) -> Answer:
     """Returns (HTTP status, body). Raises ApiError for a refusal (403, 409, 422)."""
-    return await idempotency.once(svc, agent, idempotency_key, raw, partial(_accept, svc, agent, req))
+    return await idempotency.once(svc, agent, idempotency_key, raw, partial(_counted, svc, agent, req))
+
+
+async def _counted(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | None) -> Answer:
+    """Accept, and count what was refused or decided at once (a repeat answered from the stored
+    response never comes here, so it is not counted twice)."""
+    try:
+        status, body = await _accept(svc, agent, req, key_row_id)
+    except ApiError as exc:
+        if exc.code in REFUSED:
+            svc.metrics.actions_refused.labels(exc.code).inc()
+        raise
+    decision = body["decision"]
+    if decision is not None:  # autonomous: the policy decided on arrival
+        svc.metrics.decided(outcome=decision["outcome"], accountability=decision["accountability"],
+                            via=decision["via"])
+    return status, body
 
 
 async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | None) -> tuple[int, dict]:

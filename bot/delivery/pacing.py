@@ -152,8 +152,7 @@ async def refresh_backlog_metrics(svc: Any) -> None:
         waiting, oldest = await outbox.backlog(session)
         failed = await outbox.count_failed(session)
     metrics.outbox_backlog.set(waiting)
-    if hasattr(metrics, "outbox_failed"):
-        metrics.outbox_failed.set(failed)
+    metrics.outbox_failed.set(failed)
     metrics.outbox_oldest_age.set((svc.clock() - oldest).total_seconds() if oldest else 0.0)
 
 

@@ -69,6 +69,8 @@ class Sweeper:
             log.info("action %s: %s (%.3fs late)", action.id, step.key, late, extra={"action_id": action.id})
             metrics.steps_fired.labels(step.kind).inc()
             metrics.step_lateness.observe(late)
+            if step.kind == "timeout" and action.decision_via == "timeout":  # not when a response won
+                metrics.decided(outcome=action.outcome, accountability=action.accountability, via="timeout")
         return len(actions)
 
     async def run(self) -> int:
