@@ -32,8 +32,9 @@ from sqlalchemy import event
 
 from bench.common import fresh_database as database
 from bot.actions.decisions import respond
+from bot.api.longpoll import DecisionWaiters
 from bot.api.routes import SERVICES
-from bot.app import create_app
+from bot.app import RUNTIME, create_app
 from bot.demo.fakeslack import FakeSlack
 from bot.policy.rules import parse_policy
 from bot.services import Services
@@ -75,16 +76,16 @@ async def propose_all(cs: CountersignClient, n: int) -> list[int]:
     return ids
 
 
-async def parked(svc: Services, n: int) -> None:
+async def parked(waiters: DecisionWaiters, n: int) -> None:
     """Until all N agents' requests are parked on the server (past auth and the first read)."""
     deadline = time.monotonic() + 60
-    while svc.extras["decision_waiters"].waiting() < n:
+    while waiters.waiting() < n:
         assert time.monotonic() < deadline, "the waiters never all arrived"
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
 
 
-async def wave(svc: Services, cs: CountersignClient, n: int, *,
+async def wave(svc: Services, parking: DecisionWaiters, cs: CountersignClient, n: int, *,
                notify: bool) -> tuple[list[float], list[float]]:
     """N proposals, N waiters; decide them all. The wake latency of each in ms, from the start of
     the response and from its commit."""
@@ -97,8 +98,8 @@ async def wave(svc: Services, cs: CountersignClient, n: int, *,
         woke[action_id] = time.monotonic()
 
     tasks = [asyncio.create_task(wait(i)) for i in ids]
-    await parked(svc, n)
-    listeners = svc.extras["decision_listeners"]
+    await parked(parking, n)
+    listeners = svc.decision_listeners
     saved = list(listeners)
     if not notify:
         listeners.clear()
@@ -125,7 +126,7 @@ async def run_one(kind: str, waiters: int, idle: float) -> dict[str, Any]:
             app = create_app(settings, policy=parse_policy(bench_policy(3 * waiters), "bench.yml"))
             server = TestServer(app, host="127.0.0.1", port=0)
             await server.start_server()
-            svc = app[SERVICES]
+            svc, parking = app[SERVICES], app[RUNTIME].waiters
             statements = 0
 
             def count(*_: Any) -> None:
@@ -149,7 +150,7 @@ async def run_one(kind: str, waiters: int, idle: float) -> dict[str, Any]:
                     baseline = (statements - before) / (time.monotonic() - t0)
                     idle_tasks = [asyncio.create_task(cs.wait_for_decision(i, timeout=idle + 30))
                                   for i in ids]
-                    await parked(svc, waiters)
+                    await parked(parking, waiters)
                     before, t0 = statements, time.monotonic()
                     await asyncio.sleep(idle)
                     idle_rate = (statements - before) / (time.monotonic() - t0)
@@ -157,8 +158,8 @@ async def run_one(kind: str, waiters: int, idle: float) -> dict[str, Any]:
                         task.cancel()
                     await asyncio.gather(*idle_tasks, return_exceptions=True)
                     # 2. and 3. wake latency
-                    same = await wave(svc, cs, waiters, notify=True)
-                    other = await wave(svc, cs, waiters, notify=False)
+                    same = await wave(svc, parking, cs, waiters, notify=True)
+                    other = await wave(svc, parking, cs, waiters, notify=False)
             finally:
                 event.remove(svc.db.engine.sync_engine, "before_cursor_execute", count)
                 await server.close()

@@ -1,5 +1,6 @@
 """The app factory: the one place that wires settings, database, policy, Slack, handlers and the
-background workers into one aiohttp application (ingest API + Slack's `POST /slack/events`).
+background workers into one aiohttp application (ingest API + Slack's `POST /slack/events`), and
+`Runtime`, the one path that starts and stops them.
 """
 
 from __future__ import annotations
@@ -7,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
@@ -20,17 +21,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
 from bot.api import routes as api
+from bot.api.longpoll import DecisionWaiters
 from bot.clock import Clock, system_clock
 from bot.config import Settings, SettingsError
 from bot.contract.schemas import MAX_BODY_BYTES
 from bot.delivery.relay import Relay, run_forever
 from bot.escalation import paging
 from bot.escalation.sweeper import Sweeper, refresh_metrics
-from bot.metrics import Metrics
 from bot.policy.rules import Policy, load_policy
-from bot.reports import audit
+from bot.reports import audit, digest
 from bot.services import Services
 from storage.db import Database
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 log = logging.getLogger("countersign.app")
 BOLT = web.AppKey("bolt", AsyncApp)
@@ -44,15 +48,15 @@ def slack_client(settings: Settings) -> AsyncWebClient:
                           retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1)])
 
 
-def build_services(settings: Settings, *, policy: Policy | None = None, clock: Clock = system_clock) -> Services:
+def build_services(settings: Settings, *, policy: Policy | None = None, clock: Clock = system_clock,
+                   database: Database | None = None) -> Services:
+    """`database`: one built by the caller (default: from DATABASE_URL); the app disposes of it."""
     if policy is None:
         if not settings.policy_path:
             raise SettingsError("COUNTERSIGN_POLICY is not set: point it at the policy YAML file")
         policy = load_policy(settings.policy_path)
-    svc = Services(settings=settings, db=Database(settings.database_url), policy=policy, clock=clock)
-    svc.slack = slack_client(settings)
-    svc.extras["metrics"] = Metrics()
-    return svc
+    db = database if database is not None else Database(settings.database_url)
+    return Services(settings=settings, db=db, policy=policy, clock=clock, slack=slack_client(settings))
 
 
 def build_bolt(svc: Services) -> AsyncApp:
@@ -73,60 +77,39 @@ def build_bolt(svc: Services) -> AsyncApp:
     return bolt
 
 
-def create_app(
-    settings: Settings,
-    *,
-    policy: Policy | None = None,
-    clock: Clock = system_clock,
-    migrate: bool = True,
-    background: bool = True,
-) -> web.Application:
-    """Build the application. `migrate`: bring the schema to head on start (else refuse if behind)."""
-    svc = build_services(settings, policy=policy, clock=clock)
-    bolt = build_bolt(svc)
-    relay = Relay(svc, handlers.render, paging.fail_level)
-    sweeper = Sweeper(svc)
-    svc.extras["relay"], svc.extras["sweeper"] = relay, sweeper
-    svc.extras.setdefault("on_startup", []).append(partial(audit.record_policy_loaded, svc))  # policy hash
-    svc.extras["metrics_refresh"] = partial(refresh_metrics, svc)
-    svc.extras.setdefault("metrics_refreshers", []).append(relay.refresh_metrics)  # outbox backlog and age
-    svc.extras.setdefault("health_probes", {})["deliveries"] = relay.health  # Slack failing / backlog old
-    # Periodic jobs run on the app's event loop; job state lives in our database, not a job store.
-    scheduler = svc.extras["scheduler"] = AsyncIOScheduler(timezone="UTC")
+@dataclass
+class Runtime:
+    """The app's moving parts, and the one path that starts them and stops them in a safe order."""
 
-    app = web.Application(middlewares=[api.errors_middleware, api.auth_middleware],
-                          client_max_size=MAX_BODY_BYTES)
-    app[api.SERVICES] = svc
-    app[BOLT] = bolt
-    api.add_routes(app)
+    svc: Services
+    bolt: AsyncApp
+    relay: Relay
+    sweeper: Sweeper
+    waiters: DecisionWaiters  # the requests parked on a long poll
+    migrate: bool = True  # bring the schema to head on start (else refuse if behind)
+    background: bool = True  # run the sweeper and the relay
+    socket: AsyncSocketModeHandler | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _loops: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def slack_events(request: web.Request) -> web.Response:
-        bolt_response = await bolt.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(bolt_response)
-
-    app.router.add_post("/slack/events", slack_events)
-
-    stop = asyncio.Event()
-    tasks: list[asyncio.Task[None]] = []
-
-    async def on_startup(_: web.Application) -> None:
-        if migrate:
+    async def start(self, _: web.Application) -> None:
+        """The schema, the policy in force on record, the scheduled jobs and the relay, then Slack."""
+        svc, settings = self.svc, self.svc.settings
+        if self.migrate:
             await svc.db.migrate()
         else:
             await svc.db.check_schema()
-        if background:
-            tick = settings.tick_seconds
-            sweeper.schedule(scheduler, tick)  # first run at once: steps due while down fire now
-            scheduler.start()
-            tasks.append(asyncio.create_task(run_forever(relay.tick, tick, stop), name="relay"))
-        for starter in svc.extras.get("on_startup", []):
-            await starter()
+        await audit.record_policy_loaded(svc)  # by hash: decisions tie to the rules of the day
+        if self.background:
+            self.sweeper.schedule(svc.scheduler, settings.tick_seconds)  # first run now: steps due while down
+            self._loops.append(asyncio.create_task(
+                run_forever(self.relay.tick, settings.tick_seconds, self._stopping), name="relay"))
+        svc.scheduler.start()  # the sweeper (if background) and the daily digest
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-            socket = AsyncSocketModeHandler(bolt, settings.slack_app_token.get_secret_value())
-            await socket.connect_async()
-            svc.extras["socket"] = socket
+            self.socket = AsyncSocketModeHandler(self.bolt, settings.slack_app_token.get_secret_value())
+            await self.socket.connect_async()
         # GC pauses were the tail of Slack's ack latency (bench/bench_clicks.py, p99 3x a bare bolt
         # app): keep what startup built out of the collector's scans, and collect less often.
         gc.freeze()
@@ -134,20 +117,61 @@ def create_app(
         log.info("countersign ready: policy with %d services, database %s", len(svc.policy.services),
                  svc.db.dialect)
 
-    async def on_cleanup(_: web.Application) -> None:
-        stop.set()
-        for stopper in svc.extras.get("on_cleanup", []):
-            await stopper()
-        if "socket" in svc.extras:
-            await svc.extras["socket"].close_async()
-        # Let the current tick finish its transaction: nothing half-written.
-        await sweeper.stop()
-        if scheduler.running:
-            scheduler.shutdown(wait=False)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await relay.close()
-        await svc.db.dispose()
+    async def drain(self, _: web.Application) -> None:
+        """No longer listening: answer the parked long polls now, so the requests in flight end."""
+        await self.waiters.close()
 
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
+    async def stop(self, _: web.Application) -> None:
+        """Every request has ended: take no new work, let the sweeper's and the relay's current
+        ticks commit (nothing half-written), then close the connections."""
+        self._stopping.set()
+        if self.socket is not None:
+            await self.socket.close_async()
+        await self.sweeper.stop()
+        if self.svc.scheduler.running:
+            self.svc.scheduler.shutdown(wait=False)
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.relay.close()
+        await self.svc.db.dispose()
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    policy: Policy | None = None,
+    clock: Clock = system_clock,
+    database: Database | None = None,
+    migrate: bool = True,
+    background: bool = True,
+) -> web.Application:
+    """Build the application. `migrate`: bring the schema to head on start (else refuse if behind)."""
+    svc = build_services(settings, policy=policy, clock=clock, database=database)
+    bolt = build_bolt(svc)
+    relay = Relay(svc, handlers.render, paging.fail_level)
+    waiters = DecisionWaiters(svc)
+    runtime = Runtime(svc, bolt, relay, Sweeper(svc), waiters, migrate=migrate, background=background)
+    svc.decision_listeners.append(waiters.notify)  # a decision wakes the long polls waiting for it
+    svc.metrics_refreshers += [partial(refresh_metrics, svc), relay.refresh_metrics]  # pending; outbox
+    svc.health_probes["deliveries"] = relay.health  # Slack failing / backlog old
+    digest.schedule(svc)
+
+    app = web.Application(middlewares=[api.errors_middleware, api.auth_middleware],
+                          client_max_size=MAX_BODY_BYTES)
+    app[api.SERVICES] = svc
+    app[BOLT] = bolt
+    app[RUNTIME] = runtime
+    api.add_routes(app, waiters)
+
+    async def slack_events(request: web.Request) -> web.Response:
+        bolt_response = await bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    app.router.add_post("/slack/events", slack_events)
+    # aiohttp runs these: on startup; once it stops listening; after the requests in flight ended.
+    app.on_startup.append(runtime.start)
+    app.on_shutdown.append(runtime.drain)
+    app.on_cleanup.append(runtime.stop)
     return app

@@ -15,7 +15,11 @@ class Metrics:
         self.actions_submitted = Counter(
             "countersign_actions_submitted", "Actions accepted", ["kind", "mode"], registry=r
         )
-        self.actions_refused = Counter("countersign_actions_refused", "Actions refused by policy", registry=r)
+        # reason: forbidden (a rule forbids it, 403) or unknown_service (not in the policy, 422).
+        self.actions_refused = Counter(
+            "countersign_actions_refused", "Actions refused by policy", ["reason"], registry=r
+        )
+        # Counted after the commit: a response (via button/slash/api), a timeout, or the policy.
         self.decisions = Counter(
             "countersign_decisions", "Decisions", ["outcome", "accountability", "via"], registry=r
         )
@@ -41,3 +45,8 @@ class Metrics:
         )
         self.slack_rate_limited = Counter("countersign_slack_rate_limited", "429s received from Slack",
                                           registry=r)
+
+    def decided(self, *, outcome: str | None, accountability: str | None, via: str | None) -> None:
+        """One decision recorded and committed."""
+        self.decisions.labels(outcome=outcome or "none", accountability=accountability or "none",
+                              via=via or "none").inc()

@@ -1,14 +1,38 @@
-"""The running application's parts, built once by the app factory and passed around."""
+"""The running application's shared parts, built once by the app factory and passed around.
+
+Everything here is what any room of bot may use, so it names nothing of the rooms: the app's own
+moving parts (relay, sweeper, long-poll waiters) live with the app factory (bot.app.Runtime).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock, system_clock
 from bot.config import Settings
+from bot.metrics import Metrics
 from bot.policy.rules import Policy
 from storage.db import Database
+
+
+class DecisionListener(Protocol):
+    """Told, after the commit, which actions were just decided (wakes the long polls)."""
+
+    def __call__(self, *action_ids: int | None) -> None: ...
+
+
+# /healthz: "ok", or why this part is degraded.
+HealthProbe = Callable[[], Awaitable[str]]
+# /metrics: set the gauges that are read from the database when scraped.
+MetricsRefresher = Callable[[], Awaitable[None]]
+
+
+def _scheduler() -> AsyncIOScheduler:
+    return AsyncIOScheduler(timezone="UTC")
 
 
 @dataclass
@@ -18,4 +42,9 @@ class Services:
     policy: Policy
     clock: Clock = system_clock
     slack: Any = None  # slack_sdk AsyncWebClient (None in CLI contexts without Slack)
-    extras: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
+    # The one scheduler of the process: the sweeper's interval job and the digest's cron job.
+    scheduler: AsyncIOScheduler = field(default_factory=_scheduler)
+    decision_listeners: list[DecisionListener] = field(default_factory=list)
+    health_probes: dict[str, HealthProbe] = field(default_factory=dict)
+    metrics_refreshers: list[MetricsRefresher] = field(default_factory=list)

@@ -27,4 +27,3 @@ def register(app: AsyncApp, svc: Services) -> None:
     override_modal.register(app, svc)
     commands.register(app, svc)
     home.register(app, svc)
-    digest.register(app, svc)

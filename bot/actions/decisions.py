@@ -20,7 +20,6 @@ from storage.ledger import chain as ledger
 from storage.models import Action, Response
 from storage.queries import actions as repo
 
-ResponseKind = Literal["approve", "override", "acknowledge"]
 Via = Literal["button", "slash", "api"]
 
 # (kind of action, response) -> resulting status (and outcome)
@@ -115,8 +114,10 @@ async def respond(
             refresh_homes(session, action)  # the decider's and the paged people's App Homes
             await queue_callback(session, action)
         await session.commit()
-    for listener in svc.extras.get("decision_listeners", []) if refusal is None else []:
-        listener(action_id)  # wake the agents long-polling for this decision
+    if refusal is None:
+        svc.metrics.decided(outcome=action.outcome, accountability="explicit", via=via)
+        for listener in svc.decision_listeners:
+            listener(action_id)  # wake the agents long-polling for this decision
     return Result(refusal is None, action, refusal, message)
 
 

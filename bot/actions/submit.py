@@ -1,20 +1,17 @@
-"""Accepting an agent's action: policy, freezing, first page, ledger, idempotency.
+"""Accepting an agent's action: policy, freezing, first page, ledger.
 
 An action answered 201 is in the database before the answer: the action, its first page in the
-outbox, its ledger entry and the stored idempotent response commit in one transaction.
+outbox, its ledger entry and the stored idempotent response (bot.actions.idempotency) commit in one
+transaction.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from datetime import timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
-
+from bot.actions import idempotency
+from bot.actions.idempotency import Answer
 from bot.actions.serialize import action_json
 from bot.contract.errors import ApiError
 from bot.contract.schemas import ActionIn
@@ -24,36 +21,32 @@ from bot.escalation.snapshot import freeze
 from bot.policy.rules import evaluate
 from bot.services import Services
 from storage.ledger import chain as ledger
-from storage.models import Action, Agent, IdempotencyKey
+from storage.models import Action, Agent
 
-# A key whose first request died mid-flight is taken over after this long.
-ABANDONED_AFTER = timedelta(seconds=60)
-
-
-def body_hash(raw: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+# Refusals at ingest, by their error code: a rule forbids the action, or the policy lacks its service.
+REFUSED = frozenset({"forbidden", "unknown_service"})
 
 
 async def submit(
     svc: Services, agent: Agent, req: ActionIn, *, idempotency_key: str | None = None, raw: dict[str, Any]
-) -> tuple[int, dict[str, Any]]:
+) -> Answer:
     """Returns (HTTP status, body). Raises ApiError for a refusal (403, 409, 422)."""
-    key_row_id = await _claim_key(svc, agent, idempotency_key, raw) if idempotency_key else None
-    if isinstance(key_row_id, tuple):
-        return key_row_id  # the stored response of the first request
+    return await idempotency.once(svc, agent, idempotency_key, raw, partial(_counted, svc, agent, req))
+
+
+async def _counted(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | None) -> Answer:
+    """Accept, and count what was refused or decided at once (a repeat answered from the stored
+    response never comes here, so it is not counted twice)."""
     try:
-        gate = svc.extras.get("submit_gate")
-        if gate is not None:  # tests hold a request here, in flight, to prove the 409
-            await gate()
         status, body = await _accept(svc, agent, req, key_row_id)
     except ApiError as exc:
-        if key_row_id is not None:
-            await _finish_key(svc, key_row_id, exc.status, exc.body())
+        if exc.code in REFUSED:
+            svc.metrics.actions_refused.labels(exc.code).inc()
         raise
-    except BaseException:
-        if key_row_id is not None:
-            await _release_key(svc, key_row_id)
-        raise
+    decision = body["decision"]
+    if decision is not None:  # autonomous: the policy decided on arrival
+        svc.metrics.decided(outcome=decision["outcome"], accountability=decision["accountability"],
+                            via=decision["via"])
     return status, body
 
 
@@ -71,7 +64,7 @@ async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | 
                              f"policy forbids {req.action_type} on {req.service} ({req.environment})",
                              rule=match.index)
             if key_row_id is not None:
-                await _store_key(session, key_row_id, error.status, error.body())
+                await idempotency.store(session, key_row_id, error.status, error.body())
             await session.commit()
             raise error
         violation = req.kind == "executed" and match.mode == "approve"
@@ -141,7 +134,7 @@ async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | 
             await advance(session, action, now, fired={})  # brand new: nothing can have fired yet
         body = action_json(action, agent.name, svc.settings.base_url)
         if key_row_id is not None:
-            await _store_key(session, key_row_id, 201, body)
+            await idempotency.store(session, key_row_id, 201, body)
         await session.commit()
     return 201, body
 
@@ -162,67 +155,3 @@ async def _refuse(session: Any, svc: Services, agent: Agent, req: ActionIn, rule
     channel = svc.policy.services[req.service].channel
     if channel:
         send(session, Kind.FORBIDDEN, channel=channel, purpose="forbidden", refused=details)
-
-
-# --- Idempotency-Key (IETF draft): same key+body -> same response; other body -> 422; in flight -> 409
-
-
-async def _claim_key(
-    svc: Services, agent: Agent, key: str, raw: dict[str, Any]
-) -> int | tuple[int, dict[str, Any]]:
-    digest, now = body_hash(raw), svc.clock()
-    async with svc.db.session() as session:
-        row = IdempotencyKey(agent_id=agent.id, key=key, request_hash=digest, created_at=now)  # type: ignore[arg-type]
-        session.add(row)
-        try:
-            await session.commit()
-            assert row.id is not None
-            return row.id
-        except IntegrityError:
-            await session.rollback()
-        existing = (
-            await session.execute(
-                select(IdempotencyKey).where(col(IdempotencyKey.agent_id) == agent.id,
-                                             col(IdempotencyKey.key) == key)
-            )
-        ).scalar_one()
-        if existing.request_hash != digest:
-            raise ApiError(422, "idempotency_key_reused",
-                           "this Idempotency-Key was used with a different request body")
-        if existing.in_flight:
-            if now - existing.created_at < ABANDONED_AFTER:
-                raise ApiError(409, "idempotency_key_in_flight",
-                               "a request with this Idempotency-Key is still being processed; retry later")
-            existing.created_at = now  # abandoned by a crashed request: take it over
-            session.add(existing)
-            await session.commit()
-            assert existing.id is not None
-            return existing.id
-        assert existing.response_status is not None and existing.response_body is not None
-        if existing.response_status >= 400:
-            err = dict(existing.response_body["error"])
-            raise ApiError(existing.response_status, err.pop("code"), err.pop("message"), **err)
-        return existing.response_status, existing.response_body
-
-
-async def _store_key(session: Any, key_row_id: int, status: int, body: dict[str, Any]) -> None:
-    row = await session.get(IdempotencyKey, key_row_id)
-    row.in_flight, row.response_status, row.response_body = False, status, body
-    session.add(row)
-
-
-async def _finish_key(svc: Services, key_row_id: int, status: int, body: dict[str, Any]) -> None:
-    async with svc.db.session() as session:
-        row = await session.get(IdempotencyKey, key_row_id)
-        if row is not None and row.in_flight:
-            if status in (409, 422) or status >= 500:
-                await session.delete(row)  # not a final answer for this key: let a retry run
-            else:
-                await _store_key(session, key_row_id, status, body)
-        await session.commit()
-
-
-async def _release_key(svc: Services, key_row_id: int) -> None:
-    async with svc.db.session() as session:
-        await session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == key_row_id))  # type: ignore[arg-type]
-        await session.commit()

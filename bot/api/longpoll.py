@@ -2,7 +2,7 @@
 
 Answers at once if the action is decided (its `decision` is filled), else holds the request up to
 `wait` seconds (at most 60) and answers the moment a decision lands. Two ways to learn of one:
-- in this process, bot/decisions.py and the sweeper call `svc.extras["decision_listeners"]` after
+- in this process, bot/actions/decisions.py and the sweeper call `svc.decision_listeners` after
   they commit, which sets the waiting requests' events (no polling at all);
 - on another replica sharing the database, nobody tells us: one query per second for ALL the
   action ids waited on here (not one per request) catches it.
@@ -109,8 +109,8 @@ def _wait_seconds(request: web.Request) -> float:
     return min(wait, MAX_WAIT_SECONDS)
 
 
-def register(app: web.Application, services_key: web.AppKey[Services]) -> None:
-    """Add the route, and install the waiters (and their decision listener) when the app starts."""
+def register(app: web.Application, services_key: web.AppKey[Services], waiters: DecisionWaiters) -> None:
+    """Add the route; the app factory owns `waiters` (listens for decisions, closes them on shutdown)."""
 
     async def load(svc: Services, action_id: int) -> tuple[Action, Any]:
         async with svc.db.read_session() as session:  # on SQLite: no writer lock, never queues
@@ -125,7 +125,6 @@ def register(app: web.Application, services_key: web.AppKey[Services]) -> None:
         if not raw.isdigit() or len(raw) > 18:
             raise ApiError(404, "not_found", f"there is no action {raw!r}")
         action_id, wait = int(raw), _wait_seconds(request)
-        waiters: DecisionWaiters = svc.extras["decision_waiters"]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         # Watch BEFORE reading, so a decision committed between the read and the wait still wakes us.
@@ -140,17 +139,4 @@ def register(app: web.Application, services_key: web.AppKey[Services]) -> None:
                     async with asyncio.timeout(remaining):
                         await event.wait()
 
-    async def install(app: web.Application) -> None:
-        svc = app[services_key]
-        waiters = DecisionWaiters(svc)
-        svc.extras["decision_waiters"] = waiters
-        svc.extras.setdefault("decision_listeners", []).append(waiters.notify)
-
-    async def shutdown(app: web.Application) -> None:
-        waiters = app[services_key].extras.get("decision_waiters")
-        if waiters is not None:
-            await waiters.close()
-
     app.router.add_get("/v1/actions/{id}/decision", get_decision)
-    app.on_startup.append(install)
-    app.on_shutdown.append(shutdown)

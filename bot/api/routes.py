@@ -38,11 +38,10 @@ def _json_error(status: int, code: str, message: str, **details: Any) -> web.Res
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler)
-    metrics = request.app[SERVICES].extras.get("metrics")
-    if metrics is not None and not request.path.startswith("/slack"):
+    if not request.path.startswith("/slack"):
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        metrics.http_requests.labels(request.method, route, str(response.status)).inc()
+        request.app[SERVICES].metrics.http_requests.labels(request.method, route, str(response.status)).inc()
     return response
 
 
@@ -145,9 +144,7 @@ async def post_action(request: web.Request) -> web.Response:
     status, out = await submit(svc, request[AGENT], req, idempotency_key=key, raw=body)
     log.info("action %s accepted: %s %s on %s -> %s", out["id"], req.kind, req.action_type, req.service,
              out["mode"], extra={"action_id": out["id"]})
-    metrics = svc.extras.get("metrics")
-    if metrics is not None:
-        metrics.actions_submitted.labels(req.kind, out["mode"]).inc()
+    svc.metrics.actions_submitted.labels(req.kind, out["mode"]).inc()
     return web.json_response(out, status=status, headers={"Location": out["links"]["self"]})
 
 
@@ -208,7 +205,7 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception as exc:  # the health check reports, it does not fail
         checks["database"] = f"error: {exc}"
         status = "down"
-    for name, probe in svc.extras.get("health_probes", {}).items():
+    for name, probe in svc.health_probes.items():
         result = await probe()
         checks[name] = result
         if status == "ok" and result != "ok":
@@ -218,13 +215,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    # Gauges read from the database when scraped: "metrics_refresh" and any "metrics_refreshers".
-    refreshers = [svc.extras.get("metrics_refresh"), *svc.extras.get("metrics_refreshers", [])]
-    for refresh in refreshers:
-        if refresh is not None:
-            await refresh()
-    registry = svc.extras["metrics"].registry
-    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    for refresh in svc.metrics_refreshers:  # the gauges read from the database when scraped
+        await refresh()
+    return web.Response(body=generate_latest(svc.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -233,11 +226,11 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document(request.app[SERVICES].settings.base_url))
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, waiters: api_decision.DecisionWaiters) -> None:
     app.router.add_post("/v1/actions", post_action)
     app.router.add_get("/v1/actions", list_actions)
     app.router.add_get("/v1/actions/{id}", get_action)
-    api_decision.register(app, SERVICES)  # GET /v1/actions/{id}/decision?wait=N (long poll)
+    api_decision.register(app, SERVICES, waiters)  # GET /v1/actions/{id}/decision?wait=N (long poll)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -133,15 +133,12 @@ async def delivery_health(svc: Any, breaker: Breaker) -> str:
 async def refresh_backlog_metrics(svc: Any) -> None:
     """For /metrics: the backlog's size, its oldest message's age, and the deliveries that failed
     for good (`countersign deliveries list --failed`), read when scraped."""
-    metrics = svc.extras.get("metrics")
-    if metrics is None:
-        return
+    metrics = svc.metrics
     async with svc.db.session() as session:
         waiting, oldest = await outbox.backlog(session)
         failed = await outbox.count_failed(session)
     metrics.outbox_backlog.set(waiting)
-    if hasattr(metrics, "outbox_failed"):
-        metrics.outbox_failed.set(failed)
+    metrics.outbox_failed.set(failed)
     metrics.outbox_oldest_age.set((svc.clock() - oldest).total_seconds() if oldest else 0.0)
 
 

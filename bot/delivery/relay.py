@@ -224,7 +224,6 @@ class Relay(Recorder):
     async def _deliver(self, unit: list[OutboxMessage]) -> None:
         """Send one message (or one pack of cards) and record the outcome on every row it carries."""
         msg = unit[0]
-        metrics = self.svc.extras.get("metrics")
         routes = [self._routes.pop(row.id or 0, None) for row in unit]
         try:
             if msg.target == "callback":
@@ -242,8 +241,7 @@ class Relay(Recorder):
             status = resp.status_code if resp is not None else None
             if status == 429:
                 retry = retry_after(resp)
-                if metrics:
-                    metrics.slack_rate_limited.inc()
+                self.svc.metrics.slack_rate_limited.inc()
                 self.pacer.block(msg.channel_key or msg.method, retry)
                 await self._slack_ok()  # Slack answered: it is up, just busy
                 await self._each(unit, self._retry, f"ratelimited (Retry-After {retry:g}s)", delay=retry,
@@ -271,8 +269,7 @@ class Relay(Recorder):
         if msg.target == "slack":
             await self._slack_ok()
         await self._done(unit, result, code, routes)
-        if metrics:
-            metrics.outbox_sent.labels(msg.target, msg.method).inc()
+        self.svc.metrics.outbox_sent.labels(msg.target, msg.method).inc()
 
 
 def _thread(route: storms.Route | None) -> str | None:

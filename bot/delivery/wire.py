@@ -175,9 +175,7 @@ class Recorder:
         wait = delay if delay is not None else backoff(msg.attempts + 1, cap=cap)
         log.warning("delivery %s (%s) failed, retry in %.1fs: %s", msg.id, msg.method, wait, error,
                     extra={"action_id": msg.action_id})
-        metrics = self.svc.extras.get("metrics")
-        if metrics:
-            metrics.outbox_errors.labels(msg.target, error.split(":")[0][:40], "false").inc()
+        self.svc.metrics.outbox_errors.labels(msg.target, error.split(":")[0][:40], "false").inc()
         async with self.svc.db.session() as session:
             await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,
                                         retry_at=now + timedelta(seconds=wait), give_up=give_up, at=now)
@@ -189,9 +187,7 @@ class Recorder:
         assert msg.id is not None
         log.error("delivery %s (%s to %s) failed for good: %s", msg.id, msg.method, msg.channel_key, error,
                   extra={"action_id": msg.action_id})
-        metrics = self.svc.extras.get("metrics")
-        if metrics:
-            metrics.outbox_errors.labels(msg.target, error[:40], "true").inc()
+        self.svc.metrics.outbox_errors.labels(msg.target, error[:40], "true").inc()
         now = self.svc.clock()
         async with self.svc.db.session() as session:
             await outbox.record_attempt(session, msg.id, ok=False, status_code=status_code, error=error,

@@ -43,7 +43,7 @@ class Sweeper:
         refuses any that fired before), then each action's ledger entries are appended, then
         every outbox message and state change is written in one flush at commit.
         """
-        metrics = self.svc.extras.get("metrics")
+        metrics = self.svc.metrics
         fired: list[tuple[Action, DueStep, float]] = []
         async with self.svc.db.session() as session:
             actions = await claim_due_actions(session, self.svc.clock(), limit=self.batch)
@@ -64,13 +64,14 @@ class Sweeper:
             for effect in effects:
                 effect()
             await session.commit()
-        for listener in self.svc.extras.get("decision_listeners", []):
+        for listener in self.svc.decision_listeners:
             listener(*[a.id for a in actions if a.accountability])  # a timeout decided them: wake waiters
         for action, step, late in fired:
             log.info("action %s: %s (%.3fs late)", action.id, step.key, late, extra={"action_id": action.id})
-            if metrics:
-                metrics.steps_fired.labels(step.kind).inc()
-                metrics.step_lateness.observe(late)
+            metrics.steps_fired.labels(step.kind).inc()
+            metrics.step_lateness.observe(late)
+            if step.kind == "timeout" and action.decision_via == "timeout":  # not when a response won
+                metrics.decided(outcome=action.outcome, accountability=action.accountability, via="timeout")
         return len(actions)
 
     async def run(self) -> int:
@@ -103,9 +104,7 @@ class Sweeper:
 
 async def refresh_metrics(svc: Services) -> None:
     """Pending actions by level and the earliest deadline, read when /metrics is scraped."""
-    metrics = svc.extras.get("metrics")
-    if metrics is None:
-        return
+    metrics = svc.metrics
     async with svc.db.session() as session:
         counts = await pending_by_level(session)
         earliest = await next_due_at(session)

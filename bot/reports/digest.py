@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -97,25 +96,10 @@ async def run_digest(svc: Services, day: date | None = None) -> dict[str, Any] |
     return digest
 
 
-def install(svc: Services) -> None:
-    """Schedule the digest with the app: started and stopped by bot.app's startup/cleanup hooks."""
+def schedule(svc: Services) -> None:
+    """The daily cron job, on the app's one scheduler (started and stopped with the app)."""
     hour, minute = (int(x) for x in svc.settings.digest_time.split(":"))
-    holder: dict[str, AsyncIOScheduler] = {}
-
-    async def start() -> None:
-        scheduler = AsyncIOScheduler(timezone=ZoneInfo(svc.settings.digest_timezone))
-        # coalesce + misfire grace: a replica that was briefly down still sends today's digest.
-        trigger = CronTrigger(hour=hour, minute=minute, timezone=ZoneInfo(svc.settings.digest_timezone))
-        scheduler.add_job(run_digest, trigger, args=[svc], id=JOB,
+    # coalesce + misfire grace: a replica that was briefly down still sends today's digest.
+    trigger = CronTrigger(hour=hour, minute=minute, timezone=ZoneInfo(svc.settings.digest_timezone))
+    svc.scheduler.add_job(run_digest, trigger, args=[svc], id=JOB, replace_existing=True,
                           coalesce=True, misfire_grace_time=3600, max_instances=1)
-        scheduler.start()
-        holder["scheduler"] = scheduler
-        svc.extras["digest_scheduler"] = scheduler
-
-    async def stop() -> None:
-        scheduler = holder.pop("scheduler", None)
-        if scheduler is not None and scheduler.running:
-            scheduler.shutdown(wait=False)
-
-    svc.extras.setdefault("on_startup", []).append(start)
-    svc.extras.setdefault("on_cleanup", []).append(stop)

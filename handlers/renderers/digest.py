@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt.app.async_app import AsyncApp
-
 from bot.delivery.messages import Kind
-from bot.reports import digest as digest_job
 from bot.reports.stats import Rates
 from bot.services import Services
 from handlers.blocks import commands as ui
@@ -16,10 +13,6 @@ from handlers.listeners.home import home_view
 from handlers.renderers.registry import renders
 
 LIST_LINES = 60  # per list (a message holds 50 blocks); beyond it the digest points to the audit export
-
-
-def register(app: AsyncApp, svc: Services) -> None:
-    digest_job.install(svc)
 
 
 def _who(item: dict[str, Any]) -> str:

@@ -73,7 +73,7 @@ RUN: dict[str, Any] = {"service": "checkout-api", "action_type": "rollback", "ra
 async def test_approve_click_runs_the_function(running: Running, fake_slack: FakeSlack,
                                                client: CountersignClient) -> None:
     ran: list[dict[str, Any] | None] = []
-    running.svc.extras["decision_waiters"].recheck = 30  # only the decision's own notification can wake us
+    running.runtime.waiters.recheck = 30  # only the decision's own notification can wake us
 
     @requires_approval(summary="Roll back checkout-api to {version}", client=client, timeout=20, **RUN)
     async def rollback(version: str) -> str:
@@ -134,7 +134,7 @@ async def test_client_stops_waiting_and_raises_timed_out(running: Running, clien
 async def test_escalation_timeout_raises_timed_out_expired(running: Running,
                                                            client: CountersignClient) -> None:
     ran = []
-    running.svc.extras["decision_waiters"].recheck = 30  # the sweeper's own notification must wake us
+    running.runtime.waiters.recheck = 30  # the sweeper's own notification must wake us
 
     @requires_approval(service="quick-api", action_type="restart", summary="Restart quick-api",
                        rationale="memory leak", client=client, timeout=20)
@@ -274,7 +274,7 @@ async def test_decision_on_another_replica_is_seen_by_the_recheck(running: Runni
     created = await client.propose(summary="Scale down", **RUN)
     waiter = asyncio.create_task(client.wait_for_decision(created["id"], timeout=10))
     await asyncio.sleep(0.2)
-    listeners = running.svc.extras["decision_listeners"]
+    listeners = running.svc.decision_listeners
     saved = list(listeners)
     listeners.clear()
     try:

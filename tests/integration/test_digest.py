@@ -178,7 +178,7 @@ async def test_scheduled_at_the_configured_time(
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
-        scheduler = app[SERVICES].extras["digest_scheduler"]
+        scheduler = app[SERVICES].scheduler
         job = scheduler.get_job("digest")
         assert isinstance(job.trigger, CronTrigger) and str(job.trigger.timezone) == "Europe/Paris"
         assert {f.name: str(f) for f in job.trigger.fields}["hour"] == "7"

@@ -5,15 +5,49 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.app import create_app
 from bot.demo.fakeslack import FakeSlack
+from bot.policy.rules import Policy
+from storage.db import Database
 from storage.models import Action, IdempotencyKey, OutboxMessage
-from tests.conftest import Running, proposal
+from tests.conftest import Running, make_settings, proposal, serve
 from tests.integration.test_api import post
+
+Gate = Callable[[], Awaitable[None]]
+
+
+class _GatedSession(AsyncSession):
+    """A session whose transaction starts only once its gate lets it."""
+
+    def __init__(self, engine: AsyncEngine, gate: Gate) -> None:
+        super().__init__(engine, expire_on_commit=False)
+        self.gate = gate
+
+    async def __aenter__(self) -> _GatedSession:
+        await self.gate()
+        await super().__aenter__()
+        return self
+
+
+class GatedDatabase(Database):
+    """The database the app is handed, whose next write sessions the test holds in turn: `gates`,
+    one per session() call (None lets that one through)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.gates: list[Gate | None] = []
+
+    def session(self) -> AsyncSession:
+        gate = self.gates.pop(0) if self.gates else None
+        return super().session() if gate is None else _GatedSession(self.engine, gate)
 
 
 async def rows(running: Running, model: Any) -> int:
@@ -53,30 +87,35 @@ async def test_same_key_other_body_is_422(running: Running) -> None:
     assert await rows(running, Action) == 1
 
 
-async def test_same_key_while_the_first_is_in_flight_is_409(running: Running) -> None:
-    entered, release = asyncio.Event(), asyncio.Event()
+async def test_same_key_while_the_first_is_in_flight_is_409(
+    database_url: str, fake_slack: FakeSlack, policy: Policy
+) -> None:
+    # No sweeper or relay (background=False): the request's own sessions are the only ones opened.
+    db = GatedDatabase(database_url)
+    app = create_app(make_settings(database_url, fake_slack.url), policy=policy, database=db, background=False)
+    async with serve(app) as running:
+        entered, release = asyncio.Event(), asyncio.Event()
 
-    async def gate() -> None:  # holds the first request after it claimed its key
-        entered.set()
-        await release.wait()
+        async def hold() -> None:
+            entered.set()
+            await release.wait()
 
-    running.svc.extras["submit_gate"] = gate
-    key = {"Idempotency-Key": "slow-one"}
-    first = asyncio.create_task(post(running, proposal(), headers=key))
-    await asyncio.wait_for(entered.wait(), 10)
-    running.svc.extras.pop("submit_gate")
+        db.gates = [None, hold]  # the first request claims its key, then its work waits
+        key = {"Idempotency-Key": "slow-one"}
+        first = asyncio.create_task(post(running, proposal(), headers=key))
+        await asyncio.wait_for(entered.wait(), 10)
 
-    status, out = await post(running, proposal(), headers=key)
-    assert status == 409 and out["error"]["code"] == "idempotency_key_in_flight"
-    # A different body under the in-flight key is still a misuse of the key.
-    assert (await post(running, proposal(summary="other"), headers=key))[0] == 422
-    assert await rows(running, Action) == 0
+        status, out = await post(running, proposal(), headers=key)
+        assert status == 409 and out["error"]["code"] == "idempotency_key_in_flight"
+        # A different body under the in-flight key is still a misuse of the key.
+        assert (await post(running, proposal(summary="other"), headers=key))[0] == 422
+        assert await rows(running, Action) == 0
 
-    release.set()
-    done = await asyncio.wait_for(first, 10)
-    assert done[0] == 201
-    assert await post(running, proposal(), headers=key) == done
-    assert await rows(running, Action) == 1
+        release.set()
+        done = await asyncio.wait_for(first, 10)
+        assert done[0] == 201
+        assert await post(running, proposal(), headers=key) == done
+        assert await rows(running, Action) == 1
 
 
 async def test_many_concurrent_requests_with_one_key_make_one_action(running: Running) -> None:
