@@ -11,7 +11,7 @@ The parent is an outbox row with a dedupe key, so each storm has exactly one par
 several relays; the running count is a `chat.update` of the parent, at most one every few seconds.
 
 When a storm makes one channel's queue deep (the owner's DM, or the thread), the relay packs the
-storm's cards several to a message, each card with its own buttons (handlers/storm.py
+storm's cards several to a message, each card with its own buttons (handlers/renderers/storm.py
 `card_pack`); `pack_members` finds a packed message's cards so a decision redraws them all.
 """
 
@@ -26,11 +26,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.delivery.messages import STORM_PARENT, STORM_UPDATE, Kind
 from storage import outbox
 from storage.models import Action, SlackMessage, StormThread
 
-KIND = "storm"  # the renderer (handlers/storm.py) draws the parent card
-THREADED_PURPOSES = frozenset({"card:channel", "fyi"})  # what goes into the thread during a storm
 DEFAULT_PER_MINUTE = 10
 WINDOW = timedelta(minutes=1)
 THREAD_SPAN = timedelta(minutes=10)  # a long storm starts a fresh parent every ten minutes
@@ -63,8 +62,8 @@ async def route(session: AsyncSession, action_id: int, channel: str) -> Route:
     parent = await outbox.by_dedupe_key(session, parent_key)
     if parent is None:
         await outbox.enqueue_once(session, dedupe_key=parent_key, method="chat.postMessage",
-                                  payload={"kind": KIND, "channel": channel, "storm_id": storm.id},
-                                  purpose="storm:parent", channel_key=channel)
+                                  payload={"kind": Kind.STORM.value, "channel": channel, "storm_id": storm.id},
+                                  purpose=STORM_PARENT, channel_key=channel)
     elif parent.status == "failed":
         return Route()  # the parent cannot be posted: post the card plainly rather than never
     return Route(wait=True, storm_id=storm.id)
@@ -104,8 +103,9 @@ async def child_posted(session: AsyncSession, storm_id: int, now: datetime) -> N
     bucket = int(now.timestamp() // UPDATE_EVERY_SECONDS)
     due = datetime.fromtimestamp((bucket + 1) * UPDATE_EVERY_SECONDS, UTC)
     await outbox.enqueue_once(session, dedupe_key=f"storm:{storm_id}:update:{bucket}", method="chat.update",
-                              payload={"kind": KIND, "channel": None, "storm_id": storm_id, "update": True},
-                              purpose="storm:update", not_before=due)
+                              payload={"kind": Kind.STORM.value, "channel": None, "storm_id": storm_id,
+                                       "update": True},
+                              purpose=STORM_UPDATE, not_before=due)
 
 
 async def summary(session: AsyncSession, storm_id: int) -> dict[str, Any] | None:

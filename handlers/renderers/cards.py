@@ -13,7 +13,7 @@ from slack_sdk.errors import SlackApiError
 from sqlmodel import col, select
 
 from bot.delivery.directory import UserNotFound, is_email, resolve
-from bot.delivery.messages import Kind
+from bot.delivery.messages import Kind, card_purpose
 from bot.services import Services
 from handlers.blocks import card as blocks
 from handlers.blocks import notices
@@ -111,10 +111,9 @@ async def render_reminder(svc: Services, payload: dict[str, Any]) -> dict[str, A
     level = payload.get("level")
     message = notices.reminder(action, level=level, people=await people_of(svc, action))
     # Reply under the card this level received, so the nudge sits next to the buttons.
-    purpose = "card:leadership" if level == "leadership" else f"card:dm:{level}"
     async with svc.db.session() as session:
         copies = {c.purpose: c for c in await repo.slack_messages(session, action.id or 0)}
-    card = copies.get(purpose)
+    card = copies.get(card_purpose(level)) if level else None
     if card is not None:
         message.update(channel=card.channel, thread_ts=card.ts, reply_broadcast=True)
     return message

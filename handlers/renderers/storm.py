@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.actions.decisions import allowed_responses
 from bot.delivery import storms
+from bot.delivery.messages import Kind
 from bot.services import Services
 from handlers.blocks.card import BUTTONS, title
 from handlers.blocks.mrkdwn import FALLBACK_MAX, MAX_BLOCKS, SECTION_MAX, clip, escape
@@ -16,7 +17,7 @@ from storage.models import Action
 from storage.queries import actions as repo
 
 
-@renders(storms.KIND)
+@renders(Kind.STORM)
 async def storm_parent(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
     async with svc.db.session() as session:
         info = await storms.summary(session, payload["storm_id"])
@@ -39,10 +40,7 @@ async def storm_parent(svc: Services, payload: dict[str, Any]) -> dict[str, Any]
     return args
 
 
-PACK_KIND = "card_pack"
-
-
-@renders(PACK_KIND)
+@renders(Kind.CARD_PACK)
 async def card_pack(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
     """Several actions' cards in one message, each with its own buttons: what a storm's backlog looks
     like when one channel's queue is too deep to send one card a second (bot/relay.py packs them)."""
