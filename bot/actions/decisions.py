@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.actions.rules import OUTCOMES, allowed_responses
 from bot.delivery.callbacks import queue_callback
 from bot.delivery.directory import resolve_all
 from bot.delivery.messages import update_cards
@@ -20,16 +21,7 @@ from storage.ledger import chain as ledger
 from storage.models import Action, Response
 from storage.queries import actions as repo
 
-ResponseKind = Literal["approve", "override", "acknowledge"]
 Via = Literal["button", "slash", "api"]
-
-# (kind of action, response) -> resulting status (and outcome)
-OUTCOMES: dict[tuple[str, str], str] = {
-    ("proposed", "approve"): "approved",
-    ("proposed", "override"): "denied",
-    ("executed", "acknowledge"): "acknowledged",
-    ("executed", "override"): "overridden",
-}
 
 
 @dataclass(frozen=True)
@@ -38,12 +30,6 @@ class Result:
     action: Action | None
     refusal: str | None = None  # not_found | not_authorized | not_applicable | reason_required | already_decided
     message: str = ""
-
-
-def allowed_responses(action: Action) -> list[str]:
-    if action.status != "pending":
-        return []
-    return ["approve", "override"] if action.kind == "proposed" else ["acknowledge", "override"]
 
 
 async def may_respond(svc: Services, action: Action, user_id: str) -> bool:

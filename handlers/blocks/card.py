@@ -20,7 +20,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.actions.decisions import allowed_responses
+from bot.actions.rules import allowed_responses
 from handlers.blocks.mrkdwn import (
     FALLBACK_MAX,
     FIELD_MAX,

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.actions.decisions import allowed_responses
+from bot.actions.rules import allowed_responses
 from bot.escalation.plan import freeze
 from bot.policy.rules import Policy, evaluate
 from bot.reports.stats import Rates, Stats

@@ -14,7 +14,8 @@ from pydantic import BaseModel
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
-from bot.actions.decisions import allowed_responses, may_respond, respond
+from bot.actions.decisions import may_respond, respond
+from bot.actions.rules import allowed_responses
 from bot.services import Services
 from handlers.blocks import notices
 from handlers.ids import ActionId

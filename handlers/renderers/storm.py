@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.actions.decisions import allowed_responses
+from bot.actions.rules import allowed_responses
 from bot.delivery import storms
 from bot.delivery.messages import Kind
 from bot.services import Services
