@@ -107,6 +107,6 @@ async def respond(
 
 
 def _already_decided(action: Action) -> str:
-    who = f"<@{action.decided_by}>" if action.decided_by and action.decided_by.startswith("U") else (
-        action.decided_by_name or "someone")
+    """Plain words; Slack's refusal (handlers.blocks.notices.refused) mentions the decider instead."""
+    who = action.decided_by_name or action.decided_by or "someone"
     return f"Action {action.id} was already decided: {action.outcome} by {who}."

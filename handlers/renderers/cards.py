@@ -17,6 +17,7 @@ from bot.delivery.messages import Kind, card_purpose
 from bot.services import Services
 from handlers.blocks import card as blocks
 from handlers.blocks import notices
+from handlers.blocks.kit import escape
 from handlers.renderers.registry import renders
 from storage.models import Action, EscalationStep
 from storage.queries import actions as repo
@@ -127,5 +128,5 @@ async def render_notice(svc: Services, payload: dict[str, Any]) -> dict[str, Any
         if found is None:
             return None
         action = found[0]
-        text = f"Action {action.id} ({blocks.escape(action.summary)}): {blocks.escape(action.status)}"
+        text = f"Action {action.id} ({escape(action.summary)}): {escape(action.status)}"
     return notices.notice(text, payload.get("action_id"))
