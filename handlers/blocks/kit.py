@@ -7,12 +7,13 @@ validate every builder's output with slack_sdk instead, and the fake Slack valid
 
 Escaping lives here and only here. Whatever an agent (or anyone outside Countersign) wrote goes
 through `escape` before it reaches a mrkdwn text or a message's `text` fallback, so a summary like
-`<!channel>` cannot notify anyone. plain_text objects (`plain`) are shown verbatim by Slack,
-which neither parses mentions nor formats them, so they are only clipped.
+`<!channel> *urgent*` can neither notify anyone nor format. plain_text objects (`plain`) are shown
+verbatim by Slack, which neither parses mentions nor formats them, so they are only clipped.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -26,11 +27,18 @@ MAX_BLOCKS, MAX_VIEW_BLOCKS = 50, 100
 Block = dict[str, Any]  # one Block Kit block (or element), as Slack's JSON
 Message = dict[str, Any]  # Web API arguments for a message: text, blocks, ...
 
+# Slack mrkdwn has no escape for its formatting marks, so a mark an agent wrote is swapped for a
+# look-alike that Slack does not read as markup. `_` between two letters or digits (snake_case)
+# never formats in Slack, so identifiers like `scale_down` stay as they were typed.
+_LOOKALIKE = {"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02cb"}
+_MARK = re.compile(r"(?<![^\W_])_|_(?![^\W_])|[*~`]")
+
 
 def escape(text: object) -> str:
     """Text from outside Countersign, made inert for mrkdwn: Slack's three control characters
-    (api.slack.com/reference/surfaces/formatting#escaping)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    (api.slack.com/reference/surfaces/formatting#escaping) and its formatting marks."""
+    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARK.sub(lambda m: _LOOKALIKE[m.group()], out)
 
 
 def clip(text: str, limit: int, pointer: str = "") -> str:
