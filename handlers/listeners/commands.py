@@ -12,9 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
-from sqlalchemy import func, select
-from sqlmodel import col
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.actions.record import action_record
 from bot.reports import stats
@@ -22,7 +19,6 @@ from bot.services import Services
 from handlers.blocks import commands as ui
 from handlers.blocks.kit import Message
 from handlers.blocks.record import record_message
-from storage.models import Action
 from storage.queries import actions as repo
 
 log = logging.getLogger("countersign.commands")
@@ -77,17 +73,11 @@ async def _recent(svc: Services, user_id: str, args: list[str]) -> Message:
 async def _pending(svc: Services, user_id: str, args: list[str]) -> Message:
     async with svc.db.session() as session:
         rows = await repo.page(session, status="pending", limit=MAX_ITEMS)
-        total = len(rows) if len(rows) < MAX_ITEMS else await _count_pending(session)
+        total = len(rows) if len(rows) < MAX_ITEMS else await repo.count_pending(session, COUNT_CAP)
     shown = f"{COUNT_CAP}+" if total > COUNT_CAP else str(total)
     footer = f"Showing the newest {len(rows)} of {shown} pending." if total > len(rows) else ""
     return ui.action_list(f"Pending: {shown} waiting for a human", [(a, g.name) for a, g in rows],
                           empty="Nothing is waiting for a human. :tada:", footer=footer)
-
-
-async def _count_pending(session: AsyncSession) -> int:
-    """How many are pending, counted up to COUNT_CAP + 1: the answer's cost stays bounded."""
-    capped = select(col(Action.id)).where(col(Action.status) == "pending").limit(COUNT_CAP + 1).subquery()
-    return int((await session.execute(select(func.count()).select_from(capped))).scalar_one())
 
 
 async def _mine(svc: Services, user_id: str, args: list[str]) -> Message:

@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
-from sqlmodel import col, select
 
 from bot.delivery.directory import UserNotFound, is_email, resolve
 from bot.delivery.messages import Kind, card_purpose
@@ -19,7 +18,7 @@ from handlers.blocks import card as blocks
 from handlers.blocks import notices
 from handlers.blocks.kit import escape
 from handlers.renderers.registry import renders
-from storage.models import Action, EscalationStep
+from storage.models import Action
 from storage.queries import actions as repo
 
 log = logging.getLogger("countersign.cards")
@@ -52,12 +51,8 @@ async def people_of(svc: Services, action: Action) -> dict[str, str]:
 async def paging_failures(svc: Services, *, action_id: int) -> dict[str, str]:
     """Levels whose page failed for good (escalation_steps `failed:<level>`), with the reason."""
     async with svc.db.session() as session:
-        rows = await session.execute(
-            select(EscalationStep.step, EscalationStep.note).where(
-                col(EscalationStep.action_id) == action_id, col(EscalationStep.step).startswith("failed:")
-            )
-        )
-        return {step.split(":", 1)[1]: note or "unknown error" for step, note in rows.all()}
+        rows = await repo.step_notes(session, action_id, "failed:")
+    return {step.split(":", 1)[1]: note or "unknown error" for step, note in rows}
 
 
 async def _load(svc: Services, action_id: int | None) -> tuple[Action, str] | None:
