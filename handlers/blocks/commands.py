@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from bot.escalation.plan import freeze
 from bot.policy.rules import Policy, evaluate
-from bot.reports.stats import Rates, Stats
+from bot.reports.figures import Rates, Stats
 from handlers.blocks.card import DECIDED, decision_buttons
 from handlers.blocks.kit import (
     MAX_BLOCKS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot.reports.stats import Rates
+from bot.reports.figures import Rates
 from handlers.blocks.commands import counts, duration, rates_line
 from handlers.blocks.kit import Block, Message, clip, context, escape, header, mention, message, section, when
 

@@ -20,6 +20,7 @@ from handlers.blocks import commands as ui
 from handlers.blocks.kit import Message
 from handlers.blocks.record import record_message
 from storage.queries import actions as repo
+from storage.queries import agents, people
 
 log = logging.getLogger("countersign.commands")
 COMMAND = "/ai-actions"
@@ -84,8 +85,8 @@ async def _mine(svc: Services, user_id: str, args: list[str]) -> Message:
     async with svc.db.session() as session:
         who = await stats.person(session, user_id)
         waiting = await stats.waiting_on(session, svc.policy, who, limit=MAX_ITEMS // 2)
-        decided = await stats.decided_by(session, user_id, limit=10)
-        names = await stats.agent_names(session)
+        decided = await people.decided_by(session, user_id, limit=10)
+        names = await agents.names(session)
     return ui.mine_message([(a, names.get(a.agent_id)) for a in waiting],
                            [(a, names.get(a.agent_id)) for a in decided])
 

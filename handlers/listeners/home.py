@@ -13,6 +13,7 @@ from slack_sdk.errors import SlackApiError
 from bot.reports import stats
 from bot.services import Services
 from handlers.blocks.home import home_blocks
+from storage.queries import agents, people
 
 log = logging.getLogger("countersign.home")
 WAITING_SHOWN, DECIDED_SHOWN = 20, 10
@@ -35,8 +36,8 @@ async def home_view(svc: Services, user_id: str) -> dict[str, Any]:
     async with svc.db.session() as session:
         who = await stats.person(session, user_id)
         waiting = await stats.waiting_on(session, svc.policy, who, limit=WAITING_SHOWN)
-        decided = await stats.decided_by(session, user_id, limit=DECIDED_SHOWN)
-        names = await stats.agent_names(session)
+        decided = await people.decided_by(session, user_id, limit=DECIDED_SHOWN)
+        names = await agents.names(session)
     return home_blocks(svc.policy, [(a, names.get(a.agent_id)) for a in waiting], WAITING_SHOWN,
                        [(a, names.get(a.agent_id)) for a in decided], stats.services_of(svc.policy, who),
                        svc.clock())

@@ -21,7 +21,7 @@ from slack_sdk.models.views import View
 
 from bot.contract.serialize import action_json
 from bot.policy.rules import parse_policy
-from bot.reports.stats import Rates, Stats
+from bot.reports.figures import Rates, Stats
 from handlers.blocks import card, commands, digest, home, kit, notices, record, storm
 from storage.models import Action
 from tests.policies import FAST
