@@ -22,6 +22,7 @@ from storage import outbox
 from storage.ledger import chain as ledger
 from storage.models import Action, Agent, OutboxMessage
 from storage.queries import actions as repo
+from storage.queries import storms as storm_rows
 
 log = logging.getLogger("countersign.relay")
 
@@ -96,7 +97,7 @@ class Wire:
     async def update_cards(self, payload: dict[str, Any]) -> dict[str, Any]:
         async with self.svc.db.session() as session:
             copies = await repo.slack_messages(session, payload["action_id"])
-            packs = {c.ts: await storms.pack_members(session, c.channel, c.ts) for c in copies}
+            packs = {c.ts: await storm_rows.pack_members(session, c.channel, c.ts) for c in copies}
         updated = []
         for copy in copies:
             level = card_level(copy.purpose)
@@ -155,7 +156,7 @@ class Recorder:
                     await repo.remember_message(session, msg.action_id or 0, msg.purpose or "card",
                                                 result["channel"], result["ts"])
                 if kind == Kind.STORM and msg.method == "chat.postMessage":
-                    await storms.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
+                    await storm_rows.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
                                                result.get("ts"))
                 if route is not None and route.storm_id is not None and result.get("ts"):
                     await storms.child_posted(session, route.storm_id, now)
