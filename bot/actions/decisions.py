@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.actions.rules import OUTCOMES, allowed_responses
 from bot.delivery.callbacks import queue_callback
 from bot.delivery.directory import resolve_all
 from bot.delivery.messages import update_cards
@@ -22,14 +23,6 @@ from storage.queries import actions as repo
 
 Via = Literal["button", "slash", "api"]
 
-# (kind of action, response) -> resulting status (and outcome)
-OUTCOMES: dict[tuple[str, str], str] = {
-    ("proposed", "approve"): "approved",
-    ("proposed", "override"): "denied",
-    ("executed", "acknowledge"): "acknowledged",
-    ("executed", "override"): "overridden",
-}
-
 
 @dataclass(frozen=True)
 class Result:
@@ -37,12 +30,6 @@ class Result:
     action: Action | None
     refusal: str | None = None  # not_found | not_authorized | not_applicable | reason_required | already_decided
     message: str = ""
-
-
-def allowed_responses(action: Action) -> list[str]:
-    if action.status != "pending":
-        return []
-    return ["approve", "override"] if action.kind == "proposed" else ["acknowledge", "override"]
 
 
 async def may_respond(svc: Services, action: Action, user_id: str) -> bool:
@@ -122,6 +109,6 @@ async def respond(
 
 
 def _already_decided(action: Action) -> str:
-    who = f"<@{action.decided_by}>" if action.decided_by and action.decided_by.startswith("U") else (
-        action.decided_by_name or "someone")
+    """Plain words; Slack's refusal (handlers.blocks.notices.refused) mentions the decider instead."""
+    who = action.decided_by_name or action.decided_by or "someone"
     return f"Action {action.id} was already decided: {action.outcome} by {who}."

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.actions.serialize import action_json
 from bot.contract.serialize import iso
-from storage.models import LedgerEntry
 from storage.queries import actions as repo
 
 
@@ -21,12 +19,9 @@ async def action_record(session: AsyncSession, action_id: int) -> dict[str, Any]
         return None
     action, agent = found
     record = action_json(action, agent.name)
-    entries = await session.execute(
-        select(LedgerEntry).where(LedgerEntry.action_id == action_id).order_by(LedgerEntry.seq)  # type: ignore[arg-type]
-    )
     record["timeline"] = [
         {"seq": e.seq, "at": iso(e.at), "event": e.event, "actor": e.actor, "data": e.data, "hash": e.hash}
-        for e in entries.scalars()
+        for e in await repo.ledger_entries(session, action_id)
     ]
     record["responses"] = [
         {"at": iso(r.created_at), "by": r.slack_user_id, "name": r.user_name, "response": r.response,

@@ -26,6 +26,8 @@ class Kind(StrEnum):
     DIGEST = "digest"
     ANCHOR = "anchor"  # the audit chain head, published
     HOME = "home"  # App Home view for a user (views.publish)
+    STORM = "storm"  # a storm's parent card in the service channel (bot.delivery.storms)
+    CARD_PACK = "card_pack"  # several cards in one message, when a storm makes a queue deep (the relay)
 
 
 # Where each kind goes through the Slack Web API (UPDATE_CARDS is expanded by the relay).
@@ -39,7 +41,35 @@ METHODS: dict[Kind, str] = {
     Kind.DIGEST: "chat.postMessage",
     Kind.ANCHOR: "chat.postMessage",
     Kind.HOME: "views.publish",
+    Kind.STORM: "chat.postMessage",  # and chat.update for its running count
+    Kind.CARD_PACK: "chat.postMessage",
 }
+
+# What an outbox row is for (its `purpose`): which copy of a card it is, so a decision re-draws every
+# copy in place (storage slack_messages), a storm threads the channel's and a deep queue packs them.
+CARD_CHANNEL = "card:channel"  # the service channel's copy
+CARD_LEADERSHIP = "card:leadership"  # the leadership channel's copy
+STORM_PARENT, STORM_UPDATE = "storm:parent", "storm:update"
+THREADED_PURPOSES = frozenset({CARD_CHANNEL, Kind.FYI.value})  # what goes into a storm's thread
+
+
+def card_purpose(level: str | None) -> str:
+    """The copy of a card sent to an escalation level (None: the service channel's copy)."""
+    if level is None:
+        return CARD_CHANNEL
+    return CARD_LEADERSHIP if level == "leadership" else f"card:dm:{level}"
+
+
+def card_level(purpose: str) -> str:
+    """The level a card copy went to (`channel` for the service channel's copy)."""
+    return purpose.split(":")[-1]
+
+
+def reminder_purpose(step_key: str) -> str:
+    return f"remind:{step_key}"
+
+
+PACKABLE_PURPOSES = frozenset({card_purpose("owner"), card_purpose("secondary"), CARD_CHANNEL})
 
 
 def send(

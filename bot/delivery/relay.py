@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.delivery import storms
 from bot.delivery.directory import UserNotFound
-from bot.delivery.messages import Kind
+from bot.delivery.messages import PACKABLE_PURPOSES, THREADED_PURPOSES, Kind
 from bot.delivery.pacing import (
     Breaker,
     Pacer,
@@ -45,10 +45,9 @@ log = logging.getLogger("countersign.relay")
 LEASE_MARGIN = 5.0
 WAIT_FOR_PARENT = 2.0  # a storm's cards wait this long for its parent card to be posted
 # In a storm, when more than PACK_WHEN_DEEPER posts wait for one channel (i.e. that many seconds at
-# Slack's pace), cards go PACK_SIZE to a message, each with its own buttons (handlers/storm.py).
+# Slack's pace), cards go PACK_SIZE to a message, each with its own buttons (handlers/renderers/storm.py).
 PACK_WHEN_DEEPER = 20
 PACK_SIZE = 20
-PACKABLE_PURPOSES = frozenset({"card:dm:owner", "card:dm:secondary", "card:channel"})
 
 
 class Relay(Recorder):
@@ -121,7 +120,7 @@ class Relay(Recorder):
         channel = row.payload.get("channel")
         key = row.channel_key or channel or "-"
         route: storms.Route | None = None
-        if row.purpose in storms.THREADED_PURPOSES and row.action_id and channel:
+        if row.purpose in THREADED_PURPOSES and row.action_id and channel:
             route = await storms.route(session, row.action_id, channel)
             if route.wait:
                 outbox.defer(session, row, now + timedelta(seconds=WAIT_FOR_PARENT))
@@ -169,7 +168,7 @@ class Relay(Recorder):
         """Whether a waiting card may join a pack going to `thread` (None: not threaded)."""
         if row.purpose not in PACKABLE_PURPOSES or row.payload.get("kind") != Kind.CARD or not row.action_id:
             return False
-        if row.purpose in storms.THREADED_PURPOSES:
+        if row.purpose in THREADED_PURPOSES:
             route = await storms.route(session, row.action_id, row.payload.get("channel") or "")
             if route.wait or route.thread_ts is None or route.thread_ts != thread:
                 return False  # not in the storm's thread (or not in a storm at all)

@@ -15,13 +15,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.delivery import callbacks, storms
 from bot.delivery.directory import resolve
-from bot.delivery.messages import Kind
+from bot.delivery.messages import Kind, card_level
 from bot.delivery.pacing import backoff
 from bot.services import Services
 from storage import outbox
 from storage.ledger import chain as ledger
 from storage.models import Action, Agent, OutboxMessage
 from storage.queries import actions as repo
+from storage.queries import storms as storm_rows
 
 log = logging.getLogger("countersign.relay")
 
@@ -35,7 +36,6 @@ PERMANENT_ERRORS = frozenset({
 # `ok: false` answers that mean Slack itself is struggling (count towards the breaker).
 SLACK_TROUBLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 CALL_TIMEOUT = 10.0  # seconds one Slack call or callback may take
-PACK_KIND = "card_pack"  # several cards in one message (handlers/storm.py)
 
 # Render a queued message into Slack Web API arguments (text, blocks, view...), or None to skip it.
 Renderer = Callable[[Services, dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -84,7 +84,7 @@ class Wire:
         channel = unit[0].payload.get("channel")
         if channel and "@" in channel:
             channel = await resolve(self.svc, channel)
-        args = await self.render(self.svc, {"kind": PACK_KIND, "channel": channel,
+        args = await self.render(self.svc, {"kind": Kind.CARD_PACK.value, "channel": channel,
                                             "action_ids": [row.action_id for row in unit]})
         if args is None:
             return {"skipped": True}
@@ -97,12 +97,12 @@ class Wire:
     async def update_cards(self, payload: dict[str, Any]) -> dict[str, Any]:
         async with self.svc.db.session() as session:
             copies = await repo.slack_messages(session, payload["action_id"])
-            packs = {c.ts: await storms.pack_members(session, c.channel, c.ts) for c in copies}
+            packs = {c.ts: await storm_rows.pack_members(session, c.channel, c.ts) for c in copies}
         updated = []
         for copy in copies:
-            level = copy.purpose.split(":")[-1]
+            level = card_level(copy.purpose)
             if len(packs[copy.ts]) > 1:  # this card shares its message: redraw the whole pack
-                args = await self.render(self.svc, {"kind": PACK_KIND, "action_ids": packs[copy.ts]})
+                args = await self.render(self.svc, {"kind": Kind.CARD_PACK.value, "action_ids": packs[copy.ts]})
             else:
                 args = await self.render(self.svc, {**payload, "kind": Kind.CARD, "channel": copy.channel,
                                                     "purpose": copy.purpose, "level": level})
@@ -155,8 +155,8 @@ class Recorder:
                 if msg.target == "slack" and kind == Kind.CARD and result.get("ts"):
                     await repo.remember_message(session, msg.action_id or 0, msg.purpose or "card",
                                                 result["channel"], result["ts"])
-                if kind == storms.KIND and msg.method == "chat.postMessage":
-                    await storms.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
+                if kind == Kind.STORM and msg.method == "chat.postMessage":
+                    await storm_rows.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
                                                result.get("ts"))
                 if route is not None and route.storm_id is not None and result.get("ts"):
                     await storms.child_posted(session, route.storm_id, now)

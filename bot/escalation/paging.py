@@ -16,7 +16,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.delivery.callbacks import queue_callback
-from bot.delivery.messages import Kind, send, update_cards
+from bot.delivery.messages import Kind, card_purpose, reminder_purpose, send, update_cards
 from bot.escalation.home_refresh import refresh_after_steps
 from bot.escalation.plan import DueStep, failed_key, plan
 from bot.escalation.snapshot import snapshot_of
@@ -148,11 +148,10 @@ async def _fire(
         )
         if step.level == "owner" and snapshot.channel:
             effects.append(partial(send, session, Kind.CARD, channel=snapshot.channel, action_id=action.id,
-                                   purpose="card:channel"))
+                                   purpose=card_purpose(None)))
         if target:
-            purpose = "card:leadership" if step.level == "leadership" else f"card:dm:{step.level}"
             effects.append(partial(send, session, Kind.CARD, channel=target, action_id=action.id,
-                                   purpose=purpose, level=step.level))
+                                   purpose=card_purpose(step.level), level=step.level))
         else:
             await _record_failure(session, action, step.level, f"no {step.level} configured", fired, now)
     elif step.kind == "remind":
@@ -163,7 +162,7 @@ async def _fire(
         target = snapshot.target(step.level)
         if target:
             effects.append(partial(send, session, Kind.REMINDER, channel=target, action_id=action.id,
-                                   purpose=f"remind:{step.key}", level=step.level))
+                                   purpose=reminder_purpose(step.key), level=step.level))
     elif step.kind == "timeout":
         await _time_out(session, action, step, now)
 

@@ -22,6 +22,8 @@ from bot.delivery.messages import Kind, send
 from bot.reports import stats
 from bot.services import Services
 from storage.models import Action, JobRun, LedgerHead
+from storage.queries import agents
+from storage.queries import stats as queries
 
 log = logging.getLogger("countersign.digest")
 JOB = "digest"
@@ -54,7 +56,7 @@ async def snapshot(session: AsyncSession, day: date, tz: str) -> dict[str, Any]:
     """Every figure of one day's digest, as JSON (kept in the outbox payload and in job_runs)."""
     since, until = day_bounds(day, tz)
     figures = await stats.window_stats(session, since, until, defaults_limit=0)
-    names = await stats.agent_names(session)
+    names = await agents.names(session)
     head = await session.get(LedgerHead, 1)
     return {
         "day": day.isoformat(), "timezone": tz, "since": iso(since), "until": iso(until),
@@ -65,7 +67,7 @@ async def snapshot(session: AsyncSession, day: date, tz: str) -> dict[str, Any]:
         "defaulted_submitted": figures.defaulted,
         "slowest": [_item(a, names) for a in await stats.slowest_responses(session, since, until)],
         "overrides": [_item(a, names) for a in await stats.decided_overrides(session, since, until)],
-        "defaults": [_item(a, names) for a in await stats.decided_defaults(session, since, until)],
+        "defaults": [_item(a, names) for a in await queries.decided_by_default(session, since, until)],
         "head": {"seq": head.seq, "hash": head.hash} if head else {"seq": 0, "hash": None},
     }
 

@@ -1,8 +1,9 @@
-"""Block Kit for every message Countersign sends, as pure functions: data in, Slack JSON out.
+"""Block Kit for the action card, as pure functions: data in, Slack JSON out.
 
-Built with slack_sdk.models so Slack's rules are checked where they are known, and clipped to
-Block Kit's limits everywhere: an approval must never be lost because a rationale was long.
-Text that came from an agent is escaped, so it cannot @-mention a channel or forge a link.
+Clipped to Block Kit's limits everywhere: an approval must never be lost because a rationale was
+long. Every piece of text an agent wrote goes through handlers.blocks.kit's `escape`, so it cannot
+@-mention a channel, forge a link or format. The card's buttons (`decision_buttons`) are the ones
+every other surface (command answers, the storm pack, the record) shows, so one can decide anywhere.
 """
 
 from __future__ import annotations
@@ -10,27 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    Block,
-    ButtonElement,
-    HeaderBlock,
-    MarkdownTextObject,
-    PlainTextObject,
-    SectionBlock,
-)
-
-from bot.actions.decisions import allowed_responses
+from bot.actions.rules import allowed_responses
 from bot.escalation.snapshot import snapshot_of
-from handlers.blocks.mrkdwn import (
-    FALLBACK_MAX,
-    FIELD_MAX,
-    HEADER_MAX,
+from handlers.blocks.kit import (
     SECTION_MAX,
+    Block,
     Message,
+    actions,
+    button,
     clip,
     context,
     escape,
+    fields,
+    header,
+    link,
     mention,
     message,
     more,
@@ -39,12 +33,6 @@ from handlers.blocks.mrkdwn import (
 )
 from handlers.ids import ActionId, BlockId
 from storage.models import Action
-
-# The text helpers are re-exported: the other builders (commands, home, digest) import them from here.
-__all__ = [
-    "BUTTONS", "DECIDED", "FALLBACK_MAX", "HEADER_MAX", "Message", "action_card", "clip", "context", "escape",
-    "fyi", "level_people", "mention", "message", "more", "section", "slack_date", "title", "upcoming",
-]
 
 DECIDED: dict[str, tuple[str, str]] = {
     "approved": (":white_check_mark:", "Approved"),
@@ -77,7 +65,7 @@ def title(action: Action) -> str:
     return ":eyes: Acknowledge or override"
 
 
-def _fields(action: Action, agent: str, people: Mapping[str, str]) -> list[MarkdownTextObject]:
+def _fields(action: Action, agent: str, people: Mapping[str, str]) -> Block:
     pairs = [
         ("Agent", escape(agent)),
         ("Service", escape(action.service)),
@@ -105,18 +93,17 @@ def _fields(action: Action, agent: str, people: Mapping[str, str]) -> list[Markd
         )
     if action.executed_at:
         pairs.append(("Executed", slack_date(action.executed_at)))
-    return [MarkdownTextObject(text=clip(f"*{k}*\n{v}", FIELD_MAX)) for k, v in pairs[:10]]
+    return fields([f"*{k}*\n{v}" for k, v in pairs])
 
 
-def _evidence(action: Action) -> SectionBlock | None:
+def _evidence(action: Action) -> Block | None:
     items = action.evidence or []
     if not items:
         return None
     lines, budget = ["*Evidence*"], SECTION_MAX - 200
     for i, ev in enumerate(items):
-        label = escape(str(ev.get("label") or ev.get("url"))).replace("|", "¦")[:200]
-        url = str(ev.get("url") or "").replace(">", "%3E").replace("|", "%7C").replace(" ", "%20")
-        line = f"• <{url}|{label}>" if url.startswith(("http://", "https://")) else f"• {label}"
+        label, url = str(ev.get("label") or ev.get("url"))[:200], str(ev.get("url") or "")
+        line = f"• {link(url, label)}" if url.startswith(("http://", "https://")) else f"• {escape(label)}"
         if sum(len(x) + 1 for x in lines) + len(line) > budget:
             lines.append(f"…and {len(items) - i} more: `/ai-actions show {action.id}`")
             break
@@ -205,17 +192,14 @@ def _decision_blocks(action: Action, people: Mapping[str, str]) -> list[Block]:
     return [section("\n".join(lines), pointer=more(action.id))]
 
 
-def _buttons(action: Action) -> ActionsBlock | None:
+def decision_buttons(action: Action, *, per_action: bool = False) -> Block | None:
+    """The buttons for what may still be answered, each carrying the action id. A message that holds
+    several actions (a command answer, a storm's pack) gives each its own block id (`decide-42`)."""
     choices = allowed_responses(action)
     if not choices:
         return None
-    return ActionsBlock(
-        block_id=BlockId.DECIDE,
-        elements=[
-            ButtonElement(text=BUTTONS[c][0], action_id=c, value=str(action.id), style=BUTTONS[c][1])
-            for c in choices
-        ],
-    )
+    block_id = f"{BlockId.DECIDE}-{action.id}" if per_action else BlockId.DECIDE
+    return actions(block_id, [button(BUTTONS[c][0], c, str(action.id), BUTTONS[c][1]) for c in choices])
 
 
 def action_card(
@@ -233,10 +217,8 @@ def action_card(
     """
     people = people or {}
     head = title(action)
-    blocks: list[Block] = [
-        HeaderBlock(text=PlainTextObject(text=clip(f"{head}: {action.summary}", HEADER_MAX), emoji=True))
-    ]
-    blocks.append(SectionBlock(fields=_fields(action, agent, people)))
+    blocks: list[Block] = [header(f"{head}: {action.summary}")]
+    blocks.append(_fields(action, agent, people))
     if action.policy_violation:
         blocks.append(
             section(
@@ -260,7 +242,7 @@ def action_card(
         blocks.extend(_pending_blocks(action, people, audience))
     else:
         blocks.extend(_decision_blocks(action, people))
-    buttons = _buttons(action)
+    buttons = decision_buttons(action)
     if buttons is not None:
         blocks.append(buttons)
     blocks.append(
@@ -274,7 +256,7 @@ def action_card(
     if audience == "leadership":
         users = snapshot_of(action).leadership_users
         text = " ".join(mention(u, people) for u in users) + " " + text
-    return message(text, blocks)
+    return message(text, blocks, unfurl=False)
 
 
 def fyi(action: Action, agent: str, *, people: Mapping[str, str] | None = None) -> Message:

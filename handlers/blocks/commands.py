@@ -1,28 +1,33 @@
 """Block Kit for `/ai-actions` answers (and the pieces App Home and the digest share): pure functions.
 
-Text helpers, labels and button styles come from handlers.blocks (the cards), so a pending item in
-an answer carries the same buttons as its card and one can decide from the answer.
+Blocks, escaping and limits come from handlers.blocks.kit; a pending item carries its card's own
+buttons (handlers.blocks.card.decision_buttons), so one can decide from the answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
 
-from bot.actions.decisions import allowed_responses
 from bot.escalation.snapshot import freeze, snapshot_of
 from bot.policy.rules import Policy, evaluate
-from bot.reports.stats import Rates, Stats
-from handlers.blocks.card import BUTTONS, DECIDED, clip, escape, mention, slack_date
+from bot.reports.figures import Rates, Stats
+from handlers.blocks.card import DECIDED, decision_buttons
+from handlers.blocks.kit import (
+    MAX_BLOCKS,
+    Block,
+    Message,
+    clip,
+    context,
+    divider,
+    escape,
+    header,
+    mention,
+    message,
+    section,
+    slack_date,
+)
 from storage.models import Action
 
-Message = dict[str, Any]
-# Plain Block Kit JSON: building slack_sdk model objects and validating them on every answer costs
-# more than the queries (see bench/results/bench_queries.md); the tests validate every answer
-# with slack_sdk instead, and the fake Slack validates every view.
-Block = dict[str, Any]
-SECTION_MAX, MAX_BLOCKS = 3000, 50
 STATUS_EMOJI = {**{k: v[0] for k, v in DECIDED.items()}, "pending": ":hourglass_flowing_sand:"}
 
 HELP = """*`/ai-actions`*: what the AI did, what waits on you, how it is doing.
@@ -52,44 +57,7 @@ def pct(part: int, whole: int) -> str:
     return f"{part / whole:.0%}" if whole else "-"
 
 
-def mrkdwn(text: str, limit: int = SECTION_MAX) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": clip(text, limit)}
-
-
-def section(text: str) -> Block:
-    return {"type": "section", "text": mrkdwn(text)}
-
-
-def fields(texts: Sequence[str]) -> Block:
-    return {"type": "section", "fields": [mrkdwn(t, 2000) for t in texts[:10]]}
-
-
-def context(text: str) -> Block:
-    return {"type": "context", "elements": [mrkdwn(text, 2000)]}
-
-
-def header(text: str) -> Block:
-    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, 150), "emoji": True}}
-
-
-def message(text: str, blocks: Sequence[Block]) -> Message:
-    kept = list(blocks)
-    if len(kept) > MAX_BLOCKS:
-        kept = [*kept[: MAX_BLOCKS - 1], context(f"…{len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
-    return {"text": clip(text, 3000), "blocks": kept}
-
-
 FULL_RECORD = "Full record of any item, with its whole timeline: `/ai-actions show ID`"
-
-
-def buttons(action: Action) -> Block | None:
-    """The card's buttons for a pending item; block ids are per action so a list may hold many."""
-    choices = allowed_responses(action)
-    if not choices:
-        return None
-    return {"type": "actions", "block_id": f"decide-{action.id}", "elements": [
-        {"type": "button", "text": {"type": "plain_text", "text": BUTTONS[c][0]}, "action_id": c,
-         "value": str(action.id), "style": BUTTONS[c][1]} for c in choices]}
 
 
 def action_line(action: Action, agent: str | None = None) -> str:
@@ -124,7 +92,7 @@ def action_items(rows: Iterable[tuple[Action, str | None]], *, with_buttons: boo
     out: list[Block] = []
     for action, agent in rows:
         out.append(section(action_line(action, agent)))
-        block = buttons(action) if with_buttons else None
+        block = decision_buttons(action, per_action=True) if with_buttons else None
         if block is not None:
             out.append(block)
     return out
@@ -140,6 +108,20 @@ def action_list(title: str, rows: Sequence[tuple[Action, str | None]], *, empty:
 
 def help_message(note: str = "") -> Message:
     return message("/ai-actions help", [*([section(note)] if note else []), section(HELP)])
+
+
+def unknown_command(word: str) -> Message:
+    return help_message(f"I don't know `{escape(word)}`. Here is what I can do:")
+
+
+def no_action(ref: str) -> Message:
+    return message(f"No action {escape(ref)}", [section(f"There is no action {escape(ref)}.")])
+
+
+def shared(answer: Message, user_id: str, command: str) -> Message:
+    """An answer posted to the channel, signed by who shared it."""
+    blocks = [*answer["blocks"][: MAX_BLOCKS - 1], context(f"Shared by {mention(user_id)} with `{command}`")]
+    return {**answer, "blocks": blocks}
 
 
 def rates_line(name: str, rates: Rates) -> str:
@@ -185,16 +167,6 @@ def stats_message(stats: Stats, label: str) -> Message:
                    [header(f"AI actions, {label}"), *stats_blocks(stats)])
 
 
-def when(iso_text: str | None) -> str:
-    if not iso_text:
-        return "-"
-    return slack_date(datetime.fromisoformat(iso_text.replace("Z", "+00:00")))
-
-
-def divider() -> Block:
-    return {"type": "divider"}
-
-
 # --- services: who owns them, and how much the AI may do alone --------------------------------------
 
 
@@ -210,11 +182,16 @@ def service_modes(policy: Policy, service: str, environment: str = "production")
     return modes
 
 
+def _type(action_type: str) -> str:
+    """An action type in code style; `*` is service_modes' own word for every other type."""
+    return "`*`" if action_type == "*" else f"`{escape(action_type)}`"
+
+
 def modes_text(policy: Policy, service: str) -> str:
     parts = []
     for env in ("production", "staging"):
         modes = service_modes(policy, service, env)
-        parts.append(f"{env}: " + "; ".join(f"*{m}* " + ", ".join(f"`{escape(t)}`" for t in types)
+        parts.append(f"{env}: " + "; ".join(f"*{m}* " + ", ".join(_type(t) for t in types)
                                               for m, types in modes.items()))
     return "\n".join(parts)
 
@@ -232,7 +209,7 @@ def owner_text(policy: Policy, service: str) -> str:
 
 def unknown_service(policy: Policy, name: str) -> Message:
     known = ", ".join(f"`{escape(s)}`" for s in sorted(policy.services)[:30])
-    return message(f"No service {name}", [section(f"There is no service `{escape(name)}` in the policy. "
+    return message(f"No service {escape(name)}", [section(f"There is no service `{escape(name)}` in the policy. "
                                                   f"Known: {known}")])
 
 

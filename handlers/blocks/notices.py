@@ -1,26 +1,25 @@
-"""Block Kit for the other messages about actions, as pure functions: the refusal report, reminders,
-notices, the ephemeral refusal and the override modal."""
+"""Block Kit for the other messages, as pure functions: the refusal report, reminders, notices, the
+ephemeral refusal, the override modal and the audit anchor."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from slack_sdk.models.blocks import Block, HeaderBlock, InputBlock, PlainTextInputElement, PlainTextObject
-from slack_sdk.models.views import View
-
 from handlers.blocks.card import level_people, upcoming
-from handlers.blocks.mrkdwn import (
-    FALLBACK_MAX,
-    HEADER_MAX,
+from handlers.blocks.kit import (
     REASON_MAX,
+    Block,
     Message,
     clip,
     context,
     escape,
+    header,
+    is_user,
     mention,
     message,
     more,
+    plain,
     section,
     slack_date,
 )
@@ -46,12 +45,7 @@ def forbidden(refused: Mapping[str, Any]) -> Message:
         + (f" (rule: {rule_text(rule)})." if rule else ".")
     )
     blocks: list[Block] = [
-        HeaderBlock(
-            text=PlainTextObject(
-                text=clip(f":no_entry_sign: Refused by policy: {refused.get('summary')}", HEADER_MAX),
-                emoji=True,
-            )
-        ),
+        header(f":no_entry_sign: Refused by policy: {refused.get('summary')}"),
         section(where),
         section(f"*Why the AI wanted to*\n{escape(refused.get('rationale') or '-')}"),
         context("Nothing ran: the agent was answered 403. Recorded in the audit ledger."),
@@ -60,7 +54,7 @@ def forbidden(refused: Mapping[str, Any]) -> Message:
         f"Refused by policy: {escape(refused.get('agent'))} tried {escape(refused.get('action_type'))} "
         f"on {escape(refused.get('service'))}"
     )
-    return message(text, blocks)
+    return message(text, blocks, unfurl=False)
 
 
 def reminder(action: Action, *, level: str | None, people: Mapping[str, str] | None = None) -> Message:
@@ -75,17 +69,28 @@ def reminder(action: Action, *, level: str | None, people: Mapping[str, str] | N
     blocks: list[Block] = [section(text)]
     if deadline is not None:
         blocks.append(context(f"Deadline {slack_date(deadline)} · use the buttons on the card"))
-    return message(text, blocks)
+    return message(text, blocks, unfurl=False)
 
 
 def notice(text: str, action_id: int | None = None) -> Message:
     """A short note about an action written by Countersign itself (so not escaped)."""
-    return message(text, [section(text, pointer=more(action_id) if action_id else "")])
+    return message(text, [section(text, pointer=more(action_id) if action_id else "")], unfurl=False)
 
 
-def refusal(message: str) -> Message:
-    """The ephemeral answer to someone who may not (or may no longer) respond."""
-    return {"text": clip(message, FALLBACK_MAX), "blocks": [section(f":no_entry_sign: {message}").to_dict()]}
+def refusal(text: str) -> Message:
+    """The ephemeral answer to someone who may not (or may no longer) respond; `text` is
+    Countersign's own (so not escaped)."""
+    return message(text, [section(f":no_entry_sign: {text}")])
+
+
+def refused(code: str | None, text: str, action: Action | None) -> Message:
+    """The refusal for a response bot.actions.decisions turned down (`code`, its plain `text`):
+    too late, it names who decided, mentioned when they are a Slack user."""
+    if code == "already_decided" and action is not None:
+        decider = action.decided_by
+        who = mention(decider) if is_user(decider) else escape(action.decided_by_name or "someone")
+        text = f"Action {action.id} was already decided: {escape(action.outcome)} by {who}."
+    return refusal(text)
 
 
 def override_modal(action: Action, private_metadata: str) -> dict[str, Any]:
@@ -95,24 +100,39 @@ def override_modal(action: Action, private_metadata: str) -> dict[str, Any]:
         if action.kind == "proposed"
         else "Override asks for this executed action to be *reverted*."
     )
-    view = View(
-        type="modal",
-        callback_id=CallbackId.OVERRIDE,
-        title=PlainTextObject(text="Override"),
-        submit=PlainTextObject(text="Override"),
-        close=PlainTextObject(text="Cancel"),
-        private_metadata=private_metadata,
-        blocks=[
+    return {
+        "type": "modal",
+        "callback_id": CallbackId.OVERRIDE,
+        "title": plain("Override"),
+        "submit": plain("Override"),
+        "close": plain("Cancel"),
+        "private_metadata": private_metadata,
+        "blocks": [
             section(f"*{escape(clip(action.summary, 500))}*\n{means}"),
-            InputBlock(
-                block_id=BlockId.REASON,
-                label=PlainTextObject(text="Why do you override it?"),
-                hint=PlainTextObject(text="Kept in the responsibility record beside the AI's rationale."),
-                element=PlainTextInputElement(
-                    action_id=InputId.REASON, multiline=True, max_length=REASON_MAX
-                ),
-                optional=False,
-            ),
+            {
+                "type": "input",
+                "block_id": BlockId.REASON,
+                "label": plain("Why do you override it?"),
+                "hint": plain("Kept in the responsibility record beside the AI's rationale."),
+                "element": {
+                    "type": "plain_text_input", "action_id": InputId.REASON, "multiline": True,
+                    "max_length": REASON_MAX,
+                },
+                "optional": False,
+            },
         ],
-    )
-    return view.to_dict()
+    }
+
+
+def anchor_message(payload: Mapping[str, Any]) -> Message:
+    """The audit ledger's head (HASH@SEQ), posted to the leadership channel. The text fallback carries
+    the anchor verbatim, so it can be found by searching Slack and copied as is."""
+    anchor, seq, reason = payload["anchor"], payload["seq"], payload.get("reason") or "on demand"
+    blocks = [
+        header("Audit ledger anchor"),
+        section(f"The responsibility ledger holds *{seq}* entr{'y' if seq == 1 else 'ies'}. Its head is:\n"
+                f"```{anchor}```"),
+        context(f"Published {payload.get('at') or ''} ({reason}). Keep this message: "
+                f"`countersign audit verify --against {anchor}` proves the ledger still holds it."),
+    ]
+    return message(f"Audit ledger anchor: {anchor}", blocks, unfurl=False)

@@ -1,12 +1,26 @@
-"""`/ai-actions show ID`: one action's responsibility record (bot.record.action_record) in Block Kit:
-the AI's reasons beside who is accountable and how, then every event of its timeline."""
+"""`/ai-actions show ID`: one action's responsibility record (bot.actions.record.action_record) in
+Block Kit: the AI's reasons beside who is accountable and how, then every event of its timeline."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from handlers.blocks.card import clip, escape, mention
-from handlers.blocks.commands import Block, Message, buttons, context, divider, fields, header, message, section, when
+from handlers.blocks.card import decision_buttons
+from handlers.blocks.kit import (
+    Block,
+    Message,
+    clip,
+    context,
+    divider,
+    escape,
+    fields,
+    header,
+    link,
+    mention,
+    message,
+    section,
+    when,
+)
 from storage.models import Action
 
 
@@ -80,15 +94,16 @@ def record_message(record: dict[str, Any], base_url: str = "") -> Message:
         fields(facts),
         section(f"*Why the AI did this*\n{escape(record['rationale'])}"),
     ]
-    evidence = [f"• <{e['url']}|{escape(e.get('label') or e['url']).replace('|', '¦')}>"
+    evidence = [f"• {link(e['url'], e.get('label') or e['url'])}"
                 for e in record.get("evidence") or [] if str(e.get("url", "")).startswith(("http://", "https://"))]
     if evidence:
         blocks.append(section("*Evidence*\n" + "\n".join(evidence)))
     blocks.append(section(_accountable(record)))
     # The buttons need only what the record holds (a transient Action, never added to a session).
-    block = buttons(Action(id=record["id"], agent_id=0, kind=record["kind"], status=record["status"],
-                           service=record["service"], action_type=record["action_type"],
-                           summary=record["summary"], rationale=record["rationale"], mode=record["mode"]))
+    transient = Action(id=record["id"], agent_id=0, kind=record["kind"], status=record["status"],
+                       service=record["service"], action_type=record["action_type"],
+                       summary=record["summary"], rationale=record["rationale"], mode=record["mode"])
+    block = decision_buttons(transient, per_action=True)
     if block is not None:
         blocks.append(block)
     blocks += [divider(), section("*Timeline*")]
@@ -101,7 +116,8 @@ def record_message(record: dict[str, Any], base_url: str = "") -> Message:
         chunk.append(line)
     if chunk:
         blocks.append(section("\n".join(chunk)))
-    link = f"<{base_url}/v1/actions/{record['id']}|full record (API)> · " if base_url else ""
-    blocks.append(context(f"{link}rule #{(record.get('rule') or {}).get('index', '-')} · "
+    url = f"{base_url}/v1/actions/{record['id']}"
+    api = f"{link(url, 'full record (API)')} · " if base_url else ""
+    blocks.append(context(f"{api}rule #{(record.get('rule') or {}).get('index', '-')} · "
                           f"`countersign actions show {record['id']}`"))
-    return message(f"Action {record['id']}: {record['summary']} ({record['status']})", blocks)
+    return message(f"Action {record['id']}: {escape(record['summary'])} ({escape(record['status'])})", blocks)

@@ -14,7 +14,8 @@ from pydantic import BaseModel
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
-from bot.actions.decisions import allowed_responses, may_respond, respond
+from bot.actions.decisions import Result, may_respond, respond
+from bot.actions.rules import allowed_responses
 from bot.services import Services
 from handlers.blocks import notices
 from handlers.ids import ActionId
@@ -49,11 +50,11 @@ def clicked(body: dict[str, Any]) -> tuple[str, str | None, int | None]:
 
 
 async def tell(
-    client: Any, user_id: str, message: str, *, channel: str | None = None, response_url: str | None = None
+    client: Any, user_id: str, result: Result, *, channel: str | None = None, response_url: str | None = None
 ) -> None:
-    """An ephemeral note to one person: in the channel they clicked in, else by the response_url,
-    else by DM. Best effort: the refusal is already recorded whatever happens here."""
-    payload = notices.refusal(message)
+    """Why a response was refused, privately: in the channel they clicked in, else by the
+    response_url, else by DM. Best effort: the refusal is already recorded whatever happens here."""
+    payload = notices.refused(result.refusal, result.message, result.action)
     try:
         if channel:
             try:
@@ -70,7 +71,7 @@ async def tell(
             return
         await client.chat_postMessage(channel=user_id, **payload)
     except Exception:  # a lost refusal note must not fail the request
-        log.exception("could not tell %s: %s", user_id, message)
+        log.exception("could not tell %s: %s", user_id, result.message)
 
 
 def _respond_with(svc: Services, response: str) -> Any:
@@ -86,7 +87,7 @@ def _respond_with(svc: Services, response: str) -> Any:
             await tell(
                 client,
                 user_id,
-                result.message,
+                result,
                 channel=(body.get("channel") or {}).get("id"),
                 response_url=body.get("response_url"),
             )
@@ -119,6 +120,6 @@ def _open_override(svc: Services) -> Any:
         result = await respond(
             svc, action_id, user_id=user_id, user_name=name, response=ActionId.OVERRIDE, via="button"
         )
-        await tell(client, user_id, result.message, channel=channel, response_url=body.get("response_url"))
+        await tell(client, user_id, result, channel=channel, response_url=body.get("response_url"))
 
     return handler

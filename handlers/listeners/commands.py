@@ -12,17 +12,15 @@ from datetime import timedelta
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
-from sqlalchemy import func, select
-from sqlmodel import col
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.actions.record import action_record
 from bot.reports import stats
 from bot.services import Services
 from handlers.blocks import commands as ui
+from handlers.blocks.kit import Message
 from handlers.blocks.record import record_message
-from storage.models import Action
 from storage.queries import actions as repo
+from storage.queries import agents, people
 
 log = logging.getLogger("countersign.commands")
 COMMAND = "/ai-actions"
@@ -42,14 +40,13 @@ def register(app: AsyncApp, svc: Services) -> None:
             share, answer = False, ui.help_message(":warning: Something went wrong answering that; "
                                                    "it was logged. Try again in a moment.")
         if share:
-            answer["blocks"] = [*answer["blocks"][: ui.MAX_BLOCKS - 1],
-                                ui.context(f"Shared by <@{user_id}> with `{COMMAND}`")]
+            answer = ui.shared(answer, user_id, COMMAND)
         await respond(response_type="in_channel" if share else "ephemeral", replace_original=False, **answer)
 
     app.command(COMMAND)(on_command)
 
 
-async def answer_for(svc: Services, user_id: str, text: str) -> tuple[bool, ui.Message]:
+async def answer_for(svc: Services, user_id: str, text: str) -> tuple[bool, Message]:
     """(share with the channel?, the answer) for the command's text."""
     words = text.strip().split()
     share = bool(words) and words[0].lower() == "share"
@@ -58,7 +55,7 @@ async def answer_for(svc: Services, user_id: str, text: str) -> tuple[bool, ui.M
     sub, args = (words[0].lower(), words[1:]) if words else ("help", [])
     handler = SUBCOMMANDS.get(sub)
     if handler is None:
-        return False, ui.help_message(f"I don't know `{ui.escape(sub)}`. Here is what I can do:")
+        return False, ui.unknown_command(sub)
     return share, await handler(svc, user_id, args)
 
 
@@ -66,7 +63,7 @@ def _count(text: str, default: int) -> int:
     return max(1, min(MAX_ITEMS, int(text))) if text.isdigit() else default
 
 
-async def _recent(svc: Services, user_id: str, args: list[str]) -> ui.Message:
+async def _recent(svc: Services, user_id: str, args: list[str]) -> Message:
     limit = _count(args[0], 10) if args else 10
     async with svc.db.session() as session:
         rows = await repo.page(session, limit=limit)
@@ -74,44 +71,38 @@ async def _recent(svc: Services, user_id: str, args: list[str]) -> ui.Message:
                           empty="No actions yet.")
 
 
-async def _pending(svc: Services, user_id: str, args: list[str]) -> ui.Message:
+async def _pending(svc: Services, user_id: str, args: list[str]) -> Message:
     async with svc.db.session() as session:
         rows = await repo.page(session, status="pending", limit=MAX_ITEMS)
-        total = len(rows) if len(rows) < MAX_ITEMS else await _count_pending(session)
+        total = len(rows) if len(rows) < MAX_ITEMS else await repo.count_pending(session, COUNT_CAP)
     shown = f"{COUNT_CAP}+" if total > COUNT_CAP else str(total)
     footer = f"Showing the newest {len(rows)} of {shown} pending." if total > len(rows) else ""
     return ui.action_list(f"Pending: {shown} waiting for a human", [(a, g.name) for a, g in rows],
                           empty="Nothing is waiting for a human. :tada:", footer=footer)
 
 
-async def _count_pending(session: AsyncSession) -> int:
-    """How many are pending, counted up to COUNT_CAP + 1: the answer's cost stays bounded."""
-    capped = select(col(Action.id)).where(col(Action.status) == "pending").limit(COUNT_CAP + 1).subquery()
-    return int((await session.execute(select(func.count()).select_from(capped))).scalar_one())
-
-
-async def _mine(svc: Services, user_id: str, args: list[str]) -> ui.Message:
+async def _mine(svc: Services, user_id: str, args: list[str]) -> Message:
     async with svc.db.session() as session:
         who = await stats.person(session, user_id)
         waiting = await stats.waiting_on(session, svc.policy, who, limit=MAX_ITEMS // 2)
-        decided = await stats.decided_by(session, user_id, limit=10)
-        names = await stats.agent_names(session)
+        decided = await people.decided_by(session, user_id, limit=10)
+        names = await agents.names(session)
     return ui.mine_message([(a, names.get(a.agent_id)) for a in waiting],
                            [(a, names.get(a.agent_id)) for a in decided])
 
 
-async def _show(svc: Services, user_id: str, args: list[str]) -> ui.Message:
+async def _show(svc: Services, user_id: str, args: list[str]) -> Message:
     raw = args[0].lstrip("#") if args else ""
     if not raw.isdigit():
         return ui.help_message("Which action? Use `/ai-actions show ID`, e.g. `/ai-actions show 42`.")
     async with svc.db.session() as session:
         record = await action_record(session, int(raw))
     if record is None:
-        return ui.message(f"No action {raw}", [ui.section(f"There is no action {raw}.")])
+        return ui.no_action(raw)
     return record_message(record, svc.settings.public_url or "")
 
 
-async def _service(svc: Services, user_id: str, args: list[str]) -> ui.Message:
+async def _service(svc: Services, user_id: str, args: list[str]) -> Message:
     if not args:
         return ui.help_message("Which service? Use `/ai-actions service NAME`.")
     if args[0] not in svc.policy.services:
@@ -121,7 +112,7 @@ async def _service(svc: Services, user_id: str, args: list[str]) -> ui.Message:
     return ui.service_message(svc.policy, args[0], [(a, g.name) for a, g in rows])
 
 
-async def _who_owns(svc: Services, user_id: str, args: list[str]) -> ui.Message:
+async def _who_owns(svc: Services, user_id: str, args: list[str]) -> Message:
     if not args:
         return ui.help_message("Which service? Use `/ai-actions who-owns SERVICE`.")
     if args[0] not in svc.policy.services:
@@ -134,7 +125,7 @@ def window_days(args: list[str]) -> int:
     return max(1, min(365, int(match.group(1)))) if match else 7
 
 
-async def _stats(svc: Services, user_id: str, args: list[str]) -> ui.Message:
+async def _stats(svc: Services, user_id: str, args: list[str]) -> Message:
     days = window_days(args)
     until = svc.clock()
     async with svc.db.session() as session:
@@ -142,7 +133,7 @@ async def _stats(svc: Services, user_id: str, args: list[str]) -> ui.Message:
     return ui.stats_message(figures, f"last {days} days")
 
 
-async def _help(svc: Services, user_id: str, args: list[str]) -> ui.Message:
+async def _help(svc: Services, user_id: str, args: list[str]) -> Message:
     return ui.help_message()
 
 

@@ -53,7 +53,7 @@ def _submit_override(svc: Services) -> Any:
             await tell(
                 client,
                 user.get("id", ""),
-                result.message,
+                result,
                 channel=meta.channel,
                 response_url=meta.response_url,
             )

@@ -10,16 +10,16 @@ import logging
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
-from sqlmodel import col, select
 
 from bot.delivery.directory import UserNotFound, is_email, resolve
-from bot.delivery.messages import Kind
+from bot.delivery.messages import Kind, card_purpose
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from handlers.blocks import card as blocks
 from handlers.blocks import notices
+from handlers.blocks.kit import escape
 from handlers.renderers.registry import renders
-from storage.models import Action, EscalationStep
+from storage.models import Action
 from storage.queries import actions as repo
 
 log = logging.getLogger("countersign.cards")
@@ -46,12 +46,8 @@ async def people_of(svc: Services, action: Action) -> dict[str, str]:
 async def paging_failures(svc: Services, *, action_id: int) -> dict[str, str]:
     """Levels whose page failed for good (escalation_steps `failed:<level>`), with the reason."""
     async with svc.db.session() as session:
-        rows = await session.execute(
-            select(EscalationStep.step, EscalationStep.note).where(
-                col(EscalationStep.action_id) == action_id, col(EscalationStep.step).startswith("failed:")
-            )
-        )
-        return {step.split(":", 1)[1]: note or "unknown error" for step, note in rows.all()}
+        rows = await repo.step_notes(session, action_id, "failed:")
+    return {step.split(":", 1)[1]: note or "unknown error" for step, note in rows}
 
 
 async def _load(svc: Services, action_id: int | None) -> tuple[Action, str] | None:
@@ -106,10 +102,9 @@ async def render_reminder(svc: Services, payload: dict[str, Any]) -> dict[str, A
     level = payload.get("level")
     message = notices.reminder(action, level=level, people=await people_of(svc, action))
     # Reply under the card this level received, so the nudge sits next to the buttons.
-    purpose = "card:leadership" if level == "leadership" else f"card:dm:{level}"
     async with svc.db.session() as session:
         copies = {c.purpose: c for c in await repo.slack_messages(session, action.id or 0)}
-    card = copies.get(purpose)
+    card = copies.get(card_purpose(level)) if level else None
     if card is not None:
         message.update(channel=card.channel, thread_ts=card.ts, reply_broadcast=True)
     return message
@@ -123,5 +118,5 @@ async def render_notice(svc: Services, payload: dict[str, Any]) -> dict[str, Any
         if found is None:
             return None
         action = found[0]
-        text = f"Action {action.id} ({blocks.escape(action.summary)}): {blocks.escape(action.status)}"
+        text = f"Action {action.id} ({escape(action.summary)}): {escape(action.status)}"
     return notices.notice(text, payload.get("action_id"))

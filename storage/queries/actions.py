@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Action, Agent, EscalationStep, Response, SlackMessage, utcnow
+from storage.models import Action, Agent, EscalationStep, LedgerEntry, Response, SlackMessage, utcnow
 
 
 async def get(session: AsyncSession, action_id: int) -> Action | None:
@@ -50,12 +50,29 @@ async def page(
     return [(a, g) for a, g in (await session.execute(stmt)).all()]
 
 
+async def count_pending(session: AsyncSession, cap: int) -> int:
+    """How many actions are pending, counted up to `cap` + 1 (`ix_actions_status_id`): the cost stays
+    bounded however long the queue."""
+    capped = select(col(Action.id)).where(col(Action.status) == "pending").limit(cap + 1).subquery()
+    return int((await session.execute(select(func.count()).select_from(capped))).scalar_one())
+
+
 async def fired_steps(session: AsyncSession, action_id: int) -> dict[str, datetime]:
     rows = await session.execute(
         select(col(EscalationStep.step), col(EscalationStep.fired_at)).where(
             col(EscalationStep.action_id) == action_id)
     )
     return {step: fired for step, fired in rows.all()}
+
+
+async def step_notes(session: AsyncSession, action_id: int, prefix: str) -> list[tuple[str, str | None]]:
+    """(step, note) of the action's escalation steps whose name starts with `prefix`."""
+    rows = await session.execute(
+        select(col(EscalationStep.step), col(EscalationStep.note)).where(
+            col(EscalationStep.action_id) == action_id, col(EscalationStep.step).startswith(prefix)
+        )
+    )
+    return [(step, note) for step, note in rows.all()]
 
 
 async def decide(session: AsyncSession, action_id: int, *, expect_status: str, **fields: Any) -> bool:
@@ -81,6 +98,14 @@ async def responses(session: AsyncSession, action_id: int) -> list[Response]:
         select(Response).where(col(Response.action_id) == action_id).order_by(col(Response.id))
     )
     return list(rows.scalars())
+
+
+async def ledger_entries(session: AsyncSession, action_id: int) -> list[LedgerEntry]:
+    """The action's ledger entries, in chain order (its timeline)."""
+    entries = await session.execute(
+        select(LedgerEntry).where(LedgerEntry.action_id == action_id).order_by(LedgerEntry.seq)  # type: ignore[arg-type]
+    )
+    return list(entries.scalars())
 
 
 async def slack_messages(session: AsyncSession, action_id: int) -> list[SlackMessage]:

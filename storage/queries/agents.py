@@ -63,3 +63,8 @@ async def revoke(session: AsyncSession, name: str) -> Agent | None:
         session.add(agent)
         await ledger.append(session, "agent.revoked", {"agent": name})
     return agent
+
+
+async def names(session: AsyncSession) -> dict[int, str]:
+    """Every agent's name by id (a handful of rows: cheaper than a join on every listed action)."""
+    return {i: n for i, n in (await session.execute(select(col(Agent.id), col(Agent.name)))).all()}

@@ -250,6 +250,19 @@ async def test_stats_and_share(running: Running, fake_slack: FakeSlack, clock: F
     assert shared["response_type"] == "in_channel" and "Shared by <@U0OWNER>" in dump(shared)
 
 
+async def test_a_shared_record_cannot_ping_or_format(running: Running, fake_slack: FakeSlack) -> None:
+    """`share show ID` posts to the channel: the agent's summary must not @channel it, even in `text`."""
+    status, body = await running.submit(proposal(summary="<!channel> *deploy* now <@U0VP>",
+                                                 rationale="_asap_ <!here>"))
+    assert status == 201, body
+    shared = await slash(running, fake_slack, f"share show {body['id']}")
+    assert shared["response_type"] == "in_channel"
+    assert shared["text"].startswith(f"Action {body['id']}: &lt;!channel&gt; \u2217deploy\u2217 now &lt;@U0VP&gt;")
+    mrkdwn = dump({"blocks": [b for b in shared["blocks"] if b["type"] != "header"]})  # a header: plain text
+    for live in ("<!channel>", "<!here>", "<@U0VP>", "*deploy*", "_asap_"):
+        assert live not in shared["text"] and live not in mrkdwn, live
+
+
 async def test_pending_beyond_one_page(
     running: Running, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,7 @@
-"""bot.stats on a database seeded through the API, bot.decisions and the sweeper, with an injected
-clock: counts by mode and outcome, rates per agent and service, the median time to response, the
-default-accountability actions, and who is waiting on whom."""
+"""bot.reports.stats (and storage.queries.stats and people beneath it) on a database seeded through
+the API, bot.decisions and the sweeper, with an injected clock: counts by mode and outcome, rates per
+agent and service, the median time to response, the default-accountability actions, and who is
+waiting on whom."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from bot.actions.decisions import respond
 from bot.clock import FakeClock
 from bot.policy.rules import Policy
 from bot.reports import stats
+from storage.queries import people
+from storage.queries import stats as queries
 from tests.conftest import Running, proposal
 from tests.conftest import test_policy as make_policy
 from tests.integration.test_commands import SLOW
@@ -113,9 +116,9 @@ async def test_window_figures(running: Running, clock: FakeClock) -> None:
     async with running.svc.db.session() as session:
         figures = await stats.window_stats(session, since, end)
         overrides = await stats.decided_overrides(session, since, end)
-        defaults = await stats.decided_defaults(session, since, end)
+        defaults = await queries.decided_by_default(session, since, end)
         slowest = await stats.slowest_responses(session, since, end, limit=2)
-        mine = await stats.decided_by(session, "U0OWNER")
+        mine = await people.decided_by(session, "U0OWNER")
     assert (figures.responded, figures.median_response_seconds) == (4, pytest.approx(175.0))
     assert [a.id for a in overrides] == [a2] and [a.id for a in defaults] == [a3]
     assert [a.id for a in slowest] == [a2, b3]

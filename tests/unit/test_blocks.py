@@ -11,7 +11,7 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
 from handlers.blocks import card as blocks
-from handlers.blocks import notices
+from handlers.blocks import kit, notices
 from storage.models import Action
 
 CREATED = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -230,9 +230,9 @@ def test_huge_inputs_are_clipped_never_rejected(size: int) -> None:
 
 
 def test_clip_never_cuts_an_entity_in_half() -> None:
-    clipped = blocks.clip("a" * 8 + "&amp;" + "b" * 10, 12)
+    clipped = kit.clip("a" * 8 + "&amp;" + "b" * 10, 12)
     assert clipped == "a" * 8 + "…"
-    assert blocks.clip("short", 10) == "short"
+    assert kit.clip("short", 10) == "short"
 
 
 def test_forbidden_report() -> None:
@@ -277,13 +277,13 @@ def test_override_modal(kind: str) -> None:
 
 
 def test_mentions() -> None:
-    assert blocks.mention("U0OWNER") == "<@U0OWNER>"
-    assert blocks.mention("C0LEADERS") == "<#C0LEADERS>"
-    assert blocks.mention("dana@example.com", PEOPLE) == "<@U0DANA>"
-    assert blocks.mention("ghost@example.com") == "ghost@example.com"
-    assert blocks.mention(None) == "nobody"
+    assert kit.mention("U0OWNER") == "<@U0OWNER>"
+    assert kit.mention("C0LEADERS") == "<#C0LEADERS>"
+    assert kit.mention("dana@example.com", PEOPLE) == "<@U0DANA>"
+    assert kit.mention("ghost@example.com") == "ghost@example.com"
+    assert kit.mention(None) == "nobody"
     assert (
-        blocks.slack_date(CREATED) == "<!date^1767268800^{date_short_pretty} at {time}|2026-01-01 12:00 UTC>"
+        kit.slack_date(CREATED) == "<!date^1767268800^{date_short_pretty} at {time}|2026-01-01 12:00 UTC>"
     )
 
 

@@ -1,0 +1,45 @@
+"""Block Kit for storms, as pure functions: the parent card a burst is threaded under in the service
+channel, and the pack of several cards in one message that a too-deep queue is sent as."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from handlers.blocks.card import decision_buttons, title
+from handlers.blocks.kit import Block, Message, clip, context, escape, is_user, mention, message, section
+from storage.models import Action
+
+
+def storm_parent(service: str, total: int, pending: int, since: datetime) -> Message:
+    """The running count a storm's thread hangs under."""
+    text = (f":rotating_light: Storm on {escape(service)}: {total} actions since "
+            f"{since.strftime('%H:%M:%S UTC')}, {pending} waiting for a decision.")
+    return message(text, [
+        section(f"*{text}*"),
+        context("Each action's own card is in this thread, and its owner is paged for every one. "
+                "The count updates as cards arrive."),
+    ])
+
+
+def card_pack(cards: Sequence[tuple[Action, str]]) -> Message:
+    """Several actions' cards in one message (actions with their agents' names), each with its own
+    buttons: what a storm's backlog looks like when one channel's queue is too deep to send one card
+    a second (bot.delivery.relay packs them)."""
+    service = cards[0][0].service
+    waiting = sum(1 for action, _ in cards if action.status == "pending")
+    head = f"{len(cards)} actions on {escape(service)} (a storm), {waiting} waiting for a decision"
+    blocks: list[Block] = [context(f"{head}. Each has its own buttons; the full card: /ai-actions show ID.")]
+    for action, agent in cards:
+        confidence = f" · confidence {action.confidence:.0%}" if action.confidence is not None else ""
+        text = (f"*{title(action)}*: {escape(clip(action.summary, 300))}\n"
+                f"Action {action.id} · {escape(agent)} · {escape(action.environment)}{confidence}\n"
+                f"_{escape(clip(action.rationale, 500))}_")
+        if action.status != "pending" and is_user(action.decided_by):
+            text += f"\nby {mention(action.decided_by)}"
+        blocks.append(section(text))
+        buttons = decision_buttons(action, per_action=True)
+        if buttons is not None:
+            blocks.append(buttons)
+    summaries = "; ".join(f"{a.id}: {escape(clip(a.summary, 80))}" for a, _ in cards)
+    return message(f"{head}: {summaries}", blocks)
