@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from bot.actions.serialize import action_json
 from bot.actions.submit import submit
 from bot.api import longpoll as api_decision
+from bot.contract import callback_target
 from bot.contract.errors import ApiError
 from bot.contract.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, field_problems
 from bot.services import Services
@@ -138,9 +139,15 @@ async def post_action(request: web.Request) -> web.Response:
     if problem is not None:
         raise _bad_request([problem])
     try:
-        req = ActionIn.model_validate(body)
+        req = ActionIn.model_validate(body, context={"now": svc.clock()})
     except ValidationError as exc:
         raise _bad_request(field_problems(exc)) from None
+    if req.callback_url is not None:
+        refused = await callback_target.refusal(str(req.callback_url), svc.settings.callback_allow_list,
+                                                strict=False)
+        if refused is not None:
+            raise ApiError(422, "callback_url_refused", f"callback_url: {refused}",
+                           fields=[{"field": "callback_url", "message": refused}])
     status, out = await submit(svc, request[AGENT], req, idempotency_key=key, raw=body)
     log.info("action %s accepted: %s %s on %s -> %s", out["id"], req.kind, req.action_type, req.service,
              out["mode"], extra={"action_id": out["id"]})
