@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
 from bot import slack_guard as guard
+from bot.api import paging_health
 from bot.api import routes as api
 from bot.api.longpoll import DecisionWaiters
 from bot.clock import Clock, system_clock
@@ -206,6 +207,8 @@ def create_app(
     svc.decision_listeners.append(waiters.notify)  # a decision wakes the long polls waiting for it
     svc.metrics_refreshers += [partial(refresh_metrics, svc), relay.refresh_metrics]  # pending; outbox
     svc.health_probes["deliveries"] = relay.health  # Slack failing / backlog old
+    svc.health_probes["paging"] = partial(paging_health.probe, svc)  # token refused / nobody reachable
+    svc.metrics_refreshers.append(partial(paging_health.refresh_metrics, svc))
     digest.schedule(svc)
 
     app = web.Application(middlewares=[api.errors_middleware, api.auth_middleware],

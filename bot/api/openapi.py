@@ -53,7 +53,9 @@ ACTION: dict[str, Any] = {
         "rule": {"type": "object", "required": ["index", "mode"], "properties": {
             "index": {"type": ["integer", "null"]}, "mode": _OPT_STR, "rule": {"type": ["object", "null"]}}},
         "escalation": {"type": "object", "required": ["level", "next_at"], "properties": {
-            "level": {"type": ["string", "null"], "enum": [*LEVELS, None]}, "next_at": _TIME}},
+            "level": {"type": ["string", "null"], "enum": [*LEVELS, None]}, "next_at": _TIME,
+            "unreachable": {"type": "boolean", "description": "pending, and every level's page failed"},
+            "failed_levels": {"type": "array", "items": _STR}}},
         "decision": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Decision"}]},
         "created_at": _TIME, "updated_at": _TIME,
         "links": {"type": "object", "required": ["self"], "properties": {"self": _STR}},
