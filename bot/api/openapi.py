@@ -99,7 +99,8 @@ ERRORS = {
     "409": "The same Idempotency-Key is still in flight",
     "413": "Body over 1 MiB",
     "415": "Content-Type is not JSON",
-    "422": "Unknown service, or an Idempotency-Key reused with another body",
+    "422": "Unknown service, an Idempotency-Key reused with another body, or a callback_url into a private, "
+           "loopback, link-local or metadata address (allow it with COUNTERSIGN_CALLBACK_ALLOW)",
 }
 
 
