@@ -40,7 +40,7 @@ def test_token_errors_and_runs_of_permanent_failures() -> None:
     assert slack_verdict([]) == "ok"
     assert "invalid_auth" in slack_verdict([(False, "invalid_auth", AT)])
     assert slack_verdict([(True, None, AT), (False, "token_revoked", AT)]) == "ok"  # a success since
-    two = [(False, "channel_not_found", AT)] * 2
+    two: list[tuple[bool, str | None, datetime]] = [(False, "channel_not_found", AT)] * 2
     assert slack_verdict(two) == "ok"
     assert "channel_not_found" in slack_verdict([*two, (False, "not_in_channel", AT)])
     assert slack_verdict([(False, "HTTP 503: service_unavailable", AT)] * 5) == "ok"  # the breaker's
