@@ -207,8 +207,8 @@ async def list_actions(request: web.Request) -> web.Response:
 
 # /healthz answers within a second whatever the database does (a lock, a dead server): a check
 # that has not answered by then is abandoned, not awaited.
-HEALTH_DATABASE_SECONDS = 0.6
-HEALTH_TOTAL_SECONDS = 0.8
+HEALTH_DATABASE_SECONDS = 0.5
+HEALTH_TOTAL_SECONDS = 0.7
 
 
 async def _bounded(check: Awaitable[Any], seconds: float) -> tuple[bool, Any]:
