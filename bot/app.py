@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -16,10 +17,14 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
+from bot import slack_guard as guard
+from bot.api import paging_health
 from bot.api import routes as api
 from bot.api.longpoll import DecisionWaiters
 from bot.clock import Clock, system_clock
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("countersign.app")
 BOLT = web.AppKey("bolt", AsyncApp)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def slack_client(settings: Settings) -> AsyncWebClient:
@@ -59,7 +65,9 @@ def build_services(settings: Settings, *, policy: Policy | None = None, clock: C
     return Services(settings=settings, db=db, policy=policy, clock=clock, slack=slack_client(settings))
 
 
-def build_bolt(svc: Services) -> AsyncApp:
+def build_bolt(svc: Services, workspace: guard.Workspace | None = None) -> AsyncApp:
+    """`workspace`: refuse requests from any other (Socket Mode; over HTTP `slack_events` refuses
+    them before bolt parses anything)."""
     settings = svc.settings
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
 
@@ -73,8 +81,46 @@ def build_bolt(svc: Services) -> AsyncApp:
         authorize=authorize,
         process_before_response=False,
     )
+    if workspace is not None:
+        pinned = workspace
+
+        async def one_workspace(req: AsyncBoltRequest, resp: BoltResponse,
+                                next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse:
+            team, enterprise = req.context.team_id, req.context.enterprise_id
+            reason = pinned.refusal(team, enterprise)
+            if reason is not None:
+                pinned.log_refused(team, enterprise, reason)
+                return BoltResponse(status=403, body=reason)
+            return await next()
+
+        bolt.middleware(one_workspace)
     handlers.register(bolt, svc)
     return bolt
+
+
+def slack_endpoint(bolt: AsyncApp, settings: Settings, workspace: guard.Workspace) -> Handler:
+    """`POST /slack/events`: signed, well formed and from our workspace, then bolt's."""
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+
+    async def slack_events(request: web.Request) -> web.Response:
+        raw = await request.read()
+        if not guard.verify(secret, raw, request.headers):
+            return web.Response(status=401, text="invalid signature")
+        try:
+            body = guard.parse(raw, request.content_type)
+        except guard.Malformed as exc:
+            log.warning("refused a signed but malformed Slack request: %s", exc)
+            return web.Response(status=400, text=f"malformed request: {exc}")
+        workspace.learn_soon(bolt.client)  # only if the start could not (Slack was down)
+        team, enterprise = guard.ids(body)
+        reason = workspace.refusal(team, enterprise)
+        if reason is not None:
+            workspace.log_refused(team, enterprise, reason)
+            return web.Response(status=403, text=reason)
+        bolt_response = await bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    return slack_events
 
 
 @dataclass
@@ -89,6 +135,7 @@ class Runtime:
     migrate: bool = True  # bring the schema to head on start (else refuse if behind)
     background: bool = True  # run the sweeper and the relay
     socket: AsyncSocketModeHandler | None = None
+    workspace: guard.Workspace = field(default_factory=guard.Workspace)  # whose requests are accepted
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _loops: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -105,6 +152,8 @@ class Runtime:
             self._loops.append(asyncio.create_task(
                 run_forever(self.relay.tick, settings.tick_seconds, self._stopping), name="relay"))
         svc.scheduler.start()  # the sweeper (if background) and the daily digest
+        if svc.settings.slack_bot_token:
+            await self.workspace.learn(svc.slack)  # SLACK_TEAM_ID unset: pin what auth.test names
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -149,13 +198,17 @@ def create_app(
 ) -> web.Application:
     """Build the application. `migrate`: bring the schema to head on start (else refuse if behind)."""
     svc = build_services(settings, policy=policy, clock=clock, database=database)
-    bolt = build_bolt(svc)
+    workspace = guard.Workspace(team_id=settings.slack_team_id, pinned=bool(settings.slack_team_id))
+    bolt = build_bolt(svc, workspace)
     relay = Relay(svc, handlers.render, paging.fail_level)
     waiters = DecisionWaiters(svc)
-    runtime = Runtime(svc, bolt, relay, Sweeper(svc), waiters, migrate=migrate, background=background)
+    runtime = Runtime(svc, bolt, relay, Sweeper(svc), waiters, migrate=migrate, background=background,
+                      workspace=workspace)
     svc.decision_listeners.append(waiters.notify)  # a decision wakes the long polls waiting for it
     svc.metrics_refreshers += [partial(refresh_metrics, svc), relay.refresh_metrics]  # pending; outbox
     svc.health_probes["deliveries"] = relay.health  # Slack failing / backlog old
+    svc.health_probes["paging"] = partial(paging_health.probe, svc)  # token refused / nobody reachable
+    svc.metrics_refreshers.append(partial(paging_health.refresh_metrics, svc))
     digest.schedule(svc)
 
     app = web.Application(middlewares=[api.errors_middleware, api.auth_middleware],
@@ -165,11 +218,7 @@ def create_app(
     app[RUNTIME] = runtime
     api.add_routes(app, waiters)
 
-    async def slack_events(request: web.Request) -> web.Response:
-        bolt_response = await bolt.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(bolt_response)
-
-    app.router.add_post("/slack/events", slack_events)
+    app.router.add_post("/slack/events", slack_endpoint(bolt, settings, workspace))
     # aiohttp runs these: on startup; once it stops listening; after the requests in flight ended.
     app.on_startup.append(runtime.start)
     app.on_shutdown.append(runtime.drain)

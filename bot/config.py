@@ -7,6 +7,8 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.contract.callback_target import AllowList
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -31,6 +33,20 @@ class Settings(BaseSettings):
         default="09:00", pattern=r"^\d{2}:\d{2}$", validation_alias="COUNTERSIGN_DIGEST_TIME"
     )
     digest_timezone: str = Field(default="UTC", validation_alias="COUNTERSIGN_DIGEST_TIMEZONE")
+    # The one workspace whose requests are accepted (learned from auth.test at start when unset).
+    slack_team_id: str | None = Field(default=None, validation_alias="SLACK_TEAM_ID")
+    # CIDRs or host names a callback_url may reach besides public addresses (comma-separated).
+    callback_allow: str = Field(default="", validation_alias="COUNTERSIGN_CALLBACK_ALLOW")
+
+    @field_validator("callback_allow")
+    @classmethod
+    def _allow_list(cls, text: str) -> str:
+        AllowList.parse(text)  # a typo is named at start, not discovered when a callback is refused
+        return text
+
+    @property
+    def callback_allow_list(self) -> AllowList:
+        return AllowList.parse(self.callback_allow)
 
     @field_validator("database_url")
     @classmethod

@@ -43,6 +43,8 @@ class Metrics:
         self.outbox_errors = Counter(
             "countersign_outbox_errors", "Delivery errors", ["target", "error", "permanent"], registry=r
         )
+        self.paging_unreachable = Gauge(
+            "countersign_paging_unreachable", "Pending actions no escalation level could be paged for", registry=r)
         self.slack_rate_limited = Counter("countersign_slack_rate_limited", "429s received from Slack",
                                           registry=r)
 

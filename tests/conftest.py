@@ -116,7 +116,9 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
 
 
 def make_settings(database_url: str, slack_url: str, **extra: Any) -> Settings:
-    values: dict[str, Any] = {"COUNTERSIGN_TICK_SECONDS": 0.05, **extra}  # a fast tick unless told otherwise
+    # A fast tick unless told otherwise; the agents' callback servers in the tests listen on loopback.
+    values: dict[str, Any] = {"COUNTERSIGN_TICK_SECONDS": 0.05,
+                              "COUNTERSIGN_CALLBACK_ALLOW": "127.0.0.0/8,::1,localhost", **extra}
     return Settings(
         SLACK_BOT_TOKEN=BOT_TOKEN,
         SLACK_SIGNING_SECRET=SIGNING_SECRET,

@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.actions.serialize import action_json
 from bot.contract.serialize import iso
 from storage.queries import actions as repo
+from storage.queries import paging
 
 
 async def action_record(session: AsyncSession, action_id: int) -> dict[str, Any] | None:
@@ -18,7 +19,8 @@ async def action_record(session: AsyncSession, action_id: int) -> dict[str, Any]
     if found is None:
         return None
     action, agent = found
-    record = action_json(action, agent.name)
+    view = (await paging.unreachable_view(session, [action_id])).get(action_id)
+    record = action_json(action, agent.name, paging=view)
     record["timeline"] = [
         {"seq": e.seq, "at": iso(e.at), "event": e.event, "actor": e.actor, "data": e.data, "hash": e.hash}
         for e in await repo.ledger_entries(session, action_id)
@@ -81,6 +83,9 @@ def format_record(record: dict[str, Any]) -> str:
         lines.append(f"  model: {m.get('provider')}/{m.get('name')} {m.get('version') or ''}".rstrip())
     lines.append(f"  owner: {record['owner']}; escalation level {record['escalation']['level']}, "
                  f"next step {record['escalation']['next_at'] or '-'}")
+    if record["escalation"].get("unreachable"):
+        lines.append(f"  UNREACHABLE: no level could be paged ({', '.join(record['escalation']['failed_levels'])}"
+                     " failed for good); fix Slack, then `countersign deliveries retry --all`")
     if d:
         lines.append(f"  ACCOUNTABLE: {d['by']['name'] or ''} {d['by']['slack_user_id']} — {d['outcome']}, "
                      f"{d['accountability']}, level {d['level']}, via {d['via']}, at {d['at']}")

@@ -6,6 +6,7 @@ snapshot frozen into the action; the decision's JSON (bot.contract.serialize) ne
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bot.contract.serialize import decision_json, iso
@@ -13,7 +14,11 @@ from bot.escalation.snapshot import snapshot_of
 from storage.models import Action
 
 
-def action_json(action: Action, agent_name: str | None, base_url: str = "") -> dict[str, Any]:
+def action_json(action: Action, agent_name: str | None, base_url: str = "",
+                paging: tuple[Mapping[str, str], bool] | None = None) -> dict[str, Any]:
+    """`paging`: the levels whose page failed for good, and whether a card reached Slack since
+    (storage.queries.paging.unreachable_view)."""
+    failed, shown = paging or ({}, False)
     snapshot = snapshot_of(action)
     return {
         "id": action.id,
@@ -37,7 +42,10 @@ def action_json(action: Action, agent_name: str | None, base_url: str = "") -> d
         "owner": action.owner or snapshot.owner,
         "secondary": snapshot.secondary,
         "rule": {"index": snapshot.rule_index, "mode": snapshot.mode, "rule": snapshot.rule},
-        "escalation": {"level": action.level, "next_at": iso(action.next_at)},
+        "escalation": {"level": action.level, "next_at": iso(action.next_at),
+                       # added by issue 15: no level could be paged (every page failed for good)
+                       "unreachable": action.status == "pending" and not shown and snapshot.unreachable(failed),
+                       "failed_levels": sorted(failed)},
         "decision": decision_json(action),
         "created_at": iso(action.created_at),
         "updated_at": iso(action.updated_at),

@@ -53,7 +53,9 @@ ACTION: dict[str, Any] = {
         "rule": {"type": "object", "required": ["index", "mode"], "properties": {
             "index": {"type": ["integer", "null"]}, "mode": _OPT_STR, "rule": {"type": ["object", "null"]}}},
         "escalation": {"type": "object", "required": ["level", "next_at"], "properties": {
-            "level": {"type": ["string", "null"], "enum": [*LEVELS, None]}, "next_at": _TIME}},
+            "level": {"type": ["string", "null"], "enum": [*LEVELS, None]}, "next_at": _TIME,
+            "unreachable": {"type": "boolean", "description": "pending, and every level's page failed"},
+            "failed_levels": {"type": "array", "items": _STR}}},
         "decision": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Decision"}]},
         "created_at": _TIME, "updated_at": _TIME,
         "links": {"type": "object", "required": ["self"], "properties": {"self": _STR}},
@@ -97,7 +99,8 @@ ERRORS = {
     "409": "The same Idempotency-Key is still in flight",
     "413": "Body over 1 MiB",
     "415": "Content-Type is not JSON",
-    "422": "Unknown service, or an Idempotency-Key reused with another body",
+    "422": "Unknown service, an Idempotency-Key reused with another body, or a callback_url into a private, "
+           "loopback, link-local or metadata address (allow it with COUNTERSIGN_CALLBACK_ALLOW)",
 }
 
 

@@ -6,6 +6,7 @@ Handlers are thin: parse, call one domain function, render JSON. Every error has
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -18,12 +19,13 @@ from pydantic import ValidationError
 from bot.actions.serialize import action_json
 from bot.actions.submit import submit
 from bot.api import longpoll as api_decision
+from bot.contract import callback_target
 from bot.contract.errors import ApiError
 from bot.contract.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, field_problems
 from bot.services import Services
 from storage.models import Agent
 from storage.queries import actions as repo
-from storage.queries import agents
+from storage.queries import agents, paging
 
 log = logging.getLogger("countersign.api")
 SERVICES = web.AppKey("services", Services)
@@ -138,9 +140,15 @@ async def post_action(request: web.Request) -> web.Response:
     if problem is not None:
         raise _bad_request([problem])
     try:
-        req = ActionIn.model_validate(body)
+        req = ActionIn.model_validate(body, context={"now": svc.clock()})
     except ValidationError as exc:
         raise _bad_request(field_problems(exc)) from None
+    if req.callback_url is not None:
+        refused = await callback_target.refusal(str(req.callback_url), svc.settings.callback_allow_list,
+                                                strict=False)
+        if refused is not None:
+            raise ApiError(422, "callback_url_refused", f"callback_url: {refused}",
+                           fields=[{"field": "callback_url", "message": refused}])
     status, out = await submit(svc, request[AGENT], req, idempotency_key=key, raw=body)
     log.info("action %s accepted: %s %s on %s -> %s", out["id"], req.kind, req.action_type, req.service,
              out["mode"], extra={"action_id": out["id"]})
@@ -160,10 +168,11 @@ async def get_action(request: web.Request) -> web.Response:
     action_id = _action_id(request)
     async with svc.db.read_session() as session:
         found = await repo.get_with_agent(session, action_id)
+        view = await paging.unreachable_view(session, [action_id]) if found is not None else {}
     if found is None:
         raise ApiError(404, "not_found", f"there is no action {action_id}")
     action, agent = found
-    return web.json_response(action_json(action, agent.name, svc.settings.base_url))
+    return web.json_response(action_json(action, agent.name, svc.settings.base_url, view.get(action_id)))
 
 
 STATUSES = {"pending", "approved", "denied", "acknowledged", "overridden", "expired", "recorded"}
@@ -190,25 +199,53 @@ async def list_actions(request: web.Request) -> web.Response:
     async with svc.db.read_session() as session:
         rows = await repo.page(session, status=status, service=service,
                                before_id=int(cursor) if cursor else None, limit=limit + 1)
-    items = [action_json(a, g.name, svc.settings.base_url) for a, g in rows[:limit]]
+        view = await paging.unreachable_view(session, [a.id for a, _ in rows[:limit] if a.id is not None])
+    items = [action_json(a, g.name, svc.settings.base_url, view.get(a.id or 0)) for a, g in rows[:limit]]
     next_cursor = str(items[-1]["id"]) if len(rows) > limit else None
     return web.json_response({"items": items, "actions": items, "next_cursor": next_cursor})
 
 
+# /healthz answers within a second whatever the database does (a lock, a dead server): a check
+# that has not answered by then is abandoned, not awaited.
+HEALTH_DATABASE_SECONDS = 0.5
+HEALTH_TOTAL_SECONDS = 0.7
+
+
+async def _bounded(check: Awaitable[Any], seconds: float) -> tuple[bool, Any]:
+    """(answered, result or exception) within `seconds`; a late check is cancelled and left behind
+    (awaiting its cancellation could itself hang on a dead connection)."""
+    task = asyncio.ensure_future(check)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "never retrieved"
+        return False, None
+    exc = task.exception()
+    return (True, exc) if exc is not None else (True, task.result())
+
+
 async def healthz(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
+    names = list(svc.health_probes)
+    results = await asyncio.gather(
+        _bounded(svc.db.check_schema(), HEALTH_DATABASE_SECONDS),
+        *(_bounded(svc.health_probes[name](), HEALTH_TOTAL_SECONDS) for name in names))
     checks: dict[str, Any] = {}
-    status = "ok"
-    try:
-        await svc.db.check_schema()
+    answered, outcome = results[0]
+    if not answered:
+        checks["database"] = f"error: no answer within {HEALTH_DATABASE_SECONDS:g} s"
+    elif isinstance(outcome, BaseException):
+        checks["database"] = f"error: {outcome}"
+    else:
         checks["database"] = "ok"
-    except Exception as exc:  # the health check reports, it does not fail
-        checks["database"] = f"error: {exc}"
-        status = "down"
-    for name, probe in svc.health_probes.items():
-        result = await probe()
-        checks[name] = result
-        if status == "ok" and result != "ok":
+    status = "ok" if checks["database"] == "ok" else "down"
+    for name, (answered, outcome) in zip(names, results[1:], strict=True):
+        if not answered:
+            outcome = f"unknown: no answer within {HEALTH_TOTAL_SECONDS:g} s"
+        elif isinstance(outcome, BaseException):
+            outcome = f"unknown: {outcome}"
+        checks[name] = outcome
+        if status == "ok" and outcome != "ok":
             status = "degraded"
     return web.json_response({"status": status, "checks": checks}, status=503 if status == "down" else 200)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import rfc8785
@@ -12,11 +13,34 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 MAX_BODY_BYTES = 1024 * 1024
+# An executed action's time may run ahead of ours by clock skew, not by more.
+MAX_FUTURE = timedelta(minutes=5)
+# Zero-width and bidirectional controls: invisible in Slack and on the page, they hide or reverse
+# what a human reads (U+202E turns "exe.txt" into "txt.exe"). Removed from what people read.
+INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def visible(text: str) -> str:
+    """`text` without zero-width and bidi control characters, stripped."""
+    return INVISIBLE.sub("", text).strip()
+
+
+def _json_type(value: Any) -> str:
+    names: dict[type, str] = {str: "a string", list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _visible_required(value: str) -> str:
+    cleaned = visible(value)
+    if not cleaned:
+        raise ValueError("empty once invisible (zero-width or bidi control) characters are removed")
+    return cleaned
 
 
 def _text(max_length: int, *, required: bool = True) -> Any:
@@ -27,6 +51,8 @@ class Evidence(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     label: str = _text(300)
     url: AnyHttpUrl
+
+    label_visible = field_validator("label")(_visible_required)
 
 
 class ModelInfo(BaseModel):
@@ -53,16 +79,20 @@ class ActionIn(BaseModel):
     model: ModelInfo | None = None
     metadata: dict[str, Any] | None = None
 
+    texts_visible = field_validator("summary", "action_type", "rationale")(_visible_required)
+
     @field_validator("confidence", mode="before")
     @classmethod
-    def _not_bool(cls, value: Any) -> Any:
+    def _a_number(cls, value: Any) -> Any:
         if isinstance(value, bool):  # JSON true is not a confidence of 1.0
             raise ValueError("a number from 0 to 1, not a boolean")
+        if value is not None and not isinstance(value, int | float):  # strict: "0.5" is refused
+            raise ValueError(f"a JSON number from 0 to 1, not {_json_type(value)}")
         return value
 
     @field_validator("executed_at")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
+    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -73,6 +103,10 @@ class ActionIn(BaseModel):
             raise ValueError("an ISO 8601 time between 1970 and 9998") from None
         if not 1970 <= value.year <= 9998:
             raise ValueError("an ISO 8601 time between 1970 and 9998")
+        now = (info.context or {}).get("now") or datetime.now(UTC)
+        if value > now + MAX_FUTURE:
+            ahead = MAX_FUTURE.seconds // 60
+            raise ValueError(f"in the future (more than {ahead} minutes ahead of {now:%Y-%m-%dT%H:%M:%SZ})")
         return value
 
     @field_validator("metadata")

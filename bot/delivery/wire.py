@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.delivery import callbacks, storms
+from bot.contract.callback_target import refusal
+from bot.delivery import callbacks, ssrf, storms
 from bot.delivery.directory import resolve
 from bot.delivery.messages import Kind, card_level
 from bot.delivery.pacing import backoff
@@ -120,13 +121,22 @@ class Wire:
             raise Permanent("the agent no longer exists")
         body = callbacks.encode(msg.payload["body"])
         headers = {"Content-Type": "application/json", **callbacks.sign(agent.callback_secret, body)}
+        allow = self.svc.settings.callback_allow_list
+        refused = await refusal(msg.payload["url"], allow, strict=False)  # literals; names: the resolver
+        if refused is not None:
+            raise Permanent(f"callback_url refused: {refused}")
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT))
-        async with self._http.post(msg.payload["url"], data=body, headers=headers) as resp:
-            if 200 <= resp.status < 300:
-                return {"status": resp.status}, resp.status
-            raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                              message=f"callback answered {resp.status}")
+            self._http = ssrf.client_session(allow, CALL_TIMEOUT)
+        try:
+            async with self._http.post(msg.payload["url"], data=body, headers=headers) as resp:
+                if 200 <= resp.status < 300:
+                    return {"status": resp.status}, resp.status
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
+                                                  message=f"callback answered {resp.status}")
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, ssrf.CallbackRefused):  # resolved to a refused address
+                raise Permanent(f"callback_url refused: {exc.os_error}") from None
+            raise
 
 
 class Recorder:

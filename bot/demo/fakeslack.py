@@ -78,6 +78,7 @@ class FakeSlack:
         self.on_call: list[Callable[[Call], None]] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.team_id = "T1"  # the workspace auth.test names (the app accepts requests from it only)
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> str:
@@ -209,7 +210,7 @@ class FakeSlack:
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
-            return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "team": "Test"}
+            return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": self.team_id, "team": "Test"}
         if method == "users.lookupByEmail":
             user = self.users_by_email.get(str(args.get("email", "")).lower())
             return {"ok": True, "user": user} if user else {"ok": False, "error": "users_not_found"}

@@ -69,6 +69,7 @@ class Demo:
     def __init__(self, echo: Echo, workdir: Path) -> None:
         self.echo, self.workdir = echo, workdir
         self.slack = FakeSlack()
+        self.slack.team_id = "T0DEMO"  # the workspace the story's clicks come from
         self.secret = secrets.token_hex(16)
         self.names = {uid: p[1] for uid, p in PEOPLE.items()} | CHANNELS
         self.received: list[tuple[bytes, dict[str, str]]] = []
@@ -88,6 +89,7 @@ class Demo:
             SLACK_API_URL=self.slack.url,
             DATABASE_URL=f"sqlite+aiosqlite:///{self.workdir}/demo.db",
             COUNTERSIGN_TICK_SECONDS=0.02,
+            COUNTERSIGN_CALLBACK_ALLOW="127.0.0.1",  # the demo agent's callback endpoint is local
             _env_file=None,
         )  # type: ignore[call-arg]
         self.app = create_app(settings, policy=parse_policy(POLICY, "demo-policy.yml"))

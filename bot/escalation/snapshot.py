@@ -9,7 +9,7 @@ existed load unchanged; keys a row lacks take their defaults. Pure: no I/O, no c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -112,6 +112,11 @@ class EscalationSnapshot:
     def levels(self) -> tuple[Level, ...]:
         """The levels this action escalates through, in order."""
         return tuple(level for level, _ in self.steps)
+
+    def unreachable(self, failed_levels: Iterable[str]) -> bool:
+        """Every level of the chain was paged and failed for good: no human can be reached."""
+        levels = self.levels()
+        return bool(levels) and set(levels) <= set(failed_levels)
 
     def deadline(self, created_at: datetime) -> datetime | None:
         """When the action times out (None: never)."""

@@ -238,6 +238,11 @@ def action_card(
                 "Escalated to the next level at once."
             )
         )
+    unreachable = action.status == "pending" and snapshot_of(action).unreachable(failures or {})
+    if unreachable:
+        blocks.append(section(
+            ":rotating_light: *Unreachable*: no level could be paged when it was due (every page "
+            "failed for good), so this card may come late. It waits for a decision until it times out."))
     if action.status == "pending":
         blocks.extend(_pending_blocks(action, people, audience))
     else:
@@ -253,6 +258,8 @@ def action_card(
     )
     where = f"{escape(action.service)}, {escape(action.environment)}"
     text = f"{head}: {escape(clip(action.summary, 500))} ({where})"
+    if unreachable:
+        text = f"Unreachable (nobody could be paged): {text}"
     if audience == "leadership":
         users = snapshot_of(action).leadership_users
         text = " ".join(mention(u, people) for u in users) + " " + text
