@@ -31,6 +31,8 @@ class Settings(BaseSettings):
         default="09:00", pattern=r"^\d{2}:\d{2}$", validation_alias="COUNTERSIGN_DIGEST_TIME"
     )
     digest_timezone: str = Field(default="UTC", validation_alias="COUNTERSIGN_DIGEST_TIMEZONE")
+    # Signs the web pages' links (handlers.web.links); unset: derived from SLACK_SIGNING_SECRET.
+    link_secret: SecretStr | None = Field(default=None, validation_alias="COUNTERSIGN_LINK_SECRET")
 
     @field_validator("database_url")
     @classmethod
