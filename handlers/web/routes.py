@@ -125,7 +125,7 @@ class Web:
                                user_name=await display_name(self.svc, grant.viewer), response=response,
                                via="web", reason=str(form.get("reason", "")))
         if result.accepted:
-            raise web.HTTPSeeOther(self.url(grant, done=response))
+            return web.Response(status=303, headers={**HEADERS, "Location": self.url(grant, done=response)})
         message = result.message
         if result.refusal == "reason_required":
             message = "An override needs a reason: say why in the Reason field, then press Override again."
