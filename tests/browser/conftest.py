@@ -47,10 +47,10 @@ class Browser:
     async def click(self, css: str) -> None:
         await self.call(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
 
-    async def wait(self, css: str, timeout: float = 10.0) -> str:
+    async def wait(self, css: str, within: float = 10.0) -> str:
         """The text of `css` once it is on the page (after a form's navigation)."""
         def find() -> str:
-            element = WebDriverWait(self.driver, timeout).until(
+            element = WebDriverWait(self.driver, within).until(
                 lambda d: d.find_element(By.CSS_SELECTOR, css))
             return str(element.text)
         return str(await self.call(find))

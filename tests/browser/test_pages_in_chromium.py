@@ -204,7 +204,8 @@ async def test_agent_text_shows_as_text_and_no_script_runs(running: Running, fak
 
 
 @pytest.fixture
-async def seeded(database_url: str, fake_slack: FakeSlack, policy: Policy) -> AsyncIterator[tuple[Running, dict[str, int]]]:
+async def seeded(database_url: str, fake_slack: FakeSlack,
+                 policy: Policy) -> AsyncIterator[tuple[Running, dict[str, int]]]:
     """An app on a fake clock with three days of history: decisions on days 0, 1 and 3, by two
     agents, one of them overridden once, and one action still pending."""
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0) - timedelta(days=3, hours=-1))
