@@ -7,20 +7,22 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from aiohttp import web
+from markupsafe import Markup
 
 from bot.actions.decisions import respond
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from handlers.web import links
+from handlers.web.cache import PageCache
 from handlers.web.charts import service_charts
 from handlers.web.names import display_name, display_names
 from handlers.web.render import render
-from handlers.web.views import load_action_page
+from handlers.web.views import ActionPage, load_action_page, may_answer
 from storage.queries import actions as repo
 from storage.queries import pages
 
@@ -63,9 +65,18 @@ def _guarded(handler: Handler) -> Handler:
     return wrapped
 
 
+@dataclass(frozen=True)
+class Shared:
+    page: ActionPage
+    names: dict[str, str]
+    responses_html: Markup
+    ledger_html: Markup
+
+
 @dataclass
 class Web:
     svc: Services
+    cache: PageCache[tuple[int, int, int], Shared] = field(default_factory=PageCache)
 
     @property
     def key(self) -> bytes:
@@ -89,15 +100,38 @@ class Web:
         return await self._render_action(request, grant, action_id,
                                          done=f"{done}: recorded, with you as accountable." if done else "")
 
+    async def _shared(self, action_id: int) -> Shared | None:
+        """The viewer-independent part of the page, cached until the action or its ledger changes."""
+        async with self.svc.db.read_session() as session:
+            fresh = await pages.freshness(session, action_id)
+        if fresh is None:
+            return None
+        key = (action_id, *fresh)
+        shared = self.cache.get(key, self.svc.clock())
+        if shared is None:
+            page = await load_action_page(self.svc, action_id)
+            if page is None:
+                return None
+            names = await display_names(self.svc, page.people())
+            shared = Shared(page, names, Markup(render("_responses.html", page=page, names=names)),
+                            Markup(render("_ledger.html", page=page, names=names)))
+            self.cache.put(key, shared, self.svc.clock())
+        return shared
+
     async def _render_action(self, request: web.Request, grant: links.Grant, action_id: int, *,
                              error: str = "", done: str = "", status: int = 200) -> web.StreamResponse:
-        page = await load_action_page(self.svc, action_id, grant.viewer)
-        if page is None:
+        shared = await self._shared(action_id)
+        if shared is None:
             return refused(404, "No such action", f"There is no action {action_id}.")
-        names = await display_names(self.svc, page.people())
+        page = replace(shared.page, viewer=grant.viewer,
+                       can_respond=await may_answer(self.svc, shared.page.action, grant.viewer))
+        names = shared.names
+        if grant.is_person and grant.viewer not in names:
+            names = {**names, **await display_names(self.svc, [grant.viewer])}
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
         response = html(render(
             "action.html", page=page, names=names, now=self.svc.clock(), error=error, done=done,
+            responses_html=shared.responses_html, ledger_html=shared.ledger_html,
             csrf=links.csrf_token(self.key, cookie, grant), respond_url=self.url(grant),
             service_link=self.url(grant, links.service_page(page.action.service)),
             viewer_is_person=grant.is_person), status)

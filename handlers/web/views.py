@@ -83,7 +83,7 @@ class ActionPage:
     def people(self) -> set[str]:
         """Every Slack id the page mentions (to show them as names)."""
         snapshot = snapshot_of(self.action)
-        ids = {self.viewer, self.action.owner, self.action.decided_by, snapshot.owner, snapshot.secondary,
+        ids = {self.action.owner, self.action.decided_by, snapshot.owner, snapshot.secondary,
                *snapshot.leadership_users, *snapshot.admins}
         ids |= {r.slack_user_id for r in self.responses} | {f.target for f in self.fired}
         ids |= {u.target for u in self.upcoming} | {line.actor for line in self.ledger}
@@ -113,7 +113,8 @@ def _kind(key: str) -> str:
     return head if head in ("page", "remind", "timeout", "failed") else "other"
 
 
-async def load_action_page(svc: Services, action_id: int, viewer: str) -> ActionPage | None:
+async def load_action_page(svc: Services, action_id: int, viewer: str = "") -> ActionPage | None:
+    """Everything but what depends on the viewer (see `may_answer`), which the page cache shares."""
     async with svc.db.read_session() as session:
         found = await repo.get_with_agent(session, action_id)
         if found is None:
@@ -137,6 +138,11 @@ async def load_action_page(svc: Services, action_id: int, viewer: str) -> Action
         on_timeout=snapshot.on_timeout, responses=responses, ledger=verify_lines(entries, predecessors),
         result=await result_of(svc, action), viewer=viewer,
     )
-    if viewer[:1] in ("U", "W") and allowed_responses(action) and await may_respond(svc, action, viewer):
-        page.can_respond = allowed_responses(action)
     return page
+
+
+async def may_answer(svc: Services, action: Action, viewer: str) -> list[str]:
+    """What `viewer` may answer on the page: the buttons' rules (bot.actions.decisions)."""
+    if viewer[:1] in ("U", "W") and allowed_responses(action) and await may_respond(svc, action, viewer):
+        return allowed_responses(action)
+    return []

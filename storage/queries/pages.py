@@ -7,7 +7,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,3 +53,11 @@ async def steps(session: AsyncSession, action_id: int) -> list[EscalationStep]:
         select(EscalationStep).where(col(EscalationStep.action_id) == action_id)
         .order_by(col(EscalationStep.fired_at), col(EscalationStep.id)))
     return list(rows.scalars())
+
+
+async def freshness(session: AsyncSession, action_id: int) -> tuple[int, int] | None:
+    """(the action's version, its last ledger seq): every change to what the action page shows (a
+    decision, a response, a fired step, a result) bumps one of them. None: no such action."""
+    last = select(func.max(col(LedgerEntry.seq))).where(col(LedgerEntry.action_id) == action_id).scalar_subquery()
+    row = (await session.execute(select(col(Action.version), last).where(col(Action.id) == action_id))).first()
+    return (int(row[0]), int(row[1] or 0)) if row else None
