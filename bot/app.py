@@ -36,6 +36,7 @@ from bot.escalation.sweeper import Sweeper, refresh_metrics
 from bot.policy.rules import Policy, load_policy
 from bot.reports import audit, digest
 from bot.services import Services
+from handlers.web import routes as web_pages
 from storage.db import Database
 
 if TYPE_CHECKING:
@@ -219,6 +220,7 @@ def create_app(
     api.add_routes(app, waiters)
 
     app.router.add_post("/slack/events", slack_endpoint(bolt, settings, workspace))
+    web_pages.add_routes(app, svc)  # the action and service pages (handlers/web)
     # aiohttp runs these: on startup; once it stops listening; after the requests in flight ended.
     app.on_startup.append(runtime.start)
     app.on_shutdown.append(runtime.drain)

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     @property
     def callback_allow_list(self) -> AllowList:
         return AllowList.parse(self.callback_allow)
+    # Signs the web pages' links (handlers.web.links); unset: derived from SLACK_SIGNING_SECRET.
+    link_secret: SecretStr | None = Field(default=None, validation_alias="COUNTERSIGN_LINK_SECRET")
 
     @field_validator("database_url")
     @classmethod

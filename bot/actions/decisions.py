@@ -21,7 +21,7 @@ from storage.ledger import chain as ledger
 from storage.models import Action, Response
 from storage.queries import actions as repo
 
-Via = Literal["button", "slash", "api"]
+Via = Literal["button", "slash", "web", "api"]
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,11 @@ import typer
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
-    def demo() -> None:
+    def demo(
+        serve: bool = typer.Option(False, "--serve", help="Then print one action's page link and keep "
+                                   "serving (decide in a browser) until Ctrl-C."),
+    ) -> None:
         """Run the whole flow locally against a built-in fake Slack: cards, clicks, records."""
         from bot.demo.story import run
 
-        asyncio.run(run(typer.echo))
+        asyncio.run(run(typer.echo, keep_serving=serve))

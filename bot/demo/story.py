@@ -156,14 +156,19 @@ async def story(demo: Demo) -> None:
 
 
 
-async def run(echo: Echo = print) -> None:
-    """The demo, start to finish; raises if any step does not happen."""
+async def run(echo: Echo = print, *, keep_serving: bool = False) -> None:
+    """The demo, start to finish; raises if any step does not happen. `keep_serving`: then one more
+    action waits, its page link is printed, and the demo serves until Ctrl-C (bot.demo.serve)."""
     logging.disable(logging.WARNING)  # the story is the output; the app's own logs would drown it
     with tempfile.TemporaryDirectory(prefix="countersign-demo-") as tmp:
         demo = Demo(echo, Path(tmp))
         try:
             await demo.start()
             await story(demo)
+            if keep_serving:
+                from bot.demo.serve import serve, stop_on_signals
+
+                await serve(demo, stop_on_signals())
         finally:
             await demo.stop()
             logging.disable(logging.NOTSET)

@@ -209,11 +209,13 @@ def action_card(
     people: Mapping[str, str] | None = None,
     audience: str | None = None,
     failures: Mapping[str, str] | None = None,
+    page_url: str | None = None,
 ) -> Message:
     """The card: everything needed to decide, then (once decided) outcome, who, when, why; no buttons.
 
     `audience` is the level this copy was sent to (owner, secondary, leadership) or None (channel);
-    `failures` maps a level that could not be paged to why (so readers see why it escalated).
+    `failures` maps a level that could not be paged to why (so readers see why it escalated);
+    `page_url` is the action's web page, signed for this copy's recipient (handlers.web.links).
     """
     people = people or {}
     head = title(action)
@@ -254,6 +256,7 @@ def action_card(
         context(
             f"Action {action.id} · rule #{snapshot_of(action).rule_index} · "
             f"full record: `/ai-actions show {action.id}`"
+            + (f" · {link(page_url, 'open the action page')}" if page_url else "")
         )
     )
     where = f"{escape(action.service)}, {escape(action.environment)}"
@@ -266,6 +269,7 @@ def action_card(
     return message(text, blocks, unfurl=False)
 
 
-def fyi(action: Action, agent: str, *, people: Mapping[str, str] | None = None) -> Message:
+def fyi(action: Action, agent: str, *, people: Mapping[str, str] | None = None,
+        page_url: str | None = None) -> Message:
     """An autonomous action, posted for the record: no response needed."""
-    return action_card(action, agent, people=people)
+    return action_card(action, agent, people=people, page_url=page_url)

@@ -40,6 +40,8 @@ callbacks, and who is accountable and how
 • `who-owns SERVICE`: its owner, secondary, channel and escalation chain
 • `stats [7d|30d]`: counts by mode and outcome, approve/override rates, time to response, \
 default accountability
+• `approve ID [reason]`, `override ID REASON`, `ack ID`: decide, with the buttons' rules (who may, \
+first response wins)
 • `share …`: post the answer to the channel instead of only to you (e.g. `/ai-actions share stats 7d`)"""
 
 

@@ -74,7 +74,7 @@ def _accountable(record: dict[str, Any]) -> str:
     return text
 
 
-def record_message(record: dict[str, Any], base_url: str = "") -> Message:
+def record_message(record: dict[str, Any], base_url: str = "", page_url: str = "") -> Message:
     facts = [
         f"*Agent*\n{escape(record.get('agent'))}",
         f"*Service*\n{escape(record['service'])} ({escape(record['environment'])})",
@@ -118,6 +118,8 @@ def record_message(record: dict[str, Any], base_url: str = "") -> Message:
         blocks.append(section("\n".join(chunk)))
     url = f"{base_url}/v1/actions/{record['id']}"
     api = f"{link(url, 'full record (API)')} · " if base_url else ""
+    if page_url:
+        api = f"{link(page_url, 'open the action page')} · {api}"
     blocks.append(context(f"{api}rule #{(record.get('rule') or {}).get('index', '-')} · "
                           f"`countersign actions show {record['id']}`"))
     return message(f"Action {record['id']}: {escape(record['summary'])} ({escape(record['status'])})", blocks)

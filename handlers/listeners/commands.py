@@ -19,6 +19,8 @@ from bot.services import Services
 from handlers.blocks import commands as ui
 from handlers.blocks.kit import Message
 from handlers.blocks.record import record_message
+from handlers.listeners import slash_decisions
+from handlers.web.links import action_url
 from storage.queries import actions as repo
 from storage.queries import agents, people
 
@@ -99,7 +101,8 @@ async def _show(svc: Services, user_id: str, args: list[str]) -> Message:
         record = await action_record(session, int(raw))
     if record is None:
         return ui.no_action(raw)
-    return record_message(record, svc.settings.public_url or "")
+    page = action_url(svc.settings, int(raw), user_id, svc.clock())  # signed for who asked
+    return record_message(record, svc.settings.public_url or "", page_url=page)
 
 
 async def _service(svc: Services, user_id: str, args: list[str]) -> Message:
@@ -140,4 +143,5 @@ async def _help(svc: Services, user_id: str, args: list[str]) -> Message:
 SUBCOMMANDS = {
     "recent": _recent, "pending": _pending, "mine": _mine, "show": _show, "service": _service,
     "who-owns": _who_owns, "whoowns": _who_owns, "owner": _who_owns, "stats": _stats, "help": _help,
+    **slash_decisions.SUBCOMMANDS,
 }

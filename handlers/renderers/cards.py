@@ -19,6 +19,7 @@ from handlers.blocks import card as blocks
 from handlers.blocks import notices
 from handlers.blocks.kit import escape
 from handlers.renderers.registry import renders
+from handlers.web.links import action_url
 from storage.models import Action
 from storage.queries import actions as repo
 
@@ -61,6 +62,20 @@ async def _load(svc: Services, action_id: int | None) -> tuple[Action, str] | No
     return action, agent.name
 
 
+def page_link(svc: Services, action: Action, audience: str | None, people: dict[str, str]) -> str:
+    """The action page, signed for this copy's recipient: the paged person for a DM, else the
+    channel the copy went to (a channel's link opens the page read-only: see handlers.web.routes)."""
+    snapshot = snapshot_of(action)
+    if audience in ("owner", "secondary"):
+        spec = snapshot.target(audience) or ""
+        viewer = people.get(spec, spec)
+    elif audience == "leadership":
+        viewer = snapshot.target("leadership") or "leadership"
+    else:
+        viewer = snapshot.channel or "channel"
+    return action_url(svc.settings, action.id or 0, viewer, svc.clock())
+
+
 @renders(Kind.CARD)
 async def render_card(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
     found = await _load(svc, payload.get("action_id"))
@@ -70,12 +85,14 @@ async def render_card(svc: Services, payload: dict[str, Any]) -> dict[str, Any] 
     audience = payload.get("level")
     if audience not in ("owner", "secondary", "leadership"):
         audience = None  # the service channel's copy
+    people = await people_of(svc, action)
     return blocks.action_card(
         action,
         agent,
-        people=await people_of(svc, action),
+        people=people,
         audience=audience,
         failures=await paging_failures(svc, action_id=action.id or 0),
+        page_url=page_link(svc, action, audience, people),
     )
 
 
@@ -85,7 +102,8 @@ async def render_fyi(svc: Services, payload: dict[str, Any]) -> dict[str, Any] |
     if found is None:
         return None
     action, agent = found
-    return blocks.fyi(action, agent, people=await people_of(svc, action))
+    people = await people_of(svc, action)
+    return blocks.fyi(action, agent, people=people, page_url=page_link(svc, action, None, people))
 
 
 @renders(Kind.FORBIDDEN)

@@ -1,0 +1,224 @@
+"""The action page's latency under load: an action with 200 ledger entries and 50 responses,
+`GET /a/{id}` (signed link) at 16 concurrent, against a bare aiohttp app serving the same bytes, in
+the same run and the same server process.
+
+    python -m bench.bench_action_page [--requests 1600] [--concurrency 16] [--database sqlite,postgresql]
+
+The servers run in a child process (the load generator must not share their event loop); requests
+alternate in batches of 100 between the bare app and Countersign, so load from elsewhere on this
+shared machine hits both alike. Target: Countersign's p99 under 50 ms. Results:
+bench/results/bench_action_page.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import platform
+import statistics
+import time
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from bench.common import fresh_database
+from bot.actions.decisions import respond
+from bot.api.routes import SERVICES
+from bot.app import create_app
+from bot.config import Settings
+from bot.demo.fakeslack import FakeSlack
+from bot.policy.rules import parse_policy
+from handlers.web.links import action_url
+from storage.ledger import chain as ledger
+from storage.queries import actions as repo
+from storage.queries import agents
+
+POLICY = """
+admins: [U0ADMIN]
+tiers:
+  tier1:
+    escalation: [{notify: owner, after: 0s}]
+    timeout: 1h
+services:
+  checkout-api: {owner: U0OWNER, channel: C0CHECKOUT, tier: tier1}
+rules:
+  - mode: approve
+"""
+BATCH = 100
+RESULTS = Path(__file__).parent / "results" / "bench_action_page.md"
+NOTES = """Reading it: the 50 ms target is not met on this shared 2-core machine, where the bare app's own p99
+is 40-100 ms. Without the page cache (handlers/web/cache.py) one page cost ~65 ms of CPU (loading 200
+ledger entries and 50 responses through the ORM, re-hashing each entry, rendering 120 KiB): p50 470 ms,
+p99 1,020 ms on SQLite at 16 concurrent. With it, a request costs one small query (the action's version and
+last ledger seq), the viewer's rights and a render of the page around the cached history. On PostgreSQL
+the server shares the same two cores, which is most of the gap to SQLite."""
+
+
+async def _server(url: str, conn: Connection) -> None:
+    """Countersign (seeded) and the bare app, on two ports; their URLs go back through `conn`."""
+    slack = FakeSlack()
+    await slack.start()
+    for i, uid in enumerate(["U0OWNER", "U0ADMIN", *(f"U0P{n:02d}" for n in range(50))]):
+        slack.add_user(uid, f"p{i}@example.com", f"Person {i}")
+    settings = Settings(SLACK_BOT_TOKEN="xoxb-bench", SLACK_SIGNING_SECRET="bench", SLACK_API_URL=slack.url,
+                        DATABASE_URL=url, _env_file=None)  # type: ignore[call-arg]
+    app = create_app(settings, policy=parse_policy(POLICY, "bench.yml"), background=False)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    settings.public_url = f"http://127.0.0.1:{port}"
+    svc = app[SERVICES]
+    async with svc.db.session() as session:
+        _, token = await agents.create(session, "remediator")
+        await session.commit()
+    async with aiohttp.ClientSession() as http:
+        body = {"kind": "proposed", "service": "checkout-api", "action_type": "rollback", "summary": "Roll back",
+                "rationale": "Errors since the deploy " * 20, "confidence": 0.9,
+                "evidence": [{"label": f"graph {i}", "url": f"https://grafana.example.com/d/{i}"} for i in range(10)]}
+        async with http.post(f"{settings.public_url}/v1/actions", json=body,
+                             headers={"Authorization": f"Bearer {token}"}) as resp:
+            action_id = (await resp.json())["id"]
+    for n in range(50):  # 50 refused responses (each also a ledger entry)
+        await respond(svc, action_id, user_id=f"U0P{n:02d}", user_name=None, response="approve", via="web")
+    async with svc.db.session() as session:
+        have = len(await repo.ledger_entries(session, action_id))
+        for n in range(200 - have):
+            await ledger.append(session, "escalation.reminder", {"level": "owner", "step": f"remind:owner:{n}",
+                                                                 "late_seconds": 0.01}, action_id=action_id)
+        await session.commit()
+    link = action_url(settings, action_id, "U0OWNER", datetime.now(UTC))
+    async with aiohttp.ClientSession() as http, http.get(link) as resp:
+        page = await resp.read()  # warms the name cache, and is what the bare app serves
+
+    async def bare_page(_: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html")
+
+    bare = web.Application()
+    bare.router.add_get("/a/{id}", bare_page)
+    bare_runner = web.AppRunner(bare, access_log=None)
+    await bare_runner.setup()
+    bare_site = web.TCPSite(bare_runner, "127.0.0.1", 0)
+    await bare_site.start()
+    bare_port = bare_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    conn.send({"page": link, "bare": f"http://127.0.0.1:{bare_port}/a/{action_id}", "bytes": len(page)})
+    while not conn.poll():  # noqa: ASYNC110 (serve until the parent process says stop)
+        await asyncio.sleep(0.1)
+    await bare_runner.cleanup()
+    await runner.cleanup()
+    await slack.stop()
+
+
+def server_main(url: str, conn: Connection) -> None:
+    asyncio.run(_server(url, conn))
+
+
+async def _load(urls: dict[str, str], requests: int, concurrency: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"bare": [], "countersign": []}
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async def one(name: str, url: str) -> None:
+            started = time.perf_counter()
+            async with http.get(url) as resp:
+                await resp.read()
+                assert resp.status == 200, resp.status
+            times[name].append((time.perf_counter() - started) * 1000)
+
+        async def batch(name: str, url: str) -> None:
+            queue = list(range(BATCH))
+
+            async def worker() -> None:
+                while queue:
+                    queue.pop()
+                    await one(name, url)
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+        for _ in range(5):  # warm both
+            await one("bare", urls["bare"])
+            await one("countersign", urls["page"])
+        times = {"bare": [], "countersign": []}
+        for _ in range(requests // BATCH):
+            await batch("bare", urls["bare"])
+            await batch("countersign", urls["page"])
+    return times
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def run_one(kind: str, requests: int, concurrency: int) -> tuple[dict[str, list[float]], int]:
+    async with fresh_database(kind) as url:
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=server_main, args=(url, theirs))
+        proc.start()
+        try:
+            while not ours.poll(0.1):
+                await asyncio.sleep(0)
+                if not proc.is_alive():
+                    raise RuntimeError("the server process died")
+            urls = ours.recv()
+            times = await _load(urls, requests, concurrency)
+        finally:
+            ours.send("stop")
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+    return times, int(urls["bytes"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=1600)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--database", default="sqlite,postgresql")
+    args = parser.parse_args()
+    rows, verdicts = [], []
+    for kind in args.database.split(","):
+        times, size = asyncio.run(run_one(kind, args.requests, args.concurrency))
+        for name in ("bare", "countersign"):
+            t = times[name]
+            rows.append(f"| {kind} | {name} | {len(t)} | {statistics.median(t):.1f} | {pct(t, 0.99):.1f} | "
+                        f"{max(t):.1f} |")
+        p99, bare = pct(times["countersign"], 0.99), pct(times["bare"], 0.99)
+        verdicts.append(f"- {kind}: p99 {p99:.1f} ms ({'met' if p99 < 50 else 'NOT met'}: target < 50 ms), "
+                        f"{p99 / bare:.1f}x the bare app's {bare:.1f} ms; the page is {size // 1024} KiB")
+    command = (f"python -m bench.bench_action_page --requests {args.requests} --concurrency {args.concurrency} "
+               f"--database {args.database}")
+    text = "\n".join([
+        "# The action page under load: Countersign vs a bare aiohttp app",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {os.cpu_count()} cores (shared with other work), {platform.platform()}, Python "
+        f"{platform.python_version()}; run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        "",
+        "One action with 200 ledger entries and 50 responses (refused attempts), 10 evidence links; "
+        "`GET /a/{id}` with the owner's signed link (so the page has its forms), "
+        f"{args.concurrency} requests in flight, from a separate process. The bare app serves the same "
+        "bytes from memory in the same server process; batches of 100 alternate between the two.",
+        "",
+        "| database | app | requests | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        *verdicts,
+        f"- os.getloadavg() at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        "",
+        NOTES,
+        "",
+    ])
+    RESULTS.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""`/ai-actions approve ID [reason]`, `override ID REASON`, `ack ID`: deciding from the command line,
+with exactly the buttons' rules (bot.actions.decisions), recorded `via: "slash"`. The answer is
+ephemeral (the command's); a refusal is recorded by decisions like a refused click."""
+
+from __future__ import annotations
+
+from bot.actions.decisions import respond
+from bot.services import Services
+from handlers.blocks import commands as ui
+from handlers.blocks import notices
+from handlers.blocks.kit import Message, escape, link, message, section
+from handlers.web.links import action_url
+from handlers.web.names import display_name
+
+USAGE = {
+    "approve": "`/ai-actions approve ID [reason]`",
+    "override": "`/ai-actions override ID REASON` (a reason is required)",
+    "acknowledge": "`/ai-actions ack ID`",
+}
+DONE = {"approved": "Approved", "denied": "Denied", "acknowledged": "Acknowledged", "overridden": "Overridden"}
+
+
+async def decide(svc: Services, user_id: str, response: str, args: list[str]) -> Message:
+    """Parse `ID [reason…]` and respond as a click would; the answer says what happened."""
+    raw = args[0].lstrip("#") if args else ""
+    if not raw.isdigit():
+        return ui.help_message(f"Which action? Use {USAGE[response]}, e.g. with the id from the card.")
+    action_id, reason = int(raw), " ".join(args[1:]).strip() or None
+    result = await respond(svc, action_id, user_id=user_id, user_name=await display_name(svc, user_id),
+                           response=response, via="slash", reason=reason)
+    if not result.accepted:
+        if result.refusal == "not_found":
+            return ui.no_action(raw)
+        answer = notices.refused(result.refusal, result.message, result.action)
+        if result.refusal == "reason_required":
+            answer = notices.refusal(f"An override needs a reason: {USAGE['override']}.")
+        return answer
+    action = result.action
+    assert action is not None
+    word = DONE.get(action.status, action.status)
+    page = action_url(svc.settings, action_id, user_id, svc.clock())
+    text = (f":white_check_mark: *{word}* action {action_id}: {escape(action.summary)}. You are recorded as "
+            f"accountable; the cards are updated and the agent is told. {link(page, 'Open the action page')}")
+    return message(f"{word} action {action_id}", [section(text)])
+
+
+async def approve(svc: Services, user_id: str, args: list[str]) -> Message:
+    return await decide(svc, user_id, "approve", args)
+
+
+async def override(svc: Services, user_id: str, args: list[str]) -> Message:
+    return await decide(svc, user_id, "override", args)
+
+
+async def acknowledge(svc: Services, user_id: str, args: list[str]) -> Message:
+    return await decide(svc, user_id, "acknowledge", args)
+
+
+# Added to handlers.listeners.commands.SUBCOMMANDS.
+SUBCOMMANDS = {"approve": approve, "override": override, "ack": acknowledge, "acknowledge": acknowledge}

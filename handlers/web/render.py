@@ -1,0 +1,55 @@
+"""The Jinja2 environment of the web pages: autoescaped templates shipped in the package, and the
+filters that format dates, durations and people (Slack ids as names)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+
+ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("handlers.web", "templates"),
+    autoescape=True,  # every value is HTML-escaped: agent text never becomes markup
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _utc(at: datetime) -> datetime:
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def when(at: datetime | None) -> str:
+    return _utc(at).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "-"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(round(abs(seconds)))
+    parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s")]
+    return " ".join(f"{n}{u}" for n, u in parts if n)[:12].strip() or "0s"
+
+
+def until(at: datetime, now: datetime) -> str:
+    seconds = (_utc(at) - _utc(now)).total_seconds()
+    return f"in {duration(seconds)}" if seconds >= 0 else f"overdue by {duration(seconds)}"
+
+
+@jinja2.pass_context
+def person(ctx: Mapping[str, Any], spec: str | None) -> str:
+    """A Slack id as its display name (with the id), anything else as itself."""
+    if not spec:
+        return "nobody"
+    name = (ctx.get("names") or {}).get(spec)
+    return f"{name} ({spec})" if name else spec
+
+
+ENV.filters.update(when=when, duration=duration, until=until, person=person)
+
+
+def render(template: str, **values: Any) -> str:
+    return ENV.get_template(template).render(**values)

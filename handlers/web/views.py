@@ -1,0 +1,148 @@
+"""What the action page shows, as typed values read in one pass: the action, its escalation
+(what fired, how late, what comes next), every response, the result, and its ledger entries each
+with a "verified" mark recomputed from the chain. The templates only format these."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.actions.decisions import may_respond
+from bot.actions.rules import allowed_responses
+from bot.escalation.snapshot import snapshot_of
+from bot.services import Services
+from storage.ledger.chain import GENESIS, entry_content, hash_matches
+from storage.models import Action, Response
+from storage.queries import actions as repo
+from storage.queries import pages
+
+
+@dataclass(frozen=True)
+class Fired:
+    """An escalation step that fired: a page, a reminder, the timeout or a failed page."""
+
+    key: str
+    kind: str  # page | remind | timeout | failed | other
+    level: str | None
+    target: str | None
+    due_at: datetime
+    fired_at: datetime
+    late_seconds: float
+    note: str | None
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    level: str | None
+    target: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    seq: int
+    at: datetime
+    event: str
+    actor: str | None
+    data: str  # JSON, as recorded
+    prev_hash: str
+    hash: str
+    verified: bool  # its hash matches its content and links to the entry before it
+
+
+@dataclass(frozen=True)
+class ResultView:
+    """What the agent reported once the action ran (POST /v1/actions/{id}/result)."""
+
+    result: str
+    detail: str | None
+    at: datetime | None
+
+
+@dataclass
+class ActionPage:
+    action: Action
+    agent: str
+    fired: list[Fired]
+    upcoming: list[Upcoming]
+    deadline: datetime | None
+    on_timeout: str
+    responses: list[Response]
+    ledger: list[LedgerLine]
+    result: ResultView | None
+    viewer: str
+    can_respond: list[str] = field(default_factory=list)  # what this viewer may answer here
+    names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def all_verified(self) -> bool:
+        return bool(self.ledger) and all(line.verified for line in self.ledger)
+
+    def people(self) -> set[str]:
+        """Every Slack id the page mentions (to show them as names)."""
+        snapshot = snapshot_of(self.action)
+        ids = {self.action.owner, self.action.decided_by, snapshot.owner, snapshot.secondary,
+               *snapshot.leadership_users, *snapshot.admins}
+        ids |= {r.slack_user_id for r in self.responses} | {f.target for f in self.fired}
+        ids |= {u.target for u in self.upcoming} | {line.actor for line in self.ledger}
+        return {i for i in ids if i}
+
+
+async def result_of(svc: Services, action: Action) -> ResultView | None:
+    """The result the agent reported, once results are stored (issue 14); None until then."""
+    return None
+
+
+def verify_lines(entries: list[Any], predecessors: dict[int, str]) -> list[LedgerLine]:
+    """Each entry checked on its own (content -> hash) and against the chain (prev_hash is the hash
+    of the entry before it, or genesis for the first). Pure."""
+    lines = []
+    for e in entries:
+        links = predecessors.get(e.seq - 1, GENESIS if e.seq == 1 else None) == e.prev_hash
+        lines.append(LedgerLine(
+            seq=e.seq, at=e.at, event=e.event, actor=e.actor,
+            data=json.dumps(e.data, ensure_ascii=False, sort_keys=True), prev_hash=e.prev_hash, hash=e.hash,
+            verified=links and hash_matches(e.prev_hash, entry_content(e), e.hash)))
+    return lines
+
+
+def _kind(key: str) -> str:
+    head = key.split(":", 1)[0]
+    return head if head in ("page", "remind", "timeout", "failed") else "other"
+
+
+async def load_action_page(svc: Services, action_id: int, viewer: str = "") -> ActionPage | None:
+    """Everything but what depends on the viewer (see `may_answer`), which the page cache shares."""
+    async with svc.db.read_session() as session:
+        found = await repo.get_with_agent(session, action_id)
+        if found is None:
+            return None
+        action, agent = found
+        steps = await pages.steps(session, action_id)
+        responses = await repo.responses(session, action_id)
+        entries = await repo.ledger_entries(session, action_id)
+        predecessors = await pages.hashes_at(session, {e.seq - 1 for e in entries if e.seq > 1})
+    snapshot = snapshot_of(action)
+    fired = [Fired(s.step, _kind(s.step), s.level, snapshot.target(s.level) if s.level else None, s.due_at,
+                   s.fired_at, s.late_seconds, s.note) for s in steps]
+    upcoming: list[Upcoming] = []
+    if action.status == "pending" and action.outcome != "unacknowledged":
+        done = {s.step: s.fired_at for s in steps}
+        upcoming = [Upcoming(p.level, snapshot.target(p.level) if p.level else None, p.at)
+                    for p in snapshot.upcoming(action.created_at, done)]
+    page = ActionPage(
+        action=action, agent=agent.name, fired=fired, upcoming=upcoming,
+        deadline=snapshot.deadline(action.created_at) if action.status == "pending" else None,
+        on_timeout=snapshot.on_timeout, responses=responses, ledger=verify_lines(entries, predecessors),
+        result=await result_of(svc, action), viewer=viewer,
+    )
+    return page
+
+
+async def may_answer(svc: Services, action: Action, viewer: str) -> list[str]:
+    """What `viewer` may answer on the page: the buttons' rules (bot.actions.decisions)."""
+    if viewer[:1] in ("U", "W") and allowed_responses(action) and await may_respond(svc, action, viewer):
+        return allowed_responses(action)
+    return []

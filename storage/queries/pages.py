@@ -1,0 +1,63 @@
+"""The reads behind the web pages (handlers.web): an action's ledger entries with the hashes they
+link to, and a service's decided actions over a window (charted in Python, a bounded scan)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlalchemy import func, select
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import Action, Agent, EscalationStep, LedgerEntry
+
+
+async def hashes_at(session: AsyncSession, seqs: Collection[int]) -> dict[int, str]:
+    """{seq: hash} of the given ledger entries (the predecessors an action's entries link to)."""
+    if not seqs:
+        return {}
+    stmt = select(col(LedgerEntry.seq), col(LedgerEntry.hash)).where(col(LedgerEntry.seq).in_(sorted(seqs)))
+    rows = await session.execute(stmt)
+    return {seq: hash_ for seq, hash_ in rows.all()}
+
+
+class Decided(NamedTuple):
+    """One action of a service, as its track record needs it."""
+
+    agent: str
+    status: str
+    outcome: str | None
+    accountability: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+async def service_history(session: AsyncSession, service: str, since: datetime, limit: int = 20000) -> list[Decided]:
+    """The service's actions submitted since `since`, newest first, at most `limit`."""
+    stmt = (
+        select(col(Agent.name), col(Action.status), col(Action.outcome), col(Action.accountability),
+               col(Action.created_at), col(Action.decided_at))
+        .join(Agent, col(Agent.id) == col(Action.agent_id))
+        .where(col(Action.service) == service, col(Action.created_at) >= since)
+        .order_by(col(Action.id).desc())
+        .limit(limit)
+    )
+    return [Decided(*row) for row in (await session.execute(stmt)).all()]
+
+
+async def steps(session: AsyncSession, action_id: int) -> list[EscalationStep]:
+    """The escalation steps fired for the action (pages, reminders, timeout, failures), in order."""
+    rows = await session.execute(
+        select(EscalationStep).where(col(EscalationStep.action_id) == action_id)
+        .order_by(col(EscalationStep.fired_at), col(EscalationStep.id)))
+    return list(rows.scalars())
+
+
+async def freshness(session: AsyncSession, action_id: int) -> tuple[int, int] | None:
+    """(the action's version, its last ledger seq): every change to what the action page shows (a
+    decision, a response, a fired step, a result) bumps one of them. None: no such action."""
+    last = select(func.max(col(LedgerEntry.seq))).where(col(LedgerEntry.action_id) == action_id).scalar_subquery()
+    row = (await session.execute(select(col(Action.version), last).where(col(Action.id) == action_id))).first()
+    return (int(row[0]), int(row[1] or 0)) if row else None

@@ -1,0 +1,136 @@
+"""The action and service pages over HTTP: signed links from the cards, 403 for a missing, altered,
+expired or someone else's link, forms that decide `via: "web"` with the buttons' rules, and agent
+text that stays text. (The same in a real browser: tests/browser/.)"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from bot.demo.fakeslack import FakeSlack
+from handlers.web import links
+from tests.conftest import Running, proposal
+from tests.slack_helpers import action_state, card_for, decided, responses
+from tests.web_helpers import browser, csrf_of, page_links
+
+HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)> *bold* <!channel> `code`'
+
+
+async def _owner_link(running: Running, fake_slack: FakeSlack, **over: object) -> tuple[int, str]:
+    status, body = await running.submit(proposal(**over))
+    assert status == 201, body
+    card = await card_for(fake_slack, "U0OWNER", body["id"])
+    [link] = page_links(card)
+    return int(body["id"]), link
+
+
+async def test_owner_reads_the_page_and_approves_through_the_form(running: Running, fake_slack: FakeSlack) -> None:
+    action_id, link = await _owner_link(running, fake_slack, model={"provider": "acme", "name": "m1",
+                                                                     "version": "2026-01"})
+    assert parse_qs(urlsplit(link).query)["u"] == ["U0OWNER"]
+    async with browser() as b:
+        async with b.get(link) as resp:
+            page = await resp.text()
+            assert resp.status == 200, page
+            assert resp.headers["Referrer-Policy"] == "no-referrer"
+        for part in ("Scale checkout-api from 12 to 8 pods", "acme m1 2026-01", "CPU under 20% for 3 hours",
+                     "https://grafana.example.com/d/cpu", "paged <strong>owner</strong>", "Olive Owner (U0OWNER)",
+                     "What comes next", "No result reported.", "✔ verified", 'id="form-approve"',
+                     'id="form-override"', 'for="reason-override"'):
+            assert part in page, part
+        async with b.post(link, data={"csrf": csrf_of(page), "response": "approve", "reason": "fine"},
+                          allow_redirects=False) as resp:
+            assert resp.status == 303
+            async with b.get(running.url + resp.headers["Location"]) as after:
+                shown = await after.text()
+    assert "Approved: recorded" in shown and "via web" in shown
+    body = await decided(running, action_id)
+    assert body["decision"]["via"] == "web" and body["decision"]["by"]["slack_user_id"] == "U0OWNER"
+    await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.update", channel="C0CHECKOUT"))
+
+
+async def test_missing_altered_expired_and_foreign_links_get_403(running: Running, fake_slack: FakeSlack) -> None:
+    action_id, link = await _owner_link(running, fake_slack)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+    base = f"{running.url}/a/{action_id}"
+    key = links.link_key(running.svc.settings)
+    expired = links.sign(key, running.url, links.action_page(action_id), "U0OWNER",
+                         running.svc.clock() - timedelta(days=8))
+    stranger = links.sign(b"another key", running.url, links.action_page(action_id), "U0OWNER", running.svc.clock())
+    cases = {
+        "unsigned": base,
+        "other user": f"{base}?{urlencode({**query, 'u': 'U0STRANGER'})}",
+        "other action": f"{running.url}/a/{action_id + 1}?{urlencode(query)}",
+        "altered expiry": f"{base}?{urlencode({**query, 'e': str(int(query['e']) + 3600)})}",
+        "expired": expired,
+        "wrong key": stranger,
+    }
+    async with browser() as b:
+        for name, url in cases.items():
+            async with b.get(url) as resp:
+                text = await resp.text()
+                assert resp.status == 403, name
+                assert "This link does not open the page" in text, name
+        async with b.post(base, data={"response": "approve"}) as resp:
+            assert resp.status == 403
+    assert (await action_state(running, action_id))["status"] == "pending"
+
+
+async def test_a_strangers_link_shows_no_form_and_a_forged_post_is_refused(running: Running,
+                                                                            fake_slack: FakeSlack) -> None:
+    status, body = await running.submit(proposal())
+    await card_for(fake_slack, "C0CHECKOUT", body["id"])
+    url = links.action_url(running.svc.settings, body["id"], "U0STRANGER", running.svc.clock())
+    async with browser() as b:
+        async with b.get(url) as resp:
+            page = await resp.text()
+        assert resp.status == 200 and "You are not paged" in page and "<form" not in page
+        async with b.post(url, data={"csrf": "forged", "response": "approve"}) as resp:
+            assert resp.status == 403 and "security token" in await resp.text()
+    assert await responses(running, body["id"]) == []
+
+
+async def test_channel_link_is_read_only_and_points_to_a_personal_link(running: Running,
+                                                                       fake_slack: FakeSlack) -> None:
+    status, body = await running.submit(proposal())
+    card = await card_for(fake_slack, "C0CHECKOUT", body["id"])
+    [link] = page_links(card)
+    assert parse_qs(urlsplit(link).query)["u"] == ["C0CHECKOUT"]
+    async with browser() as b:
+        async with b.get(link) as resp:
+            page = await resp.text()
+        assert resp.status == 200 and 'id="confirm"' in page and "<form" not in page
+
+
+async def test_override_without_reason_is_refused_visibly_and_recorded(running: Running,
+                                                                       fake_slack: FakeSlack) -> None:
+    action_id, link = await _owner_link(running, fake_slack)
+    async with browser() as b:
+        async with b.get(link) as resp:
+            page = await resp.text()
+        async with b.post(link, data={"csrf": csrf_of(page), "response": "override", "reason": "  "}) as resp:
+            text = await resp.text()
+        assert resp.status == 400 and "An override needs a reason" in text
+    [attempt] = await responses(running, action_id)
+    assert (attempt.accepted, attempt.refusal, attempt.via) == (False, "reason_required", "web")
+
+
+async def test_agent_text_is_escaped(running: Running, fake_slack: FakeSlack) -> None:
+    action_id, link = await _owner_link(running, fake_slack, summary=HOSTILE, rationale=HOSTILE,
+                                        evidence=[{"label": HOSTILE, "url": "https://x.example/\"><script>alert(3)</script>"}])
+    async with browser() as b, b.get(link) as resp:
+        page = await resp.text()
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt; *bold*") >= 3
+
+
+async def test_service_page_charts_and_pending(running: Running, fake_slack: FakeSlack) -> None:
+    action_id, _ = await _owner_link(running, fake_slack)
+    url = links.service_url(running.svc.settings, "checkout-api", "U0OWNER", running.svc.clock())
+    async with browser() as b, b.get(url) as resp:
+        page = await resp.text()
+    assert resp.status == 200, page
+    assert "Decisions per day" in page and f"<td>{action_id}</td>" in page and "https://" not in page.split(
+        "</head>")[0]
+    async with browser() as b, b.get(f"{running.url}/s/checkout-api") as resp:
+        assert resp.status == 403
