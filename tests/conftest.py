@@ -31,10 +31,13 @@ from bot.app import RUNTIME, Runtime, create_app
 from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.demo.fakeslack import FakeSlack
+from bot.demo.fakeslack_socket import SocketMode
 from bot.policy.rules import Policy, parse_policy
 from bot.services import Services
 from storage.queries import agents
 from tests.policies import FAST
+from tests.socket_transport import APP_TOKEN, SocketAnswer
+from tests.socket_transport import send as send_over_socket
 
 PG_ADMIN_URL = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 DATABASES = [d for d in os.environ.get("COUNTERSIGN_TEST_DATABASES", "sqlite,postgresql").split(",") if d]
@@ -136,6 +139,7 @@ class Running:
         self.server, self.app, self.http = server, app, http
         self.url = str(server.make_url("")).rstrip("/")
         self.token = ""
+        self.socket: SocketMode | None = None  # set: Slack's requests go over Socket Mode instead
 
     @property
     def svc(self) -> Services:
@@ -165,9 +169,12 @@ class Running:
             return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
 
     async def slack(self, body: dict[str, Any] | str, *, form: bool = True, timestamp: int | None = None,
-                    secret: str = SIGNING_SECRET) -> aiohttp.ClientResponse:
-        """Send a request to /slack/events signed the way Slack signs them."""
+                    secret: str = SIGNING_SECRET) -> aiohttp.ClientResponse | SocketAnswer:
+        """Send a request to /slack/events signed the way Slack signs them (or, in Socket Mode, as
+        an envelope on the app's WebSocket, answered by its ack)."""
         raw = body if isinstance(body, str) else (urlencode(body) if form else json.dumps(body))
+        if self.socket is not None:
+            return await send_over_socket(self.socket, raw, form)
         ts = str(timestamp if timestamp is not None else int(time.time()))
         sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{raw}".encode(), hashlib.sha256).hexdigest()
         ctype = "application/x-www-form-urlencoded" if form else "application/json"
@@ -176,7 +183,7 @@ class Running:
         await resp.read()
         return resp
 
-    async def interact(self, payload: dict[str, Any], **kw: Any) -> aiohttp.ClientResponse:
+    async def interact(self, payload: dict[str, Any], **kw: Any) -> aiohttp.ClientResponse | SocketAnswer:
         """A block_actions / view_submission payload, form-encoded as Slack sends it."""
         return await self.slack({"payload": json.dumps(payload)}, **kw)
 
@@ -211,8 +218,21 @@ async def serve(app: web.Application) -> AsyncIterator[Running]:
 
 
 @pytest.fixture
-async def running(database_url: str, fake_slack: FakeSlack, policy: Policy, clock: Clock) -> AsyncIterator[Running]:
-    async with serve(create_app(make_settings(database_url, fake_slack.url), policy=policy, clock=clock)) as run:
+def transport(request: pytest.FixtureRequest) -> str:
+    """How Slack reaches the app: "http" (POST /slack/events), or "socket" (Socket Mode). A test
+    runs both with `@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)`."""
+    return str(getattr(request, "param", "http"))
+
+
+@pytest.fixture
+async def running(database_url: str, fake_slack: FakeSlack, policy: Policy, clock: Clock,
+                  transport: str) -> AsyncIterator[Running]:
+    extra = {"SLACK_APP_TOKEN": APP_TOKEN} if transport == "socket" else {}
+    settings = make_settings(database_url, fake_slack.url, **extra)
+    async with serve(create_app(settings, policy=policy, clock=clock)) as run:
+        if transport == "socket":
+            await fake_slack.socket.wait_connected()
+            run.socket = fake_slack.socket
         yield run
 
 

@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from bot.demo.fakeslack import Call, FakeSlack
 from storage.models import LedgerEntry, Response
 from tests.conftest import Running
+from tests.socket_transport import SocketAnswer
 
 NAMES = {"U0OWNER": "olive", "U0DANA": "dana", "U0VP": "vic", "U0ADMIN": "ada", "U0STRANGER": "sam"}
 
@@ -101,7 +102,7 @@ async def click(
     channel: str | None = "C0CHECKOUT",
     response_url: bool = True,
     trigger_id: str = "trigger-1",
-) -> aiohttp.ClientResponse:
+) -> aiohttp.ClientResponse | SocketAnswer:
     resp = await running.interact(
         click_payload(
             user,

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.delivery import storms
 from bot.delivery.directory import UserNotFound
-from bot.delivery.messages import PACKABLE_PURPOSES, THREADED_PURPOSES, Kind
+from bot.delivery.messages import THREADED_PURPOSES, Kind
 from bot.delivery.pacing import (
     Breaker,
     Pacer,
@@ -84,7 +84,7 @@ class Relay(Recorder):
                                           lease_seconds=CALL_TIMEOUT + LEASE_MARGIN)
             rows = outbox.coalesce(session, [r for r in rows if r.id not in self._in_flight])
             groups: dict[str, list[list[OutboxMessage]]] = {}  # channel -> what to send, in order
-            packable: dict[tuple[str, str | None], list[OutboxMessage]] = {}
+            packable: dict[tuple[str, str | None, Kind | None], list[OutboxMessage]] = {}
             deep: dict[str, bool] = {}
             for row in rows:
                 plan = await self._plan(session, row, now, deep)
@@ -94,9 +94,10 @@ class Relay(Recorder):
                 elif plan == "pack":
                     route = self._routes.get(row.id or 0)
                     thread = route.thread_ts if route is not None else None
-                    packable.setdefault((row.channel_key or "-", thread), []).append(row)
-            for (key, thread), members in packable.items():
-                units = await self._packs(session, key, thread, members, now)
+                    kind = storms.pack_kind(row.purpose, row.payload.get("kind"))
+                    packable.setdefault((row.channel_key or "-", thread, kind), []).append(row)
+            for (key, thread, kind), members in packable.items():
+                units = await self._packs(session, key, thread, members, now, kind)
                 groups.setdefault(f"chat.postMessage:{key}", []).extend(units)
             for group in groups.values():  # sent one after another: each needs its own time
                 for position, unit in enumerate(group):
@@ -127,7 +128,7 @@ class Relay(Recorder):
                 return "wait"
             if route.thread_ts:
                 self._routes[row.id] = route
-        if row.purpose in PACKABLE_PURPOSES and row.payload.get("kind") == Kind.CARD and row.action_id:
+        if storms.pack_kind(row.purpose, row.payload.get("kind")) and row.action_id:
             if key not in deep:
                 deep[key] = await outbox.queue_depth(session, key) > self.pack_when_deeper
             if deep[key] and (route is not None or await storms.in_storm(session, row.action_id)):
@@ -140,23 +141,34 @@ class Relay(Recorder):
         return "send"
 
     async def _packs(self, session: Any, key: str, thread: str | None, members: list[OutboxMessage],
-                     now: datetime) -> list[list[OutboxMessage]]:
+                     now: datetime, kind: Kind | None = Kind.CARD) -> list[list[OutboxMessage]]:
         """A deep queue in a storm: cards go PACK_SIZE to a message, as many messages as pacing
         allows now (filled up with the channel's waiting cards); the rest gather at the channel's
         next free send, to leave as the next pack."""
         units: list[list[OutboxMessage]] = []
-        if self.pacer.wait(key) <= 0.0 and len(members) < PACK_SIZE:
+        size = storms.PACK_SIZES.get(kind, PACK_SIZE) if kind is not None else PACK_SIZE
+        if self.pacer.wait(key) <= 0.0 and len(members) < size:
             extra = await outbox.claim_waiting(session, key, now, exclude={m.id or 0 for m in members},
-                                               limit=PACK_SIZE - len(members))
+                                               limit=size - len(members))
+            route = self._routes.get(members[0].id or 0)
+            if kind == Kind.FYI and route is not None and route.storm_id is not None:  # one query for all
+                inside = await storms.in_thread(session, route.storm_id, [r.action_id or 0 for r in extra])
+                for row in extra:
+                    if row.action_id in inside and row.payload.get("kind") == Kind.FYI:
+                        self._routes[row.id or 0] = route
+                        members.append(row)
+                    else:
+                        outbox.defer(session, row, row.next_attempt_at)
+                extra = []
             for row in extra:
-                if await self._fits(session, row, thread):
+                if await self._fits(session, row, thread, kind):
                     members.append(row)
                 else:
                     outbox.defer(session, row, row.next_attempt_at)  # back as it was
         while members and self.pacer.wait(key) <= 0.0:
             self.pacer.take(key)
-            units.append(members[:PACK_SIZE])
-            members = members[PACK_SIZE:]
+            units.append(members[:size])
+            members = members[size:]
         if members:
             until = now + timedelta(seconds=max(self.pacer.wait(key), 0.05))
             for row in members:
@@ -164,9 +176,10 @@ class Relay(Recorder):
                 outbox.defer(session, row, until)
         return units
 
-    async def _fits(self, session: Any, row: OutboxMessage, thread: str | None) -> bool:
-        """Whether a waiting card may join a pack going to `thread` (None: not threaded)."""
-        if row.purpose not in PACKABLE_PURPOSES or row.payload.get("kind") != Kind.CARD or not row.action_id:
+    async def _fits(self, session: Any, row: OutboxMessage, thread: str | None,
+                    kind: Kind | None = Kind.CARD) -> bool:
+        """Whether a waiting post may join a pack of `kind` going to `thread` (None: not threaded)."""
+        if storms.pack_kind(row.purpose, row.payload.get("kind")) != kind or not row.action_id:
             return False
         if row.purpose in THREADED_PURPOSES:
             route = await storms.route(session, row.action_id, row.payload.get("channel") or "")

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.delivery.messages import STORM_PARENT, STORM_UPDATE, Kind
+from bot.delivery.messages import PACKABLE_PURPOSES, STORM_PARENT, STORM_UPDATE, Kind
 from storage import outbox
 from storage.models import Action, StormThread
 from storage.queries import actions
@@ -20,6 +20,19 @@ DEFAULT_PER_MINUTE = 10
 WINDOW = timedelta(minutes=1)
 THREAD_SPAN = timedelta(minutes=10)  # a long storm starts a fresh parent every ten minutes
 UPDATE_EVERY_SECONDS = 5
+# How many go in one message when a storm's queue is deep: cards keep their own buttons (20); FYIs
+# need no response and take a line each (handlers/blocks/storm.py keeps 80 within Slack's limits).
+PACK_SIZES: dict[Kind, int] = {Kind.CARD: 20, Kind.FYI: 80}
+PACK_KINDS: dict[Kind, Kind] = {Kind.CARD: Kind.CARD_PACK, Kind.FYI: Kind.FYI_PACK}
+
+
+def pack_kind(purpose: str | None, kind: object) -> Kind | None:
+    """What a queued post may be packed with in a storm (cards with cards, FYIs with FYIs), or None."""
+    if kind == Kind.CARD and purpose in PACKABLE_PURPOSES:
+        return Kind.CARD
+    if kind == Kind.FYI and purpose == Kind.FYI.value:
+        return Kind.FYI
+    return None
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,16 @@ async def in_storm(session: AsyncSession, action_id: int) -> bool:
     limit = int((action.frozen or {}).get("storm_per_minute") or DEFAULT_PER_MINUTE)
     return await queries.count_actions(session, action.service, action.created_at - WINDOW,
                                        action.created_at) > limit
+
+
+async def in_thread(session: AsyncSession, storm_id: int, action_ids: list[int]) -> set[int]:
+    """Which of `action_ids` belong to the storm's thread (its service, within its span): what lets
+    a deep queue of FYIs fill a pack with one query rather than one `route` per row."""
+    storm = await queries.get(session, storm_id)
+    if storm is None:
+        return set()
+    return await queries.members(session, storm.service, storm.created_at - WINDOW,
+                                 storm.created_at + THREAD_SPAN, action_ids)
 
 
 async def child_posted(session: AsyncSession, storm_id: int, now: datetime) -> None:

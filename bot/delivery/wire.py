@@ -85,7 +85,8 @@ class Wire:
         channel = unit[0].payload.get("channel")
         if channel and "@" in channel:
             channel = await resolve(self.svc, channel)
-        args = await self.render(self.svc, {"kind": Kind.CARD_PACK.value, "channel": channel,
+        kind = Kind.FYI_PACK if unit[0].payload.get("kind") == Kind.FYI else Kind.CARD_PACK
+        args = await self.render(self.svc, {"kind": kind.value, "channel": channel,
                                             "action_ids": [row.action_id for row in unit]})
         if args is None:
             return {"skipped": True}

@@ -22,6 +22,8 @@ from aiohttp import web
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
+from bot.demo.fakeslack_socket import SocketMode
+
 
 @dataclass
 class Call:
@@ -79,21 +81,25 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.team_id = "T1"  # the workspace auth.test names (the app accepts requests from it only)
+        self.socket = SocketMode()  # Socket Mode: apps.connections.open and its WebSocket
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)  # slack_sdk sends some methods as GET
         app.router.add_post("/response/{key}", self._response_url)
+        self.socket.attach(app)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}/api/"
+        self.socket.started(f"http://127.0.0.1:{port}")
         return self.url
 
     async def stop(self) -> None:
+        await self.socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -209,6 +215,8 @@ class FakeSlack:
         return None
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "apps.connections.open":
+            return self.socket.connections_open()
         if method == "auth.test":
             return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": self.team_id, "team": "Test"}
         if method == "users.lookupByEmail":

@@ -8,7 +8,7 @@ SQLite), and the unique (action, step) record refuses any second firing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -68,13 +68,13 @@ async def advance(
             if step.key in prerecorded:
                 prerecorded.discard(step.key)
             elif not await record_step(session, action.id, step.key, level=step.level, due_at=step.at,
-                                       now=now):
+                                       now=now, note=step.note):
                 fired = await repo.fired_steps(session, action.id)  # fired elsewhere: re-plan from truth
                 break
             fired[step.key] = now
             done.append(step)
             reached = step.level if step.kind == "page" else reached
-            await _fire(session, action, step, fired, now, pending_effects)
+            await _fire(session, action, step, fired, now, pending_effects, due)
             if action.status != "pending":
                 break
     escalated = any(s.kind == "timeout" or (s.kind == "page" and s.level != "owner") for s in done)
@@ -131,12 +131,16 @@ async def _record_failure(
 
 async def _fire(
     session: AsyncSession, action: Action, step: DueStep, fired: dict[str, datetime], now: datetime,
-    effects: Effects,
+    effects: Effects, due: tuple[DueStep, ...] = (),
 ) -> None:
     assert action.id is not None
     late = max(0.0, (now - step.at).total_seconds())
     snapshot = snapshot_of(action)
-    if step.kind == "page":
+    if step.kind == "skip":
+        await ledger.append(session, "escalation.skipped",
+                            {"level": step.level, "due_at": step.at, "late_seconds": round(late, 3),
+                             "reason": step.note}, action_id=action.id, at=now)
+    elif step.kind == "page":
         assert step.level is not None
         target = snapshot.target(step.level)
         await ledger.append(
@@ -165,6 +169,27 @@ async def _fire(
                                    purpose=reminder_purpose(step.key), level=step.level))
     elif step.kind == "timeout":
         await _time_out(session, action, step, now)
+        skipped = [s.level for s in due if s.kind == "skip" and s.level]
+        if skipped:
+            _expired_while_down(session, action, step, skipped, now, effects)
+
+
+def _expired_while_down(session: AsyncSession, action: Action, step: DueStep, skipped: Sequence[str],
+                        now: datetime, effects: Effects) -> None:
+    """The whole chain passed while no process ran: one notice, where the last level would have been
+    paged (no mention: nobody needs to act any more), instead of a page per level."""
+    assert action.id is not None
+    channel = snapshot_of(action).target(step.level) if step.level else None
+    channel = channel or snapshot_of(action).channel
+    if not channel:
+        return
+    ended = (f"it {action.status} ({action.outcome} by default)" if action.status != "pending"
+             else "accountability defaulted (still open for an acknowledgement)")
+    text = (f":hourglass: Action {action.id} reached its timeout while Countersign was not running "
+            f"(due {step.at:%Y-%m-%d %H:%M:%S} UTC, handled {round((now - step.at).total_seconds())}s late): "
+            f"{ended}. Paging {', '.join(skipped)} was skipped, since nobody could still act in time.")
+    effects.append(partial(send, session, Kind.NOTICE, channel=channel, action_id=action.id,
+                           purpose="notice:expired_while_down", text=text))
 
 
 async def _time_out(session: AsyncSession, action: Action, step: DueStep, now: datetime) -> None:

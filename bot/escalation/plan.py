@@ -16,7 +16,7 @@ from typing import Literal
 
 from bot.policy.rules import Level
 
-StepKind = Literal["page", "remind", "timeout"]
+StepKind = Literal["page", "remind", "timeout", "skip"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class DueStep:
     kind: StepKind
     level: Level | None
     at: datetime  # when it was due
+    note: str | None = None  # why, for a skipped page (kept in escalation_steps.note)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,16 @@ class Plan:
 def failed_key(level: str) -> str:
     """Recorded when paging a level failed for good: the next level is due at once (fail closed)."""
     return f"failed:{level}"
+
+
+def skipped_key(level: str) -> str:
+    """Recorded instead of `page:<level>` when a page was collapsed after downtime (never sent)."""
+    return f"skipped:{level}"
+
+
+def settled(page: DueStep, fired: Mapping[str, datetime]) -> bool:
+    """Whether a page is behind us: it fired, or it was skipped in a collapse."""
+    return page.key in fired or (page.level is not None and skipped_key(page.level) in fired)
 
 
 def _pages(chain: Chain, created_at: datetime, fired: Mapping[str, datetime]) -> list[DueStep]:
@@ -76,20 +87,25 @@ def plan(chain: Chain, created_at: datetime, fired: dict[str, datetime], now: da
       one; none while the level is being paged, none for a level whose page failed, none after the
       timeout (nor at the very moment of the next page or the timeout).
     - The timeout is due once, with the last level reached; nothing is due after it.
+    - After downtime, `collapse`: a page due before a later step that is also due is skipped.
     """
     timeout_at = created_at + timedelta(seconds=chain.timeout) if chain.timeout is not None else None
     if "timeout" in fired:
         return Plan(due=(), next_at=None)
     pages = planned_pages(chain, created_at, fired)
-    due: list[DueStep] = [p for p in pages if p.key not in fired and p.at <= now]
-    reached = [p for p in pages if p.key in fired or p in due]
+    late_pages = [p for p in pages if not settled(p, fired) and p.at <= now]
+    reached = [p for p in pages if settled(p, fired) or p in late_pages]
     current = reached[-1] if reached else None
+    timed_out = timeout_at is not None and timeout_at <= now
+    due: list[DueStep] = collapse(late_pages, timeout_at if timed_out else None)
 
-    if timeout_at is not None and timeout_at <= now:
-        due.append(DueStep("timeout", "timeout", current.level if current else None, timeout_at))
+    if timeout_at is not None and timed_out:
+        skipped = [s.level for s in due if s.kind == "skip" and s.level]
+        note = f"collapsed: paging {', '.join(skipped)} skipped" if skipped else None
+        due.append(DueStep("timeout", "timeout", current.level if current else None, timeout_at, note))
         return Plan(due=tuple(due), next_at=None)
 
-    candidates = [p.at for p in pages if p.key not in fired and p.at > now]
+    candidates = [p.at for p in pages if not settled(p, fired) and p.at > now]
     if timeout_at is not None:
         candidates.append(timeout_at)
     reminder, next_reminder = _reminder(chain, pages, current, due, fired, timeout_at, now)
@@ -98,6 +114,23 @@ def plan(chain: Chain, created_at: datetime, fired: dict[str, datetime], now: da
     if next_reminder is not None:
         candidates.append(next_reminder)
     return Plan(due=tuple(due), next_at=min(candidates, default=None))
+
+
+def collapse(late_pages: list[DueStep], timeout_at: datetime | None) -> list[DueStep]:
+    """After downtime several steps can be due at once: a page whose time passed before a later
+    step that is also due (a later page, or the timeout) is skipped, not sent. Only the last due
+    page goes out, and none when the timeout is due too (the action ends; one notice says so)."""
+    later = [p.at for p in late_pages] + ([timeout_at] if timeout_at is not None else [])
+    out: list[DueStep] = []
+    for page in late_pages:
+        after = [t for t in later if t > page.at]
+        if not after or page.level is None:
+            out.append(page)
+            continue
+        why = "the timeout" if timeout_at is not None and max(after) == timeout_at else "a later page"
+        out.append(DueStep(skipped_key(page.level), "skip", page.level, page.at,
+                           f"not sent: {why} was due too when it could fire (catching up after downtime)"))
+    return out
 
 
 def _reminder(
@@ -130,5 +163,5 @@ def _reminder(
 
 
 def level_reached(chain: Chain, fired: dict[str, datetime]) -> Level | None:
-    reached = [level for level, _ in chain.steps if f"page:{level}" in fired]
+    reached = [level for level, _ in chain.steps if f"page:{level}" in fired or skipped_key(level) in fired]
     return reached[-1] if reached else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from bot.escalation.plan import Chain, DueStep, planned_pages
+from bot.escalation.plan import Chain, DueStep, planned_pages, settled
 from bot.policy.rules import LEVELS, Level, Policy, RuleMatch, policy_hash
 from storage.models import Action
 
@@ -125,7 +125,7 @@ class EscalationSnapshot:
     def upcoming(self, created_at: datetime, fired: Mapping[str, datetime]) -> tuple[DueStep, ...]:
         """The pages still to come, given the steps already `fired`, at the times `plan` fires them:
         brought forward after a failed page, and none planned after the timeout (it never fires)."""
-        return tuple(p for p in planned_pages(self.chain, created_at, fired) if p.key not in fired)
+        return tuple(p for p in planned_pages(self.chain, created_at, fired) if not settled(p, fired))
 
     def upcoming_after(self, level: str | None, created_at: datetime) -> tuple[DueStep, ...]:
         """`upcoming` for a reader that knows only the level reached (a card): the pages up to and

@@ -54,7 +54,9 @@ class Sweeper:
                    for a in pending}
             recorded = await record_steps(
                 session, [(action_id, s.key, s.level, s.at) for action_id, steps in due.items()
-                          for s in steps if action_id is not None], now)
+                          for s in steps if action_id is not None], now,
+                notes={(action_id, s.key): s.note for action_id, steps in due.items()
+                       for s in steps if action_id is not None and s.note})
             effects: Effects = []
             for action in actions:
                 mine = {key for action_id, key in recorded if action_id == action.id}

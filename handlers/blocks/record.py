@@ -38,6 +38,8 @@ def _event_text(event: dict[str, Any]) -> str:
                 + (f" ({late:.1f}s late)" if late >= 1 else ""))
     if kind == "escalation.reminder":
         return f"Reminded *{escape(data.get('level'))}*"
+    if kind == "escalation.skipped":
+        return f"Skipped paging *{escape(data.get('level'))}*: {escape(data.get('reason'))}"
     if kind == "page.failed":
         return f":warning: Paging *{escape(data.get('level'))}* failed: {escape(data.get('reason'))}"
     if kind == "decision":

@@ -7,7 +7,18 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from handlers.blocks.card import decision_buttons, title
-from handlers.blocks.kit import Block, Message, clip, context, escape, is_user, mention, message, section
+from handlers.blocks.kit import (
+    SECTION_MAX,
+    Block,
+    Message,
+    clip,
+    context,
+    escape,
+    is_user,
+    mention,
+    message,
+    section,
+)
 from storage.models import Action
 
 
@@ -17,8 +28,8 @@ def storm_parent(service: str, total: int, pending: int, since: datetime) -> Mes
             f"{since.strftime('%H:%M:%S UTC')}, {pending} waiting for a decision.")
     return message(text, [
         section(f"*{text}*"),
-        context("Each action's own card is in this thread, and its owner is paged for every one. "
-                "The count updates as cards arrive."),
+        context("Every action of the burst is in this thread (its card, or a line in a pack of FYIs), "
+                "and its owner is paged for every one that needs a response. The count updates as they arrive."),
     ])
 
 
@@ -43,3 +54,25 @@ def card_pack(cards: Sequence[tuple[Action, str]]) -> Message:
             blocks.append(buttons)
     summaries = "; ".join(f"{a.id}: {escape(clip(a.summary, 80))}" for a, _ in cards)
     return message(f"{head}: {summaries}", blocks)
+
+
+def fyi_pack(fyis: Sequence[tuple[Action, str]]) -> Message:
+    """Many autonomous actions (with their agents' names) recorded in one message, a line each,
+    during a storm: nobody needs to respond, and each id stays in the text, so every action can be
+    found from the thread (and opened with /ai-actions show ID). A line is at most ~1,000 characters
+    even when every character is escaped, so two fit a section and bot.delivery.storms.FYI_PACK_SIZE
+    (80) lines stay within Slack's 50 blocks."""
+    service = fyis[0][0].service
+    lines = [f"• *{a.id}* {escape(clip(a.action_type, 40))} · {escape(clip(a.summary, 100))} · "
+             f"{escape(clip(agent, 40))} · {escape(clip(a.environment, 20))}" for a, agent in fyis]
+    head = f"{len(fyis)} autonomous actions on {escape(service)} (a storm), recorded: no response needed"
+    blocks: list[Block] = [context(f"{head}. The full record of one: /ai-actions show ID.")]
+    chunk: list[str] = []
+    for line in lines:  # as many lines to a section as Slack's 3,000 characters allow
+        if chunk and sum(len(x) + 1 for x in chunk) + len(line) > SECTION_MAX - 100:
+            blocks.append(section("\n".join(chunk)))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append(section("\n".join(chunk)))
+    return message(f"{head}: actions {', '.join(str(a.id) for a, _ in fyis)}", blocks, unfurl=False)

@@ -1,6 +1,6 @@
 """Storm messages at send time: the parent card under which a burst is threaded in the service
-channel, and the pack of several cards in one message that a too-deep queue is sent as
-(handlers.blocks.storm draws both)."""
+channel, and the packs a too-deep queue is sent as: several cards in one message, or many FYIs a
+line each (handlers.blocks.storm draws them)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from handlers.blocks import storm as blocks
 from handlers.renderers.registry import renders
 from storage.models import Action
 from storage.queries import actions as repo
+from storage.queries import storms as storm_rows
 
 
 @renders(Kind.STORM)
@@ -39,3 +40,11 @@ async def card_pack(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | 
             if found is not None:
                 cards.append((found[0], found[1].name))
     return blocks.card_pack(cards) if cards else None
+
+
+@renders(Kind.FYI_PACK)
+async def fyi_pack(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The FYIs of `action_ids` still in the database, a line each in one message."""
+    async with svc.db.session() as session:
+        fyis = await storm_rows.with_agents(session, [int(i) for i in payload["action_ids"]])
+    return blocks.fyi_pack(fyis) if fyis else None

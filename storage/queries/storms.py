@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Action, SlackMessage, StormThread
+from storage.models import Action, Agent, SlackMessage, StormThread
 
 
 async def count_actions(session: AsyncSession, service: str, since: datetime, until: datetime,
@@ -75,3 +75,23 @@ async def count_child(session: AsyncSession, storm_id: int) -> bool:
     storm.count += 1
     session.add(storm)
     return True
+
+
+async def with_agents(session: AsyncSession, action_ids: list[int]) -> list[tuple[Action, str]]:
+    """The actions of a pack with their agents' names, in one query, in the order given."""
+    if not action_ids:
+        return []
+    stmt = (select(Action, col(Agent.name)).join(Agent, col(Agent.id) == col(Action.agent_id))
+            .where(col(Action.id).in_(action_ids)))
+    found = {action.id: (action, str(name)) for action, name in (await session.execute(stmt)).all()}
+    return [found[i] for i in action_ids if i in found]
+
+
+async def members(session: AsyncSession, service: str, since: datetime, until: datetime,
+                  action_ids: list[int]) -> set[int]:
+    """Which of `action_ids` are the service's actions created in (since, until]: one query."""
+    if not action_ids:
+        return set()
+    stmt = select(col(Action.id)).where(col(Action.id).in_(action_ids), col(Action.service) == service,
+                                        col(Action.created_at) > since, col(Action.created_at) <= until)
+    return {int(i) for i in (await session.execute(stmt)).scalars()}

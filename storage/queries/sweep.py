@@ -77,15 +77,18 @@ async def record_step(
 
 
 async def record_steps(
-    session: AsyncSession, steps: list[tuple[int, str, str | None, datetime]], now: datetime
+    session: AsyncSession, steps: list[tuple[int, str, str | None, datetime]], now: datetime,
+    notes: dict[tuple[int, str], str] | None = None,
 ) -> set[tuple[int, str]]:
     """Record many fired steps, (action id, step, level, due at), in one multi-row INSERT .. ON
-    CONFLICT DO NOTHING; returns the (action id, step) pairs recorded now (not fired before)."""
+    CONFLICT DO NOTHING (`notes`: why, by (action id, step)); returns the (action id, step) pairs
+    recorded now (not fired before)."""
     if not steps:
         return set()
     insert = pg_insert if _is_postgres(session) else sqlite_insert
     values = [{"action_id": action_id, "step": step, "level": level, "due_at": due_at, "fired_at": now,
-               "late_seconds": max(0.0, (now - due_at).total_seconds()), "note": None}
+               "late_seconds": max(0.0, (now - due_at).total_seconds()),
+               "note": (notes or {}).get((action_id, step))}
               for action_id, step, level, due_at in steps]
     stmt = (
         insert(STEPS)

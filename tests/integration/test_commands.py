@@ -20,6 +20,7 @@ from bot.policy.rules import Policy
 from tests.conftest import Running, proposal
 from tests.conftest import test_policy as make_policy
 from tests.policies import FAST
+from tests.socket_transport import TRANSPORTS
 
 # FAST with minute-scale escalation: the seeded clock moves by minutes without paging anyone else.
 SLOW = (
@@ -140,6 +141,7 @@ async def seed(running: Running, clock: FakeClock) -> dict[str, int]:
     return ids
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 async def test_help_and_unknown_text(running: Running, fake_slack: FakeSlack) -> None:
     answer = await slash(running, fake_slack, "")
     assert answer["response_type"] == "ephemeral"
@@ -183,6 +185,7 @@ async def test_recent_pending_and_mine(running: Running, fake_slack: FakeSlack, 
     assert buttons(stranger) == [] and "Nothing waits on you" in dump(stranger)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 async def test_pending_buttons_decide(running: Running, fake_slack: FakeSlack, clock: FakeClock) -> None:
     ids = await seed(running, clock)
     pending = await slash(running, fake_slack, "pending")

@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
@@ -19,6 +20,7 @@ from bot.escalation.home_refresh import concerned, refresh_homes
 from storage.models import OutboxMessage
 from storage.queries import actions as repo
 from tests.conftest import Running, proposal
+from tests.socket_transport import TRANSPORTS
 
 _events = itertools.count(1)
 
@@ -81,6 +83,7 @@ def buttons(view: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 async def test_home_shows_waiting_decisions_and_services(running: Running, fake_slack: FakeSlack) -> None:
     _, done = await running.submit(proposal(summary="Scale checkout-api to 8 pods"))
     _, waiting = await running.submit(proposal(summary="Raise the connection pool to 200"))
@@ -113,6 +116,7 @@ async def test_home_shows_waiting_decisions_and_services(running: Running, fake_
     assert {v for _, v in buttons(admin)} == {str(waiting["id"]), str(other["id"])}
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 async def test_messages_tab_is_ignored(running: Running, fake_slack: FakeSlack) -> None:
     resp = await running.slack(
         {

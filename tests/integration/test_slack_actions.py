@@ -22,6 +22,7 @@ from tests.slack_helpers import (
     submission,
     until,
 )
+from tests.socket_transport import TRANSPORTS
 
 
 def restart(**over: object) -> dict[str, object]:
@@ -37,6 +38,7 @@ def restart(**over: object) -> dict[str, object]:
     return body
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 async def test_owner_approves_with_one_click(running: Running, fake_slack: FakeSlack) -> None:
     status, body = await running.submit(proposal())
     assert status == 201, body
@@ -57,6 +59,7 @@ async def test_owner_approves_with_one_click(running: Running, fake_slack: FakeS
     assert ephemerals(fake_slack, "U0OWNER") == []  # no refusal note for the winner
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 async def test_override_asks_for_a_reason_in_a_modal(running: Running, fake_slack: FakeSlack) -> None:
     _, body = await running.submit(proposal())
     card = await card_for(fake_slack, "U0OWNER", body["id"])
@@ -78,6 +81,7 @@ async def test_override_asks_for_a_reason_in_a_modal(running: Running, fake_slac
 
 
 @pytest.mark.parametrize("reason", ["", "   \n "])
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 async def test_empty_reason_is_answered_inline(running: Running, fake_slack: FakeSlack, reason: str) -> None:
     _, body = await running.submit(proposal())
     card = await card_for(fake_slack, "U0OWNER", body["id"])
@@ -145,6 +149,7 @@ async def _two(running: Running, action_id: int) -> list[Response] | None:
     return rows if len(rows) == 2 else None
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 async def test_double_click_decides_once(running: Running, fake_slack: FakeSlack) -> None:
     _, body = await running.submit(proposal())
     card = await card_for(fake_slack, "U0OWNER", body["id"])
