@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,7 +62,9 @@ class Relay(Recorder):
         self._routes: dict[int, storms.Route] = {}  # message id -> its storm thread, decided at claim
         self.pack_when_deeper = PACK_WHEN_DEEPER
         self._in_flight: set[int] = set()
+        self._resumed: dict[int, datetime] = {}  # row id -> when its lapsed lease began (it may be in Slack)
         self.wire = Wire(svc, render)
+        self.mark_windows: deque[float] = deque(maxlen=10_000)
         self._ticks = 0
 
     async def health(self) -> str:
@@ -75,13 +78,16 @@ class Relay(Recorder):
 
     async def tick(self) -> int:
         """Send what is due, different channels concurrently; returns how many rows were handled."""
+        if self._ticks == 0:  # open the done-mark's own connection now, not after the first send
+            async with self.svc.db.urgent_session() as session:
+                await session.connection()
         if self.breaker.probe_due():
             await self._probe()
         now = self.svc.clock()
         target = None if self.breaker.allows_sending() else "callback"
         async with self.svc.db.session() as session:
             rows = await outbox.claim_due(session, now, limit=self.batch, target=target,
-                                          lease_seconds=CALL_TIMEOUT + LEASE_MARGIN)
+                                          lease_seconds=CALL_TIMEOUT + LEASE_MARGIN, resumed=self._resumed)
             rows = outbox.coalesce(session, [r for r in rows if r.id not in self._in_flight])
             groups: dict[str, list[list[OutboxMessage]]] = {}  # channel -> what to send, in order
             packable: dict[tuple[str, str | None], list[OutboxMessage]] = {}
@@ -225,6 +231,11 @@ class Relay(Recorder):
         msg = unit[0]
         routes = [self._routes.pop(row.id or 0, None) for row in unit]
         try:
+            if msg.method == "chat.postMessage" and any(row.id in self._resumed for row in unit):
+                unit, routes = await self._skip_sent(unit, routes)
+                if not unit:
+                    return
+                msg = unit[0]
             if msg.target == "callback":
                 result, code = await self.wire.callback(msg)
             elif len(unit) > 1:
@@ -267,8 +278,33 @@ class Relay(Recorder):
             return
         if msg.target == "slack":
             await self._slack_ok()
+        for row in unit:
+            self._resumed.pop(row.id or 0, None)
         await self._done(unit, result, code, routes)
         self.svc.metrics.outbox_sent.labels(msg.target, msg.method).inc()
+
+
+    async def _skip_sent(self, unit: list[OutboxMessage], routes: list[storms.Route | None]
+                         ) -> tuple[list[OutboxMessage], list[storms.Route | None]]:
+        """Rows whose lease lapsed mid-send: those whose post Slack already has (found by its
+        metadata) are recorded as sent with its ts; the rest go on to be posted."""
+        since = min(self._resumed.get(row.id or 0, row.created_at) for row in unit)
+        try:
+            found = await self.wire.find_sent(unit, since, _thread(routes[0]))
+        except SlackApiError as exc:
+            if slack_error(exc.response) not in PERMANENT_ERRORS:
+                raise  # Slack is struggling: retry the whole thing later, still checking first
+            log.warning("cannot look for earlier posts (%s): sending, a duplicate is possible",
+                        slack_error(exc.response))
+            found = {}
+        for row, route in zip(unit, routes, strict=True):
+            self._resumed.pop(row.id or 0, None)
+            if row.id in found:
+                log.warning("delivery %s was already in Slack (ts %s): recorded, not sent again", row.id,
+                            found[row.id]["ts"], extra={"action_id": row.action_id})
+                await self._done([row], found[row.id], 200, [route])
+        rest = [(row, route) for row, route in zip(unit, routes, strict=True) if row.id not in found]
+        return [row for row, _ in rest], [route for _, route in rest]
 
 
 def _thread(route: storms.Route | None) -> str | None:
