@@ -269,6 +269,9 @@ class Relay(Recorder):
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if msg.target == "slack":
                 self.breaker.failure(describe_error(exc))
+            if msg.method == "chat.postMessage" and not isinstance(exc, aiohttp.ClientResponseError):
+                for row in unit:  # no answer: the post may have reached Slack, look before re-posting
+                    self._resumed.setdefault(row.id or 0, row.next_attempt_at)
             status = exc.status if isinstance(exc, aiohttp.ClientResponseError) else None
             await self._each(unit, self._retry, describe_error(exc), status_code=status)
             return

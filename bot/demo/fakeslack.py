@@ -131,8 +131,8 @@ class FakeSlack:
         if request.method == "GET":
             return dict(request.query)
         if request.content_type == "application/json":
-            return json.loads(raw or "{}")
-        args: dict[str, Any] = dict(parse_qsl(raw))
+            return {**request.query, **json.loads(raw or "{}")}
+        args: dict[str, Any] = {**request.query, **dict(parse_qsl(raw))}  # Slack reads both
         for key in ("blocks", "view", "attachments"):
             if isinstance(args.get(key), str):
                 args[key] = json.loads(args[key])
