@@ -42,7 +42,7 @@ async def test_a_post_slack_already_has_is_recorded_not_sent_again(running: Runn
         assert call.args["metadata"]["event_type"] == OUTBOX_EVENT
     sent = [r for r in await rows(running, action_id=body["id"]) if r.method == "chat.postMessage"]
     assert len(sent) == 2
-    before = {r.id: r.result for r in sent}
+    before = {r.id or 0: r.result or {} for r in sent}
 
     await crash_after_send(running, list(before))
     await until(lambda: drained(running))
@@ -65,7 +65,7 @@ async def test_a_post_that_never_reached_slack_is_sent_once(running: Running, fa
     status, body = await running.submit(restart("resume2"))
     assert status == 201, body
     await until(lambda: drained(running))
-    sent = [r.id for r in await rows(running, action_id=body["id"]) if r.method == "chat.postMessage"]
+    sent = [r.id or 0 for r in await rows(running, action_id=body["id"]) if r.method == "chat.postMessage"]
     fake_slack.history.clear()  # as if the kill came before the post left
 
     await crash_after_send(running, sent)
