@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -27,6 +28,7 @@ from bot.delivery.pacing import (
     retry_after,
     slack_error,
 )
+from bot.delivery.shared_budget import SharedBreaker, SharedPacer
 from bot.delivery.wire import (
     CALL_TIMEOUT,
     PERMANENT_ERRORS,
@@ -57,8 +59,10 @@ class Relay(Recorder):
         self.svc, self.render, self.batch = svc, render, batch
         self.on_page_failed = on_page_failed
         # Pacing runs on the app's clock, so a test that moves a FakeClock moves the buckets too.
-        self.pacer = pacer or Pacer(clock=lambda: svc.clock().timestamp())
-        self.breaker = breaker or Breaker()
+        self.pacer = SharedPacer(pacer or Pacer(clock=lambda: svc.clock().timestamp()))
+        # The breaker's state is shared through the database, so it runs on wall time.
+        self.shared_breaker = SharedBreaker(svc.db, breaker or Breaker(clock=time.time))
+        self.breaker = self.shared_breaker.breaker
         self._routes: dict[int, storms.Route] = {}  # message id -> its storm thread, decided at claim
         self.pack_when_deeper = PACK_WHEN_DEEPER
         self._in_flight: set[int] = set()
@@ -81,6 +85,8 @@ class Relay(Recorder):
         if self._ticks == 0:  # open the done-mark's own connection now, not after the first send
             async with self.svc.db.urgent_session() as session:
                 await session.connection()
+        await self.shared_breaker.refresh()
+        self.pacer.new_tick()
         if self.breaker.probe_due():
             await self._probe()
         now = self.svc.clock()
@@ -114,7 +120,7 @@ class Relay(Recorder):
         await asyncio.gather(*(self._send_group(group) for group in groups.values()))
         self._ticks += 1
         if self._ticks % 1000 == 0:
-            self.pacer.prune()
+            await self.pacer.prune(self.svc.db)
         return len(rows)
 
     async def _plan(self, session: Any, row: OutboxMessage, now: datetime, deep: dict[str, bool]) -> str:
@@ -138,7 +144,7 @@ class Relay(Recorder):
                 deep[key] = await outbox.queue_depth(session, key) > self.pack_when_deeper
             if deep[key] and (route is not None or await storms.in_storm(session, row.action_id)):
                 return "pack"
-        delay = self.pacer.acquire(key)
+        delay = await self.pacer.acquire(session, key)
         if delay > 0:
             self._routes.pop(row.id, None)
             outbox.defer(session, row, now + timedelta(seconds=delay))
@@ -151,7 +157,7 @@ class Relay(Recorder):
         allows now (filled up with the channel's waiting cards); the rest gather at the channel's
         next free send, to leave as the next pack."""
         units: list[list[OutboxMessage]] = []
-        if self.pacer.wait(key) <= 0.0 and len(members) < PACK_SIZE:
+        if await self.pacer.wait(session, key) <= 0.0 and len(members) < PACK_SIZE:
             extra = await outbox.claim_waiting(session, key, now, exclude={m.id or 0 for m in members},
                                                limit=PACK_SIZE - len(members))
             for row in extra:
@@ -159,12 +165,12 @@ class Relay(Recorder):
                     members.append(row)
                 else:
                     outbox.defer(session, row, row.next_attempt_at)  # back as it was
-        while members and self.pacer.wait(key) <= 0.0:
-            self.pacer.take(key)
+        while members and await self.pacer.wait(session, key) <= 0.0:
+            await self.pacer.take(session, key)
             units.append(members[:PACK_SIZE])
             members = members[PACK_SIZE:]
         if members:
-            until = now + timedelta(seconds=max(self.pacer.wait(key), 0.05))
+            until = now + timedelta(seconds=max(await self.pacer.wait(session, key), 0.05))
             for row in members:
                 self._routes.pop(row.id or 0, None)
                 outbox.defer(session, row, until)
@@ -209,18 +215,18 @@ class Relay(Recorder):
         except SlackApiError as exc:
             status = exc.response.status_code if exc.response is not None else 0
             if status >= 500 or status == 429 or status == 0:
-                self.breaker.failure(describe_error(exc))
+                await self.shared_breaker.failure(describe_error(exc))
                 log.warning("Slack still failing: %s", self.breaker.last_error)
                 return
             # Slack answered (even `unknown_method` from a proxy or a stub): it is reachable again.
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self.breaker.failure(describe_error(exc))
+            await self.shared_breaker.failure(describe_error(exc))
             log.warning("Slack still failing: %s", self.breaker.last_error)
             return
         await self._slack_ok()
 
     async def _slack_ok(self) -> None:
-        if self.breaker.success():
+        if await self.shared_breaker.success():
             async with self.svc.db.session() as session:
                 woken = await outbox.wake(session, self.svc.clock())
                 await session.commit()
@@ -252,12 +258,12 @@ class Relay(Recorder):
             if status == 429:
                 retry = retry_after(resp)
                 self.svc.metrics.slack_rate_limited.inc()
-                self.pacer.block(msg.channel_key or msg.method, retry)
+                await self.pacer.block(self.svc.db, msg.channel_key or msg.method, retry)
                 await self._slack_ok()  # Slack answered: it is up, just busy
                 await self._each(unit, self._retry, f"ratelimited (Retry-After {retry:g}s)", delay=retry,
                                  status_code=429)
             elif (status is not None and status >= 500) or error in SLACK_TROUBLE:
-                self.breaker.failure(f"HTTP {status}: {error}")
+                await self.shared_breaker.failure(f"HTTP {status}: {error}")
                 await self._each(unit, self._retry, f"HTTP {status}: {error}", status_code=status)
             elif error in PERMANENT_ERRORS:
                 await self._slack_ok()
@@ -268,7 +274,7 @@ class Relay(Recorder):
             return
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if msg.target == "slack":
-                self.breaker.failure(describe_error(exc))
+                await self.shared_breaker.failure(describe_error(exc))
             if msg.method == "chat.postMessage" and not isinstance(exc, aiohttp.ClientResponseError):
                 for row in unit:  # no answer: the post may have reached Slack, look before re-posting
                     self._resumed.setdefault(row.id or 0, row.next_attempt_at)
