@@ -114,7 +114,6 @@ async def claim_waiting(session: AsyncSession, channel_key: str, now: datetime, 
     rows = list((await session.execute(stmt)).scalars())
     for row in rows:
         row.status, row.claimed_until = "sending", now + timedelta(seconds=lease_seconds)
-        row.next_attempt_at = min(row.next_attempt_at, now)  # the lease's start (claim_due)
         session.add(row)
     return rows
 

@@ -162,6 +162,7 @@ class Relay(Recorder):
                                                limit=PACK_SIZE - len(members))
             for row in extra:
                 if await self._fits(session, row, thread):
+                    row.next_attempt_at = now  # its lease begins (what a resend after a crash searches from)
                     members.append(row)
                 else:
                     outbox.defer(session, row, row.next_attempt_at)  # back as it was
