@@ -47,6 +47,10 @@ class Metrics:
             "countersign_paging_unreachable", "Pending actions no escalation level could be paged for", registry=r)
         self.slack_rate_limited = Counter("countersign_slack_rate_limited", "429s received from Slack",
                                           registry=r)
+        # From Slack's answer to the commit that marks the row done: a crash inside it re-sends.
+        self.outbox_mark_window = Histogram(
+            "countersign_outbox_mark_window_seconds", "Slack answered -> row marked done",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
 
     def decided(self, *, outcome: str | None, accountability: str | None, via: str | None) -> None:
         """One decision recorded and committed."""

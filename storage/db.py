@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "countersign_read_only"
+URGENT = "countersign_urgent"  # a short write that must not queue behind a burst (the outbox done-mark)
 WRITER_WAIT_SECONDS = 30.0  # like busy_timeout: a writer waiting longer fails instead of hanging
 
 
@@ -25,7 +27,41 @@ class SchemaNotCurrent(RuntimeError):
     """The database is unmigrated or behind the code's migrations."""
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+class WriterQueue:
+    """SQLite's writer lock within one process, first come first served, except that urgent
+    writers (the outbox done-mark) go before every ordinary one still waiting."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
+
+    async def acquire(self, urgent: bool = False) -> None:
+        if not self._held and not any(self._waiting):
+            self._held = True
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._waiting[0 if urgent else 1]
+        queue.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed over just as the waiter gave up: pass it on
+            else:
+                queue.remove(future)
+            raise
+
+    def release(self) -> None:
+        for queue in self._waiting:
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    future.set_result(None)  # handed over: still held
+                    return
+        self._held = False
+
+
+def _configure_sqlite(engine: AsyncEngine, writers: WriterQueue) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over transaction control from the driver so we can BEGIN IMMEDIATE below.
@@ -40,7 +76,6 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     # Writers of this process queue here, first come first served, before asking SQLite for its
     # writer lock: SQLite's own busy handler polls with sleeps of up to 100 ms, which under 30
     # concurrent submissions left the lock idle between polls and gave p99s of seconds.
-    writers = asyncio.Lock()
     holds = "countersign_holds_writer_lock"
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -52,7 +87,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN")
             return
         if not conn.info.get(holds):
-            await_only(asyncio.wait_for(writers.acquire(), WRITER_WAIT_SECONDS))
+            urgent = bool(conn.get_execution_options().get(URGENT, False))
+            await_only(asyncio.wait_for(writers.acquire(urgent), WRITER_WAIT_SECONDS))
             conn.info[holds] = True
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -89,11 +125,20 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.dialect = self.engine.dialect.name
+        writers = WriterQueue()
         if self.dialect == "sqlite":
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, writers)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self.read_engine = self.engine.execution_options(**{READ_ONLY: True})
         self.read_sessions = async_sessionmaker(self.read_engine, class_=AsyncSession, expire_on_commit=False)
+        # The outbox done-mark: its own small pool, so it never waits for a connection behind a burst
+        # of submissions, and on SQLite the head of the (shared) writer queue.
+        self._urgent_base = create_async_engine(url, **({"pool_size": 2, "max_overflow": 2}
+                                                         if self.dialect == "postgresql" else {}))
+        if self.dialect == "sqlite":
+            _configure_sqlite(self._urgent_base, writers)
+        self.urgent_engine = self._urgent_base.execution_options(**{URGENT: True})
+        self.urgent_sessions = async_sessionmaker(self.urgent_engine, class_=AsyncSession, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
         return self.sessions()
@@ -104,7 +149,13 @@ class Database:
         PostgreSQL."""
         return self.read_sessions()
 
+    def urgent_session(self) -> AsyncSession:
+        """For a short write that must not wait behind a burst: marking a sent message done (the
+        shorter that wait, the smaller the window in which a crash re-sends it)."""
+        return self.urgent_sessions()
+
     async def dispose(self) -> None:
+        await self._urgent_base.dispose()
         await self.engine.dispose()
 
     # --- migrations -------------------------------------------------------------------------

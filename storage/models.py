@@ -277,3 +277,24 @@ class StormThread(SQLModel, table=True):
     ts: str | None = None
     count: int = 0
     created_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class PacingBucket(SQLModel, table=True):
+    """One channel's Slack send budget (a GCRA token bucket), shared by every replica: each locks
+    the row while it decides whether a post may go (bot/delivery/pacing.py)."""
+
+    __tablename__ = "pacing_buckets"
+    key: str = Field(sa_column=Column(Text, primary_key=True))
+    tat: float = 0.0  # theoretical arrival time of the next send, epoch seconds
+    queue_tail: float = 0.0  # the latest send slot handed to a waiting message, epoch seconds
+
+
+class BreakerState(SQLModel, table=True):
+    """The Slack circuit breaker, shared by every replica: one outage, seen by all."""
+
+    __tablename__ = "breaker_state"
+    name: str = Field(sa_column=Column(Text, primary_key=True))
+    failures: int = 0
+    open_until: float = 0.0  # epoch seconds: the next probe
+    opened_at: float | None = None  # epoch seconds the outage was noticed (None: closed)
+    last_error: str = Field(default="", sa_column=Column(Text, nullable=False))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -67,11 +67,14 @@ async def claim_due(
     limit: int = 50,
     lease_seconds: float = 60.0,
     target: str | None = None,
+    resumed: dict[int, datetime] | None = None,
 ) -> list[OutboxMessage]:
     """Claim due rows for this relay; a lease lets another replica take over after a crash.
 
     The caller commits right after, so the claim is short: PostgreSQL skips rows another
     replica holds (FOR UPDATE SKIP LOCKED); SQLite's writer lock serializes claimers.
+    While a row is claimed, `next_attempt_at` holds when its lease began. A row still "sending"
+    whose lease lapsed may have reached Slack: its id and that time go into `resumed`.
     """
     stmt = (
         select(OutboxMessage)
@@ -90,8 +93,9 @@ async def claim_due(
     rows = list((await session.execute(stmt)).scalars())
     until = now + timedelta(seconds=lease_seconds)
     for row in rows:
-        row.status = "sending"
-        row.claimed_until = until
+        if row.status == "sending" and resumed is not None and row.id is not None:
+            resumed[row.id] = row.next_attempt_at
+        row.status, row.claimed_until, row.next_attempt_at = "sending", until, now
         session.add(row)
     return rows
 
@@ -205,6 +209,23 @@ async def record_attempt(
         msg.status, msg.last_error = "pending", error
         msg.next_attempt_at = retry_at or utcnow()
     session.add(msg)
+
+
+async def mark_done(session: AsyncSession, rows: list[OutboxMessage], *, status_code: int | None,
+                    result: dict[str, Any] | None, at: datetime) -> None:
+    """Record one successful send carrying `rows` (one message, or a pack of cards): two statements
+    whatever the pack's size, because every round trip here widens the window in which a crash
+    re-sends what Slack already has."""
+    ids = [row.id for row in rows if row.id is not None]
+    if not ids:
+        return
+    await session.execute(
+        update(OutboxMessage).where(col(OutboxMessage.id).in_(ids))
+        .values(status="done", attempts=OutboxMessage.attempts + 1, claimed_until=None, sent_at=at,
+                result=result, last_error=None))
+    await session.execute(insert(DeliveryAttempt), [
+        {"outbox_id": row.id, "attempt": row.attempts + 1, "ok": True, "status_code": status_code, "at": at}
+        for row in rows if row.id is not None])
 
 
 async def backlog(session: AsyncSession, *, target: str | None = None) -> tuple[int, datetime | None]:

@@ -59,6 +59,18 @@ class Pacer:
         until = self.clock() + seconds
         self._sent_tat[key] = max(self._sent_tat.get(key, 0.0), until + self.tolerance)
 
+    def state(self, key: str) -> tuple[float, float]:
+        """The bucket of `key` as (tat, queue tail), 0.0 for unknown: what the database keeps."""
+        return self._sent_tat.get(key, 0.0), self._queue_tail.get(key, 0.0)
+
+    def restore(self, key: str, tat: float, queue_tail: float) -> None:
+        """Take the bucket of `key` as stored (another replica may have sent since)."""
+        for table, value in ((self._sent_tat, tat), (self._queue_tail, queue_tail)):
+            if value:
+                table[key] = value
+            else:
+                table.pop(key, None)
+
     def prune(self, older_than: float = 600.0) -> None:
         """Drop state for keys idle for a while (bounded memory over months of channels)."""
         cutoff = self.clock() - older_than
@@ -105,6 +117,12 @@ class Breaker:
         was_open = self.is_open
         self.failures, self.opened_at, self._wall_opened, self.open_until = 0, None, None, 0.0
         return was_open
+
+    def restore(self, failures: int, open_until: float, opened_at: float | None, last_error: str) -> None:
+        """Take the state as stored (shared_budget: another replica may have seen failures); only
+        for a breaker whose clock is wall time."""
+        self.failures, self.open_until, self.last_error = failures, open_until, last_error
+        self.opened_at = self._wall_opened = opened_at
 
     def describe(self) -> str:
         if not self.is_open:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +28,7 @@ from bot.delivery.pacing import (
     retry_after,
     slack_error,
 )
+from bot.delivery.shared_budget import SharedBreaker, SharedPacer
 from bot.delivery.wire import (
     CALL_TIMEOUT,
     PERMANENT_ERRORS,
@@ -56,12 +59,16 @@ class Relay(Recorder):
         self.svc, self.render, self.batch = svc, render, batch
         self.on_page_failed = on_page_failed
         # Pacing runs on the app's clock, so a test that moves a FakeClock moves the buckets too.
-        self.pacer = pacer or Pacer(clock=lambda: svc.clock().timestamp())
-        self.breaker = breaker or Breaker()
+        self.pacer = SharedPacer(pacer or Pacer(clock=lambda: svc.clock().timestamp()))
+        # The breaker's state is shared through the database, so it runs on wall time.
+        self.shared_breaker = SharedBreaker(svc.db, breaker or Breaker(clock=time.time))
+        self.breaker = self.shared_breaker.breaker
         self._routes: dict[int, storms.Route] = {}  # message id -> its storm thread, decided at claim
         self.pack_when_deeper = PACK_WHEN_DEEPER
         self._in_flight: set[int] = set()
+        self._resumed: dict[int, datetime] = {}  # row id -> when its lapsed lease began (it may be in Slack)
         self.wire = Wire(svc, render)
+        self.mark_windows: deque[float] = deque(maxlen=10_000)
         self._ticks = 0
 
     async def health(self) -> str:
@@ -75,13 +82,18 @@ class Relay(Recorder):
 
     async def tick(self) -> int:
         """Send what is due, different channels concurrently; returns how many rows were handled."""
+        if self._ticks == 0:  # open the done-mark's own connection now, not after the first send
+            async with self.svc.db.urgent_session() as session:
+                await session.connection()
+        await self.shared_breaker.refresh()
+        self.pacer.new_tick()
         if self.breaker.probe_due():
             await self._probe()
         now = self.svc.clock()
         target = None if self.breaker.allows_sending() else "callback"
         async with self.svc.db.session() as session:
             rows = await outbox.claim_due(session, now, limit=self.batch, target=target,
-                                          lease_seconds=CALL_TIMEOUT + LEASE_MARGIN)
+                                          lease_seconds=CALL_TIMEOUT + LEASE_MARGIN, resumed=self._resumed)
             rows = outbox.coalesce(session, [r for r in rows if r.id not in self._in_flight])
             groups: dict[str, list[list[OutboxMessage]]] = {}  # channel -> what to send, in order
             packable: dict[tuple[str, str | None, Kind | None], list[OutboxMessage]] = {}
@@ -109,7 +121,7 @@ class Relay(Recorder):
         await asyncio.gather(*(self._send_group(group) for group in groups.values()))
         self._ticks += 1
         if self._ticks % 1000 == 0:
-            self.pacer.prune()
+            await self.pacer.prune(self.svc.db)
         return len(rows)
 
     async def _plan(self, session: Any, row: OutboxMessage, now: datetime, deep: dict[str, bool]) -> str:
@@ -133,7 +145,7 @@ class Relay(Recorder):
                 deep[key] = await outbox.queue_depth(session, key) > self.pack_when_deeper
             if deep[key] and (route is not None or await storms.in_storm(session, row.action_id)):
                 return "pack"
-        delay = self.pacer.acquire(key)
+        delay = await self.pacer.acquire(session, key)
         if delay > 0:
             self._routes.pop(row.id, None)
             outbox.defer(session, row, now + timedelta(seconds=delay))
@@ -147,7 +159,7 @@ class Relay(Recorder):
         next free send, to leave as the next pack."""
         units: list[list[OutboxMessage]] = []
         size = storms.PACK_SIZES.get(kind, PACK_SIZE) if kind is not None else PACK_SIZE
-        if self.pacer.wait(key) <= 0.0 and len(members) < size:
+        if await self.pacer.wait(session, key) <= 0.0 and len(members) < size:
             extra = await outbox.claim_waiting(session, key, now, exclude={m.id or 0 for m in members},
                                                limit=size - len(members))
             route = self._routes.get(members[0].id or 0)
@@ -162,15 +174,16 @@ class Relay(Recorder):
                 extra = []
             for row in extra:
                 if await self._fits(session, row, thread, kind):
+                    row.next_attempt_at = now  # its lease begins (what a resend after a crash searches from)
                     members.append(row)
                 else:
                     outbox.defer(session, row, row.next_attempt_at)  # back as it was
-        while members and self.pacer.wait(key) <= 0.0:
-            self.pacer.take(key)
+        while members and await self.pacer.wait(session, key) <= 0.0:
+            await self.pacer.take(session, key)
             units.append(members[:size])
             members = members[size:]
         if members:
-            until = now + timedelta(seconds=max(self.pacer.wait(key), 0.05))
+            until = now + timedelta(seconds=max(await self.pacer.wait(session, key), 0.05))
             for row in members:
                 self._routes.pop(row.id or 0, None)
                 outbox.defer(session, row, until)
@@ -216,18 +229,18 @@ class Relay(Recorder):
         except SlackApiError as exc:
             status = exc.response.status_code if exc.response is not None else 0
             if status >= 500 or status == 429 or status == 0:
-                self.breaker.failure(describe_error(exc))
+                await self.shared_breaker.failure(describe_error(exc))
                 log.warning("Slack still failing: %s", self.breaker.last_error)
                 return
             # Slack answered (even `unknown_method` from a proxy or a stub): it is reachable again.
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self.breaker.failure(describe_error(exc))
+            await self.shared_breaker.failure(describe_error(exc))
             log.warning("Slack still failing: %s", self.breaker.last_error)
             return
         await self._slack_ok()
 
     async def _slack_ok(self) -> None:
-        if self.breaker.success():
+        if await self.shared_breaker.success():
             async with self.svc.db.session() as session:
                 woken = await outbox.wake(session, self.svc.clock())
                 await session.commit()
@@ -238,6 +251,11 @@ class Relay(Recorder):
         msg = unit[0]
         routes = [self._routes.pop(row.id or 0, None) for row in unit]
         try:
+            if msg.method == "chat.postMessage" and any(row.id in self._resumed for row in unit):
+                unit, routes = await self._skip_sent(unit, routes)
+                if not unit:
+                    return
+                msg = unit[0]
             if msg.target == "callback":
                 result, code = await self.wire.callback(msg)
             elif len(unit) > 1:
@@ -254,12 +272,12 @@ class Relay(Recorder):
             if status == 429:
                 retry = retry_after(resp)
                 self.svc.metrics.slack_rate_limited.inc()
-                self.pacer.block(msg.channel_key or msg.method, retry)
+                await self.pacer.block(self.svc.db, msg.channel_key or msg.method, retry)
                 await self._slack_ok()  # Slack answered: it is up, just busy
                 await self._each(unit, self._retry, f"ratelimited (Retry-After {retry:g}s)", delay=retry,
                                  status_code=429)
             elif (status is not None and status >= 500) or error in SLACK_TROUBLE:
-                self.breaker.failure(f"HTTP {status}: {error}")
+                await self.shared_breaker.failure(f"HTTP {status}: {error}")
                 await self._each(unit, self._retry, f"HTTP {status}: {error}", status_code=status)
             elif error in PERMANENT_ERRORS:
                 await self._slack_ok()
@@ -270,7 +288,10 @@ class Relay(Recorder):
             return
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if msg.target == "slack":
-                self.breaker.failure(describe_error(exc))
+                await self.shared_breaker.failure(describe_error(exc))
+            if msg.method == "chat.postMessage" and not isinstance(exc, aiohttp.ClientResponseError):
+                for row in unit:  # no answer: the post may have reached Slack, look before re-posting
+                    self._resumed.setdefault(row.id or 0, row.next_attempt_at)
             status = exc.status if isinstance(exc, aiohttp.ClientResponseError) else None
             await self._each(unit, self._retry, describe_error(exc), status_code=status)
             return
@@ -280,8 +301,33 @@ class Relay(Recorder):
             return
         if msg.target == "slack":
             await self._slack_ok()
+        for row in unit:
+            self._resumed.pop(row.id or 0, None)
         await self._done(unit, result, code, routes)
         self.svc.metrics.outbox_sent.labels(msg.target, msg.method).inc()
+
+
+    async def _skip_sent(self, unit: list[OutboxMessage], routes: list[storms.Route | None]
+                         ) -> tuple[list[OutboxMessage], list[storms.Route | None]]:
+        """Rows whose lease lapsed mid-send: those whose post Slack already has (found by its
+        metadata) are recorded as sent with its ts; the rest go on to be posted."""
+        since = min(self._resumed.get(row.id or 0, row.created_at) for row in unit)
+        try:
+            found = await self.wire.find_sent(unit, since, _thread(routes[0]))
+        except SlackApiError as exc:
+            if slack_error(exc.response) not in PERMANENT_ERRORS:
+                raise  # Slack is struggling: retry the whole thing later, still checking first
+            log.warning("cannot look for earlier posts (%s): sending, a duplicate is possible",
+                        slack_error(exc.response))
+            found = {}
+        for row, route in zip(unit, routes, strict=True):
+            self._resumed.pop(row.id or 0, None)
+            if row.id in found:
+                log.warning("delivery %s was already in Slack (ts %s): recorded, not sent again", row.id,
+                            found[row.id]["ts"], extra={"action_id": row.action_id})
+                await self._done([row], found[row.id], 200, [route])
+        rest = [(row, route) for row, route in zip(unit, routes, strict=True) if row.id not in found]
+        return [row for row, _ in rest], [route for _, route in rest]
 
 
 def _thread(route: storms.Route | None) -> str | None:

@@ -88,9 +88,10 @@ async def in_thread(session: AsyncSession, storm_id: int, action_ids: list[int])
                                  storm.created_at + THREAD_SPAN, action_ids)
 
 
-async def child_posted(session: AsyncSession, storm_id: int, now: datetime) -> None:
-    """One more card in the thread: count it and schedule the parent's count update (coalesced)."""
-    if not await queries.count_child(session, storm_id):
+async def child_posted(session: AsyncSession, storm_id: int, now: datetime, n: int = 1) -> None:
+    """`n` more cards in the thread (one post): count them and schedule the parent's count update
+    (coalesced)."""
+    if not await queries.count_child(session, storm_id, n):
         return
     bucket = int(now.timestamp() // UPDATE_EVERY_SECONDS)
     due = datetime.fromtimestamp((bucket + 1) * UPDATE_EVERY_SECONDS, UTC)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +39,11 @@ PERMANENT_ERRORS = frozenset({
 # `ok: false` answers that mean Slack itself is struggling (count towards the breaker).
 SLACK_TROUBLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 CALL_TIMEOUT = 10.0  # seconds one Slack call or callback may take
+# Every post carries its outbox ids in Slack message metadata, so a resend after a crash can first
+# look for the post in the conversation (Wire.find_sent) instead of posting it twice.
+OUTBOX_EVENT = "countersign_outbox"
+HISTORY_PAGES, HISTORY_PAGE = 5, 200  # how far back find_sent reads (1,000 messages)
+CLOCK_SKEW = timedelta(seconds=60)  # our clock against Slack's, when bounding the search
 
 # Render a queued message into Slack Web API arguments (text, blocks, view...), or None to skip it.
 Renderer = Callable[[Services, dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -78,6 +85,8 @@ class Wire:
             args["channel"] = payload["channel"]
         if thread_ts:
             args["thread_ts"] = thread_ts
+        if msg.method == "chat.postMessage":
+            args["metadata"] = tag([msg])
         resp = await self._call(msg.method, args)
         return {"channel": resp.get("channel"), "ts": resp.get("ts")}
 
@@ -93,8 +102,42 @@ class Wire:
         args["channel"] = channel
         if thread_ts:
             args["thread_ts"] = thread_ts
+        args["metadata"] = tag(unit)
         resp = await self._call("chat.postMessage", args)
         return {"channel": resp.get("channel"), "ts": resp.get("ts"), "pack": len(unit)}
+
+    async def find_sent(self, unit: list[OutboxMessage], since: datetime,
+                        thread_ts: str | None = None) -> dict[int, dict[str, Any]]:
+        """Which of these rows' posts Slack already has (a relay died between Slack's answer and the
+        done-mark): outbox id -> {"channel", "ts"}, read from the conversation's messages since the
+        lease began (conversations.history, or .replies inside a storm thread)."""
+        channel = unit[0].payload.get("channel")
+        if channel and "@" in channel:
+            channel = await resolve(self.svc, channel)
+        if not channel:
+            return {}
+        if channel[:1] in ("U", "W"):  # a DM: its messages live in the IM conversation
+            async with asyncio.timeout(CALL_TIMEOUT):
+                opened = await self.svc.slack.conversations_open(users=channel)
+            channel = opened["channel"]["id"]
+        wanted = {row.id for row in unit if row.id is not None}
+        found: dict[int, dict[str, Any]] = {}
+        args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": HISTORY_PAGE,
+                                "oldest": f"{(since - CLOCK_SKEW).timestamp():.6f}"}
+        for _ in range(HISTORY_PAGES):
+            async with asyncio.timeout(CALL_TIMEOUT):
+                if thread_ts:
+                    page = await self.svc.slack.conversations_replies(ts=thread_ts, **args)
+                else:
+                    page = await self.svc.slack.conversations_history(**args)
+            for message in page.get("messages") or []:
+                for outbox_id in tagged(message) & wanted:
+                    found[outbox_id] = {"channel": channel, "ts": message.get("ts"), "found_after_crash": True}
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not page.get("has_more") or not cursor or len(found) == len(wanted):
+                break
+            args["cursor"] = cursor
+        return found
 
     async def update_cards(self, payload: dict[str, Any]) -> dict[str, Any]:
         async with self.svc.db.session() as session:
@@ -140,12 +183,27 @@ class Wire:
             raise
 
 
+def tag(unit: list[OutboxMessage]) -> dict[str, Any]:
+    """The message metadata a post carries: which outbox rows it delivers."""
+    return {"event_type": OUTBOX_EVENT, "event_payload": {"outbox_ids": [row.id for row in unit]}}
+
+
+def tagged(message: dict[str, Any]) -> set[int]:
+    """The outbox ids a message from conversations.history carries (none if it is not ours)."""
+    metadata = message.get("metadata") or {}
+    if metadata.get("event_type") != OUTBOX_EVENT:
+        return set()
+    ids = (metadata.get("event_payload") or {}).get("outbox_ids") or []
+    return {int(i) for i in ids if isinstance(i, int | str) and str(i).isdigit()}
+
+
 class Recorder:
     """What came back: every attempt recorded, the row moved to done, retried (backoff) or failed
     (and a failed page handed to escalation). Mixed into the relay, which owns `svc`."""
 
     svc: Services
     on_page_failed: PageFailed
+    mark_windows: deque[float]  # the latest done-mark windows (seconds), for the benchmark
 
     @staticmethod
     async def _each(unit: list[OutboxMessage], record: Callable[..., Awaitable[None]], *args: Any,
@@ -158,23 +216,27 @@ class Recorder:
         """Mark the rows done right after the send (one short transaction: the shorter this gap,
         the rarer a duplicate), remembering where each card now lives."""
         now = self.svc.clock()
-        async with self.svc.db.session() as session:
-            for msg, route in zip(unit, routes, strict=True):
-                assert msg.id is not None
-                kind = msg.payload.get("kind")
-                await outbox.record_attempt(session, msg.id, ok=True, status_code=code, result=result, at=now)
-                if msg.target == "slack" and kind == Kind.CARD and result.get("ts"):
-                    await repo.remember_message(session, msg.action_id or 0, msg.purpose or "card",
-                                                result["channel"], result["ts"])
-                if kind == Kind.STORM and msg.method == "chat.postMessage":
+        answered = time.monotonic()
+        async with self.svc.db.urgent_session() as session:
+            await outbox.mark_done(session, unit, status_code=code, result=result, at=now)
+            if result.get("ts"):
+                await repo.remember_messages(session, [(m.action_id or 0, m.purpose or "card") for m in unit
+                                                       if m.target == "slack" and m.payload.get("kind") == Kind.CARD],
+                                             result["channel"], result["ts"])
+            threaded = Counter(r.storm_id for r in routes if r is not None and r.storm_id is not None)
+            for storm_id, n in threaded.items() if result.get("ts") else ():
+                await storms.child_posted(session, storm_id, now, n)
+            for msg in unit:
+                if msg.payload.get("kind") == Kind.STORM and msg.method == "chat.postMessage":
                     await storm_rows.parent_posted(session, msg.payload["storm_id"], result.get("channel"),
-                                               result.get("ts"))
-                if route is not None and route.storm_id is not None and result.get("ts"):
-                    await storms.child_posted(session, route.storm_id, now)
+                                                   result.get("ts"))
                 if msg.target == "callback":
                     await ledger.append(session, "callback.delivered",
                                         {"url": msg.payload["url"], "status": code}, action_id=msg.action_id)
             await session.commit()
+        window = time.monotonic() - answered
+        self.svc.metrics.outbox_mark_window.observe(window)
+        self.mark_windows.append(window)
 
     async def _retry(self, msg: OutboxMessage, error: str, *, delay: float | None = None,
                      status_code: int | None = None) -> None:

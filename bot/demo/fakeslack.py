@@ -77,6 +77,8 @@ class FakeSlack:
         self.post_limit: RateLimit | None = None  # set to enforce chat.postMessage's per-channel rate
         self._ts = itertools.count(1)
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest message
+        self.history: dict[str, list[dict[str, Any]]] = {}  # conversation id -> its messages, oldest first
+        self._last_ts = 0.0
         self.on_call: list[Callable[[Call], None]] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -136,8 +138,8 @@ class FakeSlack:
         if request.method == "GET":
             return dict(request.query)
         if request.content_type == "application/json":
-            return json.loads(raw or "{}")
-        args: dict[str, Any] = dict(parse_qsl(raw))
+            return {**request.query, **json.loads(raw or "{}")}
+        args: dict[str, Any] = {**request.query, **dict(parse_qsl(raw))}  # Slack reads both
         for key in ("blocks", "view", "attachments"):
             if isinstance(args.get(key), str):
                 args[key] = json.loads(args[key])
@@ -194,6 +196,53 @@ class FakeSlack:
             hook(call)
         return web.json_response(self._answer(method, args))
 
+    # --- message history: metadata, conversations.history / conversations.replies ------------------
+    def _next_ts(self) -> str:
+        """A message ts as Slack makes them: the wall-clock time, unique and increasing."""
+        self._last_ts = max(time.time(), self._last_ts + 0.000001)
+        return f"{self._last_ts:.6f}"
+
+    @staticmethod
+    def conversation(channel: str) -> str:
+        """Where a post lands: a post to a user id goes to the app's DM with that user, the IM
+        conversation conversations.open returns ("D" + user id here)."""
+        return "D" + channel if channel[:1] in ("U", "W") else channel
+
+    def _file_message(self, channel: str, ts: str, args: dict[str, Any]) -> None:
+        message: dict[str, Any] = {"type": "message", "ts": ts, "text": args.get("text") or "", "user": "UBOT",
+                                   "bot_id": "BBOT"}
+        metadata = args.get("metadata")
+        if isinstance(metadata, str):  # form-encoded calls send it as JSON text
+            metadata = json.loads(metadata)
+        if metadata:
+            message["metadata"] = metadata
+        if args.get("thread_ts"):
+            message["thread_ts"] = str(args["thread_ts"])
+        self.history.setdefault(self.conversation(channel), []).append(message)
+
+    def _read_history(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, `oldest`/`latest` exclusive bounds, `limit` with a cursor; metadata only with
+        include_all_metadata; history leaves thread replies out, replies gives the parent and its
+        thread (oldest first), as Slack does."""
+        channel = str(args.get("channel", ""))
+        if channel not in self.history and channel[:1] not in ("C", "D", "G"):
+            return {"ok": False, "error": "channel_not_found"}
+        oldest, latest = float(args.get("oldest") or 0), float(args.get("latest") or math.inf)
+        messages = [m for m in self.history.get(channel, []) if oldest < float(m["ts"]) < latest]
+        if method == "conversations.history":
+            messages = [m for m in messages if m.get("thread_ts") in (None, m["ts"])][::-1]
+        else:
+            parent = str(args.get("ts", ""))
+            messages = [m for m in messages if m["ts"] == parent or m.get("thread_ts") == parent]
+        start = int(args.get("cursor") or 0)
+        limit = int(args.get("limit") or 100)
+        page = messages[start:start + limit]
+        if str(args.get("include_all_metadata", "")).lower() not in ("true", "1"):
+            page = [{k: v for k, v in m.items() if k != "metadata"} for m in page]
+        more = start + limit < len(messages)
+        return {"ok": True, "messages": page, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
     def _validate(self, method: str, args: dict[str, Any]) -> str | None:
         try:
             for block in args.get("blocks") or []:
@@ -227,10 +276,14 @@ class FakeSlack:
             return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D" + str(args.get("users", "X"))}}
+        if method in ("conversations.history", "conversations.replies"):
+            return self._read_history(method, args)
         if method in ("chat.postMessage", "chat.update"):
             channel = args.get("channel", "")
-            ts = str(args.get("ts")) if method == "chat.update" else f"{1700000000 + next(self._ts)}.000100"
+            ts = str(args.get("ts")) if method == "chat.update" else self._next_ts()
             self.messages[(channel, ts)] = args
+            if method == "chat.postMessage":
+                self._file_message(channel, ts, args)
             return {"ok": True, "channel": channel, "ts": ts, "message": {"text": args.get("text")}}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}

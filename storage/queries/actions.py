@@ -113,6 +113,22 @@ async def slack_messages(session: AsyncSession, action_id: int) -> list[SlackMes
     return list(rows.scalars())
 
 
+async def remember_messages(session: AsyncSession, cards: list[tuple[int, str]], channel: str, ts: str) -> None:
+    """Where several cards (action id, purpose) now live: one message (a pack, or one card). One
+    read for all of them, whatever their number."""
+    if not cards:
+        return
+    stmt = select(SlackMessage).where(col(SlackMessage.action_id).in_({a for a, _ in cards}))
+    existing = {(m.action_id, m.purpose): m for m in (await session.execute(stmt)).scalars()}
+    for action_id, purpose in cards:
+        found = existing.get((action_id, purpose))
+        if found is None:
+            session.add(SlackMessage(action_id=action_id, purpose=purpose, channel=channel, ts=ts))
+        else:
+            found.channel, found.ts = channel, ts
+            session.add(found)
+
+
 async def remember_message(
     session: AsyncSession, action_id: int, purpose: str, channel: str, ts: str
 ) -> None:

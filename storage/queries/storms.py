@@ -67,12 +67,12 @@ async def parent_posted(session: AsyncSession, storm_id: int, channel: str | Non
         session.add(storm)
 
 
-async def count_child(session: AsyncSession, storm_id: int) -> bool:
-    """One more card in the storm's thread; False if the storm is gone."""
+async def count_child(session: AsyncSession, storm_id: int, n: int = 1) -> bool:
+    """`n` more cards in the storm's thread; False if the storm is gone."""
     storm = await session.get(StormThread, storm_id)
     if storm is None:
         return False
-    storm.count += 1
+    storm.count += n
     session.add(storm)
     return True
 

@@ -124,8 +124,10 @@ def test_request_urls_point_at_the_slack_endpoint(manifest: dict[str, Any]) -> N
 
 def test_scopes_cover_what_the_bot_calls(manifest: dict[str, Any]) -> None:
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    # chat.postMessage/update/postEphemeral, DMs, the slash command, users.lookupByEmail and users.info
-    needed = {"chat:write", "chat:write.public", "im:write", "commands", "users:read", "users:read.email"}
+    # chat.postMessage/update/postEphemeral, DMs, the slash command, users.lookupByEmail and users.info,
+    # and conversations.history/replies (a post looked for before it is re-sent after a crash)
+    needed = {"chat:write", "chat:write.public", "im:write", "commands", "users:read", "users:read.email",
+              "channels:history", "groups:history", "im:history"}
     assert needed <= scopes
     assert manifest["settings"]["socket_mode_enabled"] is False  # HTTP mode by default; the switch is here
     assert manifest["display_information"]["name"]

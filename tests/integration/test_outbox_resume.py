@@ -1,0 +1,85 @@
+"""A relay that died between Slack's answer and the done-mark: the row's lease lapses, and the next
+relay looks for the post by its metadata (conversations.history / conversations.replies) before
+posting. Found: recorded as sent with Slack's ts, not posted again. Not found: posted once."""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from bot.delivery.wire import OUTBOX_EVENT
+from bot.demo.fakeslack import FakeSlack
+from storage.models import OutboxMessage, SlackMessage
+from tests.conftest import Running
+from tests.integration.test_outbox import about, drained, restart, rows
+from tests.slack_helpers import until as _until
+
+until = functools.partial(_until, within=20.0)
+
+
+async def crash_after_send(running: Running, ids: list[int]) -> None:
+    """Put rows back as a relay killed after Slack answered leaves them: still "sending", lease
+    over, no result (what a kill -9 between the post and the done-mark commit leaves behind)."""
+    now = running.svc.clock()
+    async with running.svc.db.session() as session:
+        await session.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(ids)).values(
+            status="sending", claimed_until=now - timedelta(seconds=1), next_attempt_at=now - timedelta(seconds=5),
+            result=None, sent_at=None))
+        await session.commit()
+
+
+async def test_a_post_slack_already_has_is_recorded_not_sent_again(running: Running,
+                                                                    fake_slack: FakeSlack) -> None:
+    status, body = await running.submit(restart("resume1"))
+    assert status == 201, body
+    await until(lambda: drained(running))
+    posted = about(fake_slack.posts(), "resume1")
+    assert {c.args["channel"] for c in posted} == {"U0SEARCH", "C0SEARCH"}  # the DM and the channel card
+    for call in posted:  # each post says which outbox row it delivers
+        assert call.args["metadata"]["event_type"] == OUTBOX_EVENT
+    sent = [r for r in await rows(running, action_id=body["id"]) if r.method == "chat.postMessage"]
+    assert len(sent) == 2
+    before = {r.id or 0: r.result or {} for r in sent}
+
+    await crash_after_send(running, list(before))
+    await until(lambda: drained(running))
+
+    assert len(about(fake_slack.posts(), "resume1")) == 2, "re-posted what Slack already had"
+    looked = fake_slack.calls_to("conversations.history")
+    assert {c.args["channel"] for c in looked} >= {"DU0SEARCH", "C0SEARCH"}  # the DM is read in its IM
+    assert all(str(c.args.get("include_all_metadata")) in ("1", "true", "True") for c in looked)
+    for row in await rows(running, action_id=body["id"]):
+        if row.id in before:
+            assert row.status == "done" and row.result is not None
+            assert row.result["ts"] == before[row.id]["ts"] and row.result["found_after_crash"] is True
+    async with running.svc.db.session() as session:  # the card can still be updated in place
+        copies = (await session.execute(select(SlackMessage).where(
+            col(SlackMessage.action_id) == body["id"]))).scalars().all()
+    assert {c.ts for c in copies} == {r["ts"] for r in before.values()}
+
+
+async def test_a_post_that_never_reached_slack_is_sent_once(running: Running, fake_slack: FakeSlack) -> None:
+    status, body = await running.submit(restart("resume2"))
+    assert status == 201, body
+    await until(lambda: drained(running))
+    sent = [r.id or 0 for r in await rows(running, action_id=body["id"]) if r.method == "chat.postMessage"]
+    fake_slack.history.clear()  # as if the kill came before the post left
+
+    await crash_after_send(running, sent)
+    await until(lambda: drained(running))
+
+    assert len(about(fake_slack.posts(), "resume2")) == 4  # the first two, and each once more
+    assert len(fake_slack.calls_to("conversations.history")) >= 2
+
+
+async def test_history_is_read_only_for_a_lapsed_lease(running: Running, fake_slack: FakeSlack) -> None:
+    """The ordinary path costs nothing extra: no history read when no lease lapsed."""
+    for i in range(3):
+        status, _ = await running.submit(restart(f"plain{i}"))
+        assert status == 201
+    await until(lambda: drained(running))
+    assert len(fake_slack.posts()) >= 6
+    assert fake_slack.calls_to("conversations.history") == []
