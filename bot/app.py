@@ -20,6 +20,8 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
+from bot.actions.tokens import TokenCache
+from bot.actions.writer import Writer
 from bot.api import routes as api
 from bot.api.longpoll import DecisionWaiters
 from bot.clock import Clock, system_clock
@@ -86,6 +88,7 @@ class Runtime:
     relay: Relay
     sweeper: Sweeper
     waiters: DecisionWaiters  # the requests parked on a long poll
+    writer: Writer  # group-commit ingest (bot.actions.writer)
     migrate: bool = True  # bring the schema to head on start (else refuse if behind)
     background: bool = True  # run the sweeper and the relay
     socket: AsyncSocketModeHandler | None = None
@@ -100,6 +103,7 @@ class Runtime:
         else:
             await svc.db.check_schema()
         await audit.record_policy_loaded(svc)  # by hash: decisions tie to the rules of the day
+        self.writer.start()
         if self.background:
             self.sweeper.schedule(svc.scheduler, settings.tick_seconds)  # first run now: steps due while down
             self._loops.append(asyncio.create_task(
@@ -128,6 +132,7 @@ class Runtime:
         if self.socket is not None:
             await self.socket.close_async()
         await self.sweeper.stop()
+        await self.writer.stop()
         if self.svc.scheduler.running:
             self.svc.scheduler.shutdown(wait=False)
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -152,7 +157,8 @@ def create_app(
     bolt = build_bolt(svc)
     relay = Relay(svc, handlers.render, paging.fail_level)
     waiters = DecisionWaiters(svc)
-    runtime = Runtime(svc, bolt, relay, Sweeper(svc), waiters, migrate=migrate, background=background)
+    writer = Writer(svc, TokenCache(svc))
+    runtime = Runtime(svc, bolt, relay, Sweeper(svc), waiters, writer, migrate=migrate, background=background)
     svc.decision_listeners.append(waiters.notify)  # a decision wakes the long polls waiting for it
     svc.metrics_refreshers += [partial(refresh_metrics, svc), relay.refresh_metrics]  # pending; outbox
     svc.health_probes["deliveries"] = relay.health  # Slack failing / backlog old
@@ -163,6 +169,7 @@ def create_app(
     app[api.SERVICES] = svc
     app[BOLT] = bolt
     app[RUNTIME] = runtime
+    app[api.WRITER] = writer
     api.add_routes(app, waiters)
 
     async def slack_events(request: web.Request) -> web.Response:
