@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,8 +68,10 @@ class Writer:
     _queue: asyncio.Queue[_Item] | None = None
     _task: asyncio.Task[None] | None = None
     _current: list[_Item] = field(default_factory=list)
-    # Tests inject a fault here (called with the batch before it is written).
-    before_batch: Callable[[list[Prepared]], None] | None = None
+    # Tests hold the writer or inject a fault here (awaited with the batch before it is written; it
+    # may replace submissions in the list).
+    before_batch: Callable[[list[Prepared]], Awaitable[None]] | None = None
+    batch_sizes: list[int] = field(default_factory=list)  # the last batches' sizes (tests, metrics)
 
     def start(self) -> None:
         self._queue = asyncio.Queue(self.capacity)
@@ -81,6 +83,11 @@ class Writer:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+    @property
+    def waiting(self) -> int:
+        """Submissions queued, not yet taken by the writer."""
+        return self._queue.qsize() if self._queue is not None else 0
 
     @property
     def running(self) -> bool:
@@ -137,7 +144,8 @@ class Writer:
     async def _write(self, items: list[_Item]) -> None:
         preps = [item.prep for item in items]
         if self.before_batch is not None:
-            self.before_batch(preps)
+            await self.before_batch(preps)
+        self.batch_sizes = [*self.batch_sizes[-99:], len(preps)]
         results: list[Result]
         try:
             results = await self._batch_retrying(preps)
@@ -148,10 +156,10 @@ class Writer:
                 return
             log.warning("a batch of %d failed (%s): each goes through the single path", len(items), exc)
             results = [SINGLE] * len(items)
-        for item, result in zip(items, results, strict=True):
+        for item, prep, result in zip(items, preps, results, strict=True):
             if isinstance(result, _Single):
                 try:
-                    result = await single.submit_prepared(self.svc, item.prep)
+                    result = await single.submit_prepared(self.svc, prep)
                 except ApiError as exc:
                     result = exc
                 except Exception as exc:
