@@ -146,17 +146,29 @@ class Writer:
         if self.before_batch is not None:
             await self.before_batch(preps)
         self.batch_sizes = [*self.batch_sizes[-99:], len(preps)]
+        for item, result in zip(items, await self.write_batch(preps), strict=True):
+            if item.future.done():
+                continue
+            if isinstance(result, ApiError):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+    async def write_batch(self, preps: list[Prepared]) -> list[Answer | ApiError]:
+        """Write prepared submissions as one group commit; the answer (or refusal) of each, in
+        order. A batch that fails unexpectedly is written again one by one (the single path), so
+        only the bad submission fails; a database that cannot serve fails them all with a 503."""
         results: list[Result]
         try:
             results = await self._batch_retrying(preps)
         except Exception as exc:
             if unavailable(exc):
-                log.warning("the database cannot serve a batch of %d: %s", len(items), exc)
-                self._fail(items, busy("the database is unavailable"))
-                return
-            log.warning("a batch of %d failed (%s): each goes through the single path", len(items), exc)
-            results = [SINGLE] * len(items)
-        for item, prep, result in zip(items, preps, results, strict=True):
+                log.warning("the database cannot serve a batch of %d: %s", len(preps), exc)
+                return [busy("the database is unavailable")] * len(preps)
+            log.warning("a batch of %d failed (%s): each goes through the single path", len(preps), exc)
+            results = [SINGLE] * len(preps)
+        answers: list[Answer | ApiError] = []
+        for prep, result in zip(preps, results, strict=True):
             if isinstance(result, _Single):
                 try:
                     result = await single.submit_prepared(self.svc, prep)
@@ -166,12 +178,8 @@ class Writer:
                     log.exception("a submission failed on the single path")
                     result = busy("the database is unavailable") if unavailable(exc) else ApiError(
                         500, "internal", "internal error; nothing was lost, retry with the same Idempotency-Key")
-            if item.future.done():
-                continue
-            if isinstance(result, ApiError):
-                item.future.set_exception(result)
-            else:
-                item.future.set_result(result)
+            answers.append(result)
+        return answers
 
     async def _batch_retrying(self, preps: list[Prepared]) -> list[Result]:
         try:
