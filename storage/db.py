@@ -117,13 +117,14 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 class Database:
     """One engine and its session factory. `dialect` is "sqlite" or "postgresql"."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+                 statement_timeout_ms: int = STATEMENT_TIMEOUT_MS, pool_timeout: float = POOL_TIMEOUT_SECONDS) -> None:
         self.url = url
         kwargs: dict[str, Any] = {"pool_pre_ping": False}
         if url.startswith("postgresql"):
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=POOL_TIMEOUT_SECONDS,
-                          connect_args={"server_settings": {"lock_timeout": str(LOCK_TIMEOUT_MS),
-                                                            "statement_timeout": str(STATEMENT_TIMEOUT_MS)}})
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout,
+                          connect_args={"server_settings": {"lock_timeout": str(lock_timeout_ms),
+                                                            "statement_timeout": str(statement_timeout_ms)}})
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
