@@ -1,13 +1,16 @@
-"""Ingest benchmark: `POST /v1/actions` against a bare aiohttp handler, on SQLite and PostgreSQL.
+"""Ingest benchmark: `POST /v1/actions` against a RAW-DRIVER baseline, on SQLite and PostgreSQL.
 
-    python -m bench.bench_ingest [--n 2000] [--concurrency 32] [--databases sqlite,postgresql]
+    python -m bench.bench_ingest [--n 2000] [--rounds 2] [--databases sqlite,postgresql] [--workers 1,2]
 
-Each server runs in its own process (`--serve`), the load generator in this one. The bare baseline
-parses the same JSON and inserts one row through the same engine (storage.db.Database: the same
-driver, pool and SQLite pragmas). Countersign does everything a real submission does: bearer-token
-lookup, validation, policy, the frozen chain, the action row, its ledger entries, the first page in
-the outbox and the escalation step, in one transaction. Background workers are off (no Slack here),
-so both sides measure ingest alone. Results: bench/results/bench_ingest.md.
+The raw baseline is aiohttp + aiosqlite / asyncpg: parse the JSON, one INSERT and one commit per
+request, answer 201. Countersign does everything a real submission does (cached bearer token,
+validation, policy, the frozen chain, the action, its ledger entries, the first page in the
+outbox, the escalation step), group-committed (bot.actions.writer). Each server runs in its own
+process (`--serve`); the load generator in this one. Scenarios: 32 and 256 concurrent clients,
+32 with an Idempotency-Key on every request, and 32 with the ledger switched off (benchmark only).
+Rounds interleave (raw, ours, raw, ours) so that other work on the machine falls on both sides;
+each ratio is ours / raw of the same round. Background workers are off (no Slack here).
+Results: bench/results/bench_ingest.md.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,23 +51,38 @@ BODY = {
 # --- the servers (run in a child process) ----------------------------------------------------------
 
 
-async def serve_bare(url: str, port: int) -> None:
+async def serve_raw(url: str, port: int) -> None:
+    """One INSERT and one commit per request, straight on the driver."""
     from aiohttp import web
-    from sqlalchemy import JSON, BigInteger, Column, Integer, MetaData, Table, insert
 
-    from storage.db import Database
+    create = "CREATE TABLE IF NOT EXISTS raw_rows (id {}, body TEXT NOT NULL)"
+    if url.startswith("sqlite"):
+        import aiosqlite
 
-    db = Database(url)
-    metadata = MetaData()
-    rows = Table("bench_rows", metadata, Column("id", BigInteger().with_variant(Integer(), "sqlite"),
-                                                primary_key=True, autoincrement=True), Column("body", JSON))
-    async with db.engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        conn = await aiosqlite.connect(url.split("///", 1)[1], isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
+            await conn.execute(f"PRAGMA {pragma}")
+        await conn.execute(create.format("INTEGER PRIMARY KEY AUTOINCREMENT"))
+        lock = asyncio.Lock()
+
+        async def insert(text: str) -> int:
+            async with lock:  # one transaction at a time, as SQLite has one writer
+                await conn.execute("BEGIN IMMEDIATE")
+                cursor = await conn.execute("INSERT INTO raw_rows (body) VALUES (?) RETURNING id", (text,))
+                row = await cursor.fetchone()
+                await conn.execute("COMMIT")
+            assert row is not None
+            return int(row[0])
+    else:
+        pool = await asyncpg.create_pool(url.replace("+asyncpg", ""), min_size=10, max_size=20)
+        await pool.execute(create.format("BIGSERIAL PRIMARY KEY"))
+
+        async def insert(text: str) -> int:
+            return int(await pool.fetchval("INSERT INTO raw_rows (body) VALUES ($1) RETURNING id", text))
 
     async def handler(request: web.Request) -> web.Response:
         body = json.loads(await request.read())
-        async with db.engine.begin() as conn:
-            new_id = (await conn.execute(insert(rows).values(body=body).returning(rows.c.id))).scalar_one()
+        new_id = await insert(json.dumps(body))
         return web.json_response({"id": new_id, "status": "pending"}, status=201)
 
     app = web.Application()
@@ -70,66 +90,88 @@ async def serve_bare(url: str, port: int) -> None:
     await _run(app, port)
 
 
-async def serve_countersign(url: str, port: int) -> None:
+async def serve_countersign(url: str, port: int, ledger_on: bool, reuse_port: bool) -> None:
     from bot.app import create_app
     from bot.config import Settings
     from bot.policy.rules import parse_policy
+    from storage.ledger import chain as ledger
     from storage.queries import agents
     from tests.policies import FAST
 
+    if not ledger_on:  # benchmark only: the same app with `ledger.append` a no-op
+        async def no_append(*_: Any, **__: Any) -> None:
+            return None
+
+        ledger.append = no_append  # type: ignore[assignment]
     settings = Settings(SLACK_BOT_TOKEN="xoxb-bench", SLACK_SIGNING_SECRET="s", SLACK_API_URL="http://127.0.0.1:9/",
                         DATABASE_URL=url, _env_file=None)  # type: ignore[call-arg]
     app = create_app(settings, policy=parse_policy(FAST), background=False)
     from bot.api.routes import SERVICES
 
     async def add_agent(_: Any) -> None:
+        token_file = Path(os.environ["BENCH_TOKEN_FILE"])
+        if await asyncio.to_thread(token_file.exists):  # a second worker: the first made the agent
+            return
         async with app[SERVICES].db.session() as session:
             _, token = await agents.create(session, f"bench-{uuid.uuid4().hex[:6]}")
             await session.commit()
-        await asyncio.to_thread(Path(os.environ["BENCH_TOKEN_FILE"]).write_text, token)
+        await asyncio.to_thread(token_file.write_text, token)
 
     app.on_startup.append(add_agent)
-    await _run(app, port)
+    await _run(app, port, reuse_port=reuse_port)
 
 
-async def _run(app: Any, port: int) -> None:
+async def _run(app: Any, port: int, *, reuse_port: bool = False) -> None:
     from aiohttp import web
 
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=reuse_port or None).start()
     await asyncio.Event().wait()
 
 
 # --- the load generator ------------------------------------------------------------------------
 
 
-async def load(url: str, token: str, n: int, concurrency: int) -> dict[str, float]:
+@dataclass
+class Figures:
+    rate: float
+    p50: float
+    p99: float
+    errors: int
+
+
+async def load(url: str, token: str, n: int, concurrency: int, keys: bool) -> Figures:
     latencies: list[float] = []
+    errors = 0
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     body = json.dumps(BODY).encode()
     remaining = iter(range(n))
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+
+        async def post() -> int:
+            extra = {"Idempotency-Key": uuid.uuid4().hex} if keys else {}
+            async with http.post(f"{url}/v1/actions", data=body, headers={**headers, **extra}) as resp:
+                await resp.read()
+                return resp.status
 
         async def worker() -> None:
+            nonlocal errors
             for _ in remaining:
                 started = time.perf_counter()
-                async with http.post(f"{url}/v1/actions", data=body, headers=headers) as resp:
-                    await resp.read()
-                    assert resp.status == 201, await resp.text()
+                if await post() != 201:
+                    errors += 1
                 latencies.append(time.perf_counter() - started)
 
-        warm = iter(range(100))
-        for _ in warm:
-            async with http.post(f"{url}/v1/actions", data=body, headers=headers) as resp:
-                assert resp.status == 201, await resp.text()
+        for _ in range(50):  # warm-up
+            await post()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
     latencies.sort()
-    return {"rate": n / wall, "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000}
+    return Figures(n / wall, statistics.median(latencies) * 1000,
+                   latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, errors)
 
 
 async def fresh_database(kind: str, tmp: str) -> tuple[str, str | None]:
@@ -154,69 +196,128 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn(which: str, url: str, port: int, token_file: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BENCH_TOKEN_FILE": str(token_file)}
-    command = [sys.executable, "-m", "bench.bench_ingest", "--serve", which, "--url", url,
-               "--port", str(port)]
-    return subprocess.Popen(command, env=env)
+class Server:
+    """`which` ("raw", "countersign", "countersign-noledger") in `workers` processes on one port."""
 
+    def __init__(self, which: str, kind: str, tmp: str, workers: int = 1) -> None:
+        self.which, self.kind, self.tmp, self.workers = which, kind, tmp, workers
+        self.port = free_port()
+        self.token_file = Path(tmp) / f"token-{self.port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.pg_name: str | None = None
 
-async def run_one(which: str, kind: str, n: int, concurrency: int, tmp: str) -> dict[str, float]:
-    url, pg_name = await fresh_database(kind, tmp)
-    port = free_port()
-    token_file = Path(tmp) / f"token-{port}"
-    proc = spawn(which, url, port, token_file)
-    try:
+    async def __aenter__(self) -> Server:
+        url, self.pg_name = await fresh_database(self.kind, self.tmp)
+        env = {**os.environ, "BENCH_TOKEN_FILE": str(self.token_file)}
+        for w in range(self.workers):
+            command = [sys.executable, "-m", "bench.bench_ingest", "--serve", self.which, "--url", url,
+                       "--port", str(self.port)] + (["--reuse-port"] if self.workers > 1 else [])
+            self.procs.append(subprocess.Popen(command, env=env))  # noqa: ASYNC220  (a server, left running)
+            if w == 0:
+                await self._ready()
+        await self._ready()
+        return self
+
+    async def _ready(self) -> None:
         async with aiohttp.ClientSession() as http:
             for _ in range(600):
-                assert proc.poll() is None, f"the {which} server exited"
+                assert all(p.poll() is None for p in self.procs), f"the {self.which} server exited"
                 try:
-                    async with http.post(f"http://127.0.0.1:{port}/v1/actions", data=b"{}") as resp:
-                        if resp.status and (which == "bare" or token_file.exists()):
+                    async with http.post(f"{self.url}/v1/actions", data=b"{}") as resp:
+                        if resp.status and (self.which == "raw" or self.token_file.exists()):
                             break
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.05)  # polling readiness
-        # (the bare probe above inserted one row: harmless)
-        token = "none" if which == "bare" else token_file.read_text()
-        return await load(f"http://127.0.0.1:{port}", token, n, concurrency)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        if pg_name:
-            await drop_database(pg_name)
+        await asyncio.sleep(0.3 * (len(self.procs) - 1))  # the other workers migrate and listen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return "none" if self.which == "raw" else self.token_file.read_text()
+
+    async def __aexit__(self, *_: object) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(30)
+        if self.pg_name:
+            await drop_database(self.pg_name)
+
+
+# (scenario name, server, concurrency, keys, workers)
+Scenario = tuple[str, str, int, bool, int]
+
+
+def scenarios(kind: str, workers: list[int]) -> list[Scenario]:
+    out: list[Scenario] = [("32 concurrent", "countersign", 32, False, 1),
+                           ("256 concurrent", "countersign", 256, False, 1),
+                           ("32 concurrent, Idempotency-Key", "countersign", 32, True, 1),
+                           ("32 concurrent, ledger off", "countersign-noledger", 32, False, 1)]
+    if kind == "postgresql":
+        out += [(f"32 concurrent, --workers {w}", "countersign", 32, False, w) for w in workers if w > 1]
+    return out
+
+
+async def measure(kind: str, args: argparse.Namespace, tmp: str, say: Callable[[str], None]
+                  ) -> dict[str, list[tuple[Figures, Figures]]]:
+    """Per scenario, (raw, ours) of each round; raw measured right before ours at the same concurrency."""
+    found: dict[str, list[tuple[Figures, Figures]]] = {}
+    for r in range(args.rounds):
+        for name, which, conc, keys, workers in scenarios(kind, [int(w) for w in args.workers.split(",")]):
+            async with Server("raw", kind, tmp) as raw_server:
+                raw = await load(raw_server.url, raw_server.token, args.n, conc, False)
+            async with Server(which, kind, tmp, workers) as ours_server:
+                ours = await load(ours_server.url, ours_server.token, args.n, conc, keys)
+            found.setdefault(name, []).append((raw, ours))
+            say(f"{kind} round {r + 1} {name}: raw {raw.rate:.0f}/s p99 {raw.p99:.1f} ms | countersign "
+                f"{ours.rate:.0f}/s p50 {ours.p50:.1f} ms p99 {ours.p99:.1f} ms errors {ours.errors} | "
+                f"ratio {ours.rate / raw.rate:.2f}")
+    return found
 
 
 async def main(args: argparse.Namespace) -> None:
-    rows = []
     load_before = os.getloadavg()[0]
+    table: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.databases.split(","):
-            bare = await run_one("bare", kind, args.n, args.concurrency, tmp)
-            ours = await run_one("countersign", kind, args.n, args.concurrency, tmp)
-            rows.append((kind, bare, ours))
-            print(f"{kind}: bare {bare['rate']:.0f}/s p50 {bare['p50']:.1f} ms p99 {bare['p99']:.1f} ms | "
-                  f"countersign {ours['rate']:.0f}/s p50 {ours['p50']:.1f} ms p99 {ours['p99']:.1f} ms | "
-                  f"ratio {ours['rate'] / bare['rate']:.2f}", flush=True)
+            found = await measure(kind, args, tmp, lambda line: print(line, flush=True))
+            keyless = statistics.median(o.rate for _, o in found["32 concurrent"])
+            for name, pairs in found.items():
+                ratios = [o.rate / r.rate for r, o in pairs]
+                ours = [o for _, o in pairs]
+                extra = ""
+                if "Idempotency-Key" in name or "ledger off" in name:
+                    rel = statistics.median(o.rate for o in ours) / keyless
+                    extra = f"{rel:.2f} × keyless-with-ledger"
+                line = (f"| {kind} | {name} | {statistics.median(r.rate for r, _ in pairs):.0f} | "
+                        f"{statistics.median(o.rate for o in ours):.0f} | "
+                        f"{' / '.join(f'{x:.2f}' for x in ratios)} | {statistics.median(o.p50 for o in ours):.1f} | "
+                        f"{max(o.p99 for o in ours):.1f} | {sum(o.errors for o in ours)} | {extra} |")
+                print(line, flush=True)
+                table.append(line)
     lines = [
-        "# Ingest benchmark (`POST /v1/actions`)",
+        "# Ingest benchmark (`POST /v1/actions`, group commit)",
         "",
-        f"Command: `python -m bench.bench_ingest --n {args.n} --concurrency {args.concurrency}`  ",
+        f"Command: `python -m bench.bench_ingest --n {args.n} --rounds {args.rounds} --databases {args.databases} "
+        f"--workers {args.workers}`  ",
         f"Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
         "server and load generator on the same machine, each server in its own process; "
         f"1-minute load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after "
-        "(other work on the machine shows up here).",
+        "(other engineers' test suites share the two cores).",
         "",
-        f"{args.n} submissions (after 100 warm-up) at {args.concurrency} concurrent clients.",
+        f"{args.n} submissions per round (after 50 warm-up). Raw = aiohttp + aiosqlite/asyncpg, one INSERT "
+        "and one commit per request, run right before each countersign round at the same concurrency. "
+        "Ratio = countersign / raw throughput of the same round (one per round).",
         "",
-        "| database | server | actions/s | p50 ms | p99 ms | throughput vs bare |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| database | scenario | raw /s | countersign /s | ratio per round | p50 ms | worst p99 ms | errors "
+        "| vs keyless |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+        *table,
     ]
-    for kind, bare, ours in rows:
-        lines.append(f"| {kind} | bare aiohttp + 1 insert | {bare['rate']:.0f} | {bare['p50']:.1f} | "
-                     f"{bare['p99']:.1f} | 1.00 |")
-        lines.append(f"| {kind} | countersign | {ours['rate']:.0f} | {ours['p50']:.1f} | {ours['p99']:.1f} | "
-                     f"{ours['rate'] / bare['rate']:.2f} |")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     previous = RESULTS.read_text().split("\n## Notes", 1) if RESULTS.exists() else ["", ""]
     notes = "\n## Notes" + previous[1] if len(previous) > 1 and previous[1] else ""
@@ -228,16 +329,18 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--serve", choices=["bare", "countersign"])
+    parser.add_argument("--workers", default="1,2", help="PostgreSQL: also measure with these many processes")
+    parser.add_argument("--serve", choices=["raw", "countersign", "countersign-noledger"])
     parser.add_argument("--url")
     parser.add_argument("--port", type=int)
+    parser.add_argument("--reuse-port", action="store_true")
     args = parser.parse_args()
-    if args.serve == "bare":
-        asyncio.run(serve_bare(args.url, args.port))
-    elif args.serve == "countersign":
-        asyncio.run(serve_countersign(args.url, args.port))
+    if args.serve == "raw":
+        asyncio.run(serve_raw(args.url, args.port))
+    elif args.serve:
+        asyncio.run(serve_countersign(args.url, args.port, args.serve == "countersign", args.reuse_port))
     else:
         asyncio.run(main(args))
 

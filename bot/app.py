@@ -24,6 +24,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
 from bot import slack_guard as guard
+from bot.actions.tokens import TokenCache
+from bot.actions.writer import Writer
 from bot.api import paging_health
 from bot.api import routes as api
 from bot.api.longpoll import DecisionWaiters
@@ -133,6 +135,7 @@ class Runtime:
     relay: Relay
     sweeper: Sweeper
     waiters: DecisionWaiters  # the requests parked on a long poll
+    writer: Writer  # group-commit ingest (bot.actions.writer)
     migrate: bool = True  # bring the schema to head on start (else refuse if behind)
     background: bool = True  # run the sweeper and the relay
     socket: AsyncSocketModeHandler | None = None
@@ -148,6 +151,7 @@ class Runtime:
         else:
             await svc.db.check_schema()
         await audit.record_policy_loaded(svc)  # by hash: decisions tie to the rules of the day
+        self.writer.start()
         if self.background:
             self.sweeper.schedule(svc.scheduler, settings.tick_seconds)  # first run now: steps due while down
             self._loops.append(asyncio.create_task(
@@ -178,6 +182,7 @@ class Runtime:
         if self.socket is not None:
             await self.socket.close_async()
         await self.sweeper.stop()
+        await self.writer.stop()
         if self.svc.scheduler.running:
             self.svc.scheduler.shutdown(wait=False)
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -203,7 +208,8 @@ def create_app(
     bolt = build_bolt(svc, workspace)
     relay = Relay(svc, handlers.render, paging.fail_level)
     waiters = DecisionWaiters(svc)
-    runtime = Runtime(svc, bolt, relay, Sweeper(svc), waiters, migrate=migrate, background=background,
+    writer = Writer(svc, TokenCache(svc))
+    runtime = Runtime(svc, bolt, relay, Sweeper(svc), waiters, writer, migrate=migrate, background=background,
                       workspace=workspace)
     svc.decision_listeners.append(waiters.notify)  # a decision wakes the long polls waiting for it
     svc.metrics_refreshers += [partial(refresh_metrics, svc), relay.refresh_metrics]  # pending; outbox
@@ -217,6 +223,7 @@ def create_app(
     app[api.SERVICES] = svc
     app[BOLT] = bolt
     app[RUNTIME] = runtime
+    app[api.WRITER] = writer
     api.add_routes(app, waiters)
 
     app.router.add_post("/slack/events", slack_endpoint(bolt, settings, workspace))

@@ -13,6 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,6 +23,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "countersign_read_only"
 URGENT = "countersign_urgent"  # a short write that must not queue behind a burst (the outbox done-mark)
 WRITER_WAIT_SECONDS = 30.0  # like busy_timeout: a writer waiting longer fails instead of hanging
+# PostgreSQL: a statement waiting on a lock, or running, longer than this fails (the API answers
+# 503 with Retry-After) instead of holding a pooled connection for minutes; a request waiting for
+# a pooled connection gives up after POOL_TIMEOUT_SECONDS.
+LOCK_TIMEOUT_MS = 5_000
+STATEMENT_TIMEOUT_MS = 15_000
+POOL_TIMEOUT_SECONDS = 5.0
+# SQLSTATEs that mean "the database cannot serve now, retry": the connection was terminated
+# (pg_terminate_backend, restart), a lock or statement timeout, too many connections.
+DROPPED_STATES = frozenset({"57P01", "57P02", "57P03", "08000", "08003", "08006"})
+BUSY_STATES = frozenset({"55P03", "57014", "53300", "40001", "40P01"})
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -59,6 +71,29 @@ class WriterQueue:
                     future.set_result(None)  # handed over: still held
                     return
         self._held = False
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+
+
+def dropped(exc: BaseException) -> bool:
+    """The connection went away under the statement (worth one retry on a fresh connection)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return _sqlstate(exc) in DROPPED_STATES or isinstance(exc, ConnectionError)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """The database cannot serve now (dropped, locked, timed out, no pooled connection, SQLite busy):
+    the API answers 503 with Retry-After, never 500."""
+    if dropped(exc) or isinstance(exc, SATimeoutError | TimeoutError | OSError):
+        return True
+    if _sqlstate(exc) in BUSY_STATES:
+        return True
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and _sqlstate(exc) is None
+                                                 and "connection" in str(exc).lower())
 
 
 def _configure_sqlite(engine: AsyncEngine, writers: WriterQueue) -> None:
@@ -118,11 +153,14 @@ def _configure_sqlite(engine: AsyncEngine, writers: WriterQueue) -> None:
 class Database:
     """One engine and its session factory. `dialect` is "sqlite" or "postgresql"."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+                 statement_timeout_ms: int = STATEMENT_TIMEOUT_MS, pool_timeout: float = POOL_TIMEOUT_SECONDS) -> None:
         self.url = url
         kwargs: dict[str, Any] = {"pool_pre_ping": False}
         if url.startswith("postgresql"):
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout,
+                          connect_args={"server_settings": {"lock_timeout": str(lock_timeout_ms),
+                                                            "statement_timeout": str(statement_timeout_ms)}})
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.dialect = self.engine.dialect.name
         writers = WriterQueue()
@@ -172,6 +210,9 @@ class Database:
         def _upgrade(connection: Connection) -> None:
             if connection.dialect.name == "postgresql":
                 # Replicas starting together: one migrates, the others wait and find nothing to do.
+                # (a migration may wait for another replica's, and run long: no timeouts here)
+                connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7428301)")
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")

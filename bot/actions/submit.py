@@ -1,14 +1,21 @@
-"""Accepting an agent's action: policy, freezing, first page, ledger.
+"""Accepting an agent's action: `prepare` (no database: policy, frozen chain), then `write` (the
+action, its first page in the outbox, its ledger entries) in the caller's transaction.
 
 An action answered 201 is in the database before the answer: the action, its first page in the
-outbox, its ledger entry and the stored idempotent response (bot.actions.idempotency) commit in one
-transaction.
+outbox, its ledger entries and the stored idempotent response (bot.actions.idempotency) commit in
+one transaction. Two callers: `submit` (one request, one transaction: the single path, and the
+fallback) and bot.actions.writer (the group-commit path: many requests, one transaction).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.actions import idempotency
 from bot.actions.idempotency import Answer
@@ -16,9 +23,9 @@ from bot.actions.serialize import action_json
 from bot.contract.errors import ApiError
 from bot.contract.schemas import ActionIn
 from bot.delivery.messages import Kind, send
-from bot.escalation.paging import advance
-from bot.escalation.snapshot import freeze
-from bot.policy.rules import evaluate
+from bot.escalation.paging import Effects, advance
+from bot.escalation.snapshot import EscalationSnapshot, freeze
+from bot.policy.rules import RuleMatch, evaluate
 from bot.services import Services
 from storage.ledger import chain as ledger
 from storage.models import Action, Agent
@@ -27,120 +34,186 @@ from storage.models import Action, Agent
 REFUSED = frozenset({"forbidden", "unknown_service"})
 
 
-async def submit(
-    svc: Services, agent: Agent, req: ActionIn, *, idempotency_key: str | None = None, raw: dict[str, Any]
-) -> Answer:
-    """Returns (HTTP status, body). Raises ApiError for a refusal (403, 409, 422)."""
-    return await idempotency.once(svc, agent, idempotency_key, raw, partial(_counted, svc, agent, req))
+@dataclass(frozen=True)
+class Prepared:
+    """A submission checked and evaluated without the database, ready to be written."""
+
+    agent: Agent
+    req: ActionIn
+    raw: dict[str, Any]
+    key: str | None  # its Idempotency-Key
+    digest: str | None  # the body's hash, when it has a key
+    now: datetime
+    match: RuleMatch
+    snapshot: EscalationSnapshot | None  # None: the policy forbids it
+
+    def refusal(self) -> ApiError:
+        req = self.req
+        return ApiError(403, "forbidden", f"policy forbids {req.action_type} on {req.service} ({req.environment})",
+                        rule=self.match.index)
 
 
-async def _counted(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | None) -> Answer:
-    """Accept, and count what was refused or decided at once (a repeat answered from the stored
-    response never comes here, so it is not counted twice)."""
-    try:
-        status, body = await _accept(svc, agent, req, key_row_id)
-    except ApiError as exc:
-        if exc.code in REFUSED:
-            svc.metrics.actions_refused.labels(exc.code).inc()
-        raise
-    decision = body["decision"]
-    if decision is not None:  # autonomous: the policy decided on arrival
-        svc.metrics.decided(outcome=decision["outcome"], accountability=decision["accountability"],
-                            via=decision["via"])
-    return status, body
-
-
-async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | None) -> tuple[int, dict]:
+def prepare(svc: Services, agent: Agent, req: ActionIn, *, raw: dict[str, Any],
+            idempotency_key: str | None = None) -> Prepared:
+    """Everything that needs no database, before a submission queues for the writer: the agent was
+    authenticated (bot.actions.tokens) and the body validated (ActionIn) by the route; here the
+    policy is evaluated (the one call of `evaluate` at ingest) and the escalation chain frozen.
+    Raises the 422 for a service the policy does not know."""
     policy, now = svc.policy, svc.clock()
     if req.service not in policy.services:
         known = ", ".join(sorted(policy.services)[:20])
+        svc.metrics.actions_refused.labels("unknown_service").inc()
         raise ApiError(422, "unknown_service",
                        f"service {req.service!r} is not in the policy (known: {known})", field="service")
     match = evaluate(policy, req.service, req.action_type, req.environment, req.kind)
+    snapshot = None
+    if match.mode != "forbidden":
+        snapshot = freeze(policy, req.service, match, violation=req.kind == "executed" and match.mode == "approve")
+    digest = idempotency.body_hash(raw) if idempotency_key else None
+    return Prepared(agent, req, raw, idempotency_key, digest, now, match, snapshot)
+
+
+def build_action(prep: Prepared) -> Action | None:
+    """The action's row, not yet stored (None for a forbidden one)."""
+    snapshot, req, now = prep.snapshot, prep.req, prep.now
+    if snapshot is None:
+        return None
+    action = Action(
+        agent_id=prep.agent.id,  # type: ignore[arg-type]
+        kind=req.kind,
+        service=req.service,
+        action_type=req.action_type,
+        summary=req.summary,
+        rationale=req.rationale,
+        environment=req.environment,
+        confidence=req.confidence,
+        evidence=[{"label": e.label, "url": str(e.url)} for e in req.evidence],
+        executed_at=req.executed_at,
+        callback_url=str(req.callback_url) if req.callback_url else None,
+        external_id=req.external_id,
+        model=req.model.model_dump() if req.model else None,
+        extra=req.metadata,
+        mode=prep.match.mode,
+        status="pending",
+        policy_violation=snapshot.violation,
+        frozen=snapshot.to_json(),
+        owner=snapshot.owner,
+        created_at=now,
+        updated_at=now,
+    )
+    if prep.match.mode == "autonomous":
+        action.status, action.outcome = "recorded", "recorded"
+        action.accountability, action.decision_via, action.decision_level = "policy", "policy", "owner"
+        action.decided_at, action.decided_by, action.decided_by_name = now, snapshot.owner, "owner"
+        action.decision_reason = f"autonomous under rule {prep.match.index}: the service owner owns the rule"
+    return action
+
+
+async def write(session: AsyncSession, svc: Services, prep: Prepared, action: Action | None, *,
+                effects: Effects, recorded: set[str] | None = None) -> None:
+    """The ledger entries and the first steps of one submission (its action already flushed, with
+    its id), in the caller's transaction. Outbox messages and the action's escalation state go to
+    `effects`, applied by the caller after the last submission of its transaction, in order."""
+    req, now, agent = prep.req, prep.now, prep.agent
+    if action is None:
+        await _refuse(session, svc, prep, effects)
+        return
+    assert action.id is not None and prep.snapshot is not None
+    await ledger.append(
+        session,
+        "action.submitted",
+        {
+            "agent": agent.name,
+            "kind": req.kind,
+            "service": req.service,
+            "action_type": req.action_type,
+            "environment": req.environment,
+            "summary": req.summary,
+            "rationale": req.rationale,
+            "confidence": req.confidence,
+            "evidence": action.evidence,
+            "model": action.model,
+            "mode": prep.match.mode,
+            "policy_violation": action.policy_violation,
+            "frozen": action.frozen,
+        },
+        action_id=action.id,
+        actor=f"agent:{agent.name}",
+        at=now,
+    )
+    if prep.match.mode == "autonomous":
+        snapshot = prep.snapshot
+        if snapshot.channel:
+            effects.append(partial(send, session, Kind.FYI, channel=snapshot.channel, action_id=action.id,
+                                   purpose="fyi"))
+        await ledger.append(session, "decision", {"outcome": "recorded", "accountability": "policy",
+                                                  "by": snapshot.owner, "via": "policy", "level": "owner",
+                                                  "reason": action.decision_reason},
+                            action_id=action.id, actor=snapshot.owner, at=now)
+    else:  # brand new: nothing can have fired yet
+        await advance(session, action, now, fired={}, recorded=recorded, effects=effects)
+
+
+def answer(svc: Services, prep: Prepared, action: Action | None) -> Answer:
+    """The 201 (after the effects were applied), or the 403 body of a forbidden submission."""
+    if action is None:
+        error = prep.refusal()
+        return error.status, error.body()
+    return 201, action_json(action, prep.agent.name, svc.settings.base_url)
+
+
+def count(svc: Services, status: int, body: dict[str, Any]) -> None:
+    """After the commit: what was refused or decided at once (a repeat answered from a stored
+    response is never counted again)."""
+    if status == 403:
+        svc.metrics.actions_refused.labels("forbidden").inc()
+        return
+    decision = body.get("decision")
+    if decision is not None:  # autonomous: the policy decided on arrival
+        svc.metrics.decided(outcome=decision["outcome"], accountability=decision["accountability"],
+                            via=decision["via"])
+
+
+def raise_or_return(status: int, body: dict[str, Any]) -> Answer:
+    if status >= 400:
+        err = dict(body["error"])
+        raise ApiError(status, err.pop("code"), err.pop("message"), **err)
+    return status, body
+
+
+async def submit(
+    svc: Services, agent: Agent, req: ActionIn, *, idempotency_key: str | None = None, raw: dict[str, Any]
+) -> Answer:
+    """The single path: prepare and write one submission in its own transaction. Returns (HTTP
+    status, body). Raises ApiError for a refusal (403, 409, 422)."""
+    return await submit_prepared(svc, prepare(svc, agent, req, raw=raw, idempotency_key=idempotency_key))
+
+
+async def submit_prepared(svc: Services, prep: Prepared) -> Answer:
+    return await idempotency.once(svc, prep.agent, prep.key, prep.raw, partial(_single, svc, prep))
+
+
+async def _single(svc: Services, prep: Prepared, key_row_id: int | None) -> Answer:
     async with svc.db.session() as session:
-        if match.mode == "forbidden":
-            await _refuse(session, svc, agent, req, match.rule, now)
-            error = ApiError(403, "forbidden",
-                             f"policy forbids {req.action_type} on {req.service} ({req.environment})",
-                             rule=match.index)
-            if key_row_id is not None:
-                await idempotency.store(session, key_row_id, error.status, error.body())
-            await session.commit()
-            raise error
-        violation = req.kind == "executed" and match.mode == "approve"
-        snapshot = freeze(policy, req.service, match, violation=violation)
-        frozen = snapshot.to_json()
-        action = Action(
-            agent_id=agent.id,  # type: ignore[arg-type]
-            kind=req.kind,
-            service=req.service,
-            action_type=req.action_type,
-            summary=req.summary,
-            rationale=req.rationale,
-            environment=req.environment,
-            confidence=req.confidence,
-            evidence=[{"label": e.label, "url": str(e.url)} for e in req.evidence],
-            executed_at=req.executed_at,
-            callback_url=str(req.callback_url) if req.callback_url else None,
-            external_id=req.external_id,
-            model=req.model.model_dump() if req.model else None,
-            extra=req.metadata,
-            mode=match.mode,
-            status="pending",
-            policy_violation=violation,
-            frozen=frozen,
-            owner=snapshot.owner,
-            created_at=now,
-            updated_at=now,
-        )
-        if match.mode == "autonomous":
-            action.status, action.outcome = "recorded", "recorded"
-            action.accountability, action.decision_via, action.decision_level = "policy", "policy", "owner"
-            action.decided_at, action.decided_by, action.decided_by_name = now, snapshot.owner, "owner"
-            action.decision_reason = f"autonomous under rule {match.index}: the service owner owns the rule"
-        session.add(action)
-        await session.flush()
-        assert action.id is not None
-        await ledger.append(
-            session,
-            "action.submitted",
-            {
-                "agent": agent.name,
-                "kind": req.kind,
-                "service": req.service,
-                "action_type": req.action_type,
-                "environment": req.environment,
-                "summary": req.summary,
-                "rationale": req.rationale,
-                "confidence": req.confidence,
-                "evidence": action.evidence,
-                "model": action.model,
-                "mode": match.mode,
-                "policy_violation": violation,
-                "frozen": frozen,
-            },
-            action_id=action.id,
-            actor=f"agent:{agent.name}",
-            at=now,
-        )
-        if match.mode == "autonomous":
-            if snapshot.channel:
-                send(session, Kind.FYI, channel=snapshot.channel, action_id=action.id, purpose="fyi")
-            await ledger.append(session, "decision", {"outcome": "recorded", "accountability": "policy",
-                                                      "by": snapshot.owner, "via": "policy", "level": "owner",
-                                                      "reason": action.decision_reason},
-                                action_id=action.id, actor=snapshot.owner, at=now)
-        else:
-            await advance(session, action, now, fired={})  # brand new: nothing can have fired yet
-        body = action_json(action, agent.name, svc.settings.base_url)
+        action = build_action(prep)
+        if action is not None:
+            session.add(action)
+            await session.flush()
+        effects: list[Callable[[], object]] = []
+        await write(session, svc, prep, action, effects=effects)
+        for effect in effects:
+            effect()
+        status, body = answer(svc, prep, action)
         if key_row_id is not None:
-            await idempotency.store(session, key_row_id, 201, body)
+            await idempotency.store(session, key_row_id, status, body)
         await session.commit()
-    return 201, body
+    count(svc, status, body)
+    return raise_or_return(status, body)
 
 
-async def _refuse(session: Any, svc: Services, agent: Agent, req: ActionIn, rule: dict, now: Any) -> None:
+async def _refuse(session: AsyncSession, svc: Services, prep: Prepared, effects: Effects) -> None:
     """A forbidden action is not stored as an action, but recorded and reported to the service channel."""
+    req, agent = prep.req, prep.agent
     details = {
         "agent": agent.name,
         "service": req.service,
@@ -149,9 +222,10 @@ async def _refuse(session: Any, svc: Services, agent: Agent, req: ActionIn, rule
         "kind": req.kind,
         "summary": req.summary,
         "rationale": req.rationale,
-        "rule": rule,
+        "rule": prep.match.rule,
     }
-    await ledger.append(session, "action.forbidden", details, actor=f"agent:{agent.name}", at=now)
+    await ledger.append(session, "action.forbidden", details, actor=f"agent:{agent.name}", at=prep.now)
     channel = svc.policy.services[req.service].channel
     if channel:
-        send(session, Kind.FORBIDDEN, channel=channel, purpose="forbidden", refused=details)
+        effects.append(partial(send, session, Kind.FORBIDDEN, channel=channel, purpose="forbidden",
+                               refused=details))

@@ -17,18 +17,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from bot.actions.serialize import action_json
-from bot.actions.submit import submit
+from bot.actions.submit import prepare
+from bot.actions.writer import RETRY_AFTER_SECONDS, Writer
 from bot.api import longpoll as api_decision
 from bot.contract import callback_target
 from bot.contract.errors import ApiError
 from bot.contract.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, field_problems
 from bot.services import Services
+from storage.db import unavailable
 from storage.models import Agent
 from storage.queries import actions as repo
 from storage.queries import agents, paging
 
 log = logging.getLogger("countersign.api")
 SERVICES = web.AppKey("services", Services)
+WRITER = web.AppKey("writer", Writer)  # the group-commit writer (bot.actions.writer) and its token cache
 AGENT = web.RequestKey("agent", Agent)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -51,14 +54,21 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return web.json_response(exc.body(), status=exc.status)
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+        return web.json_response(exc.body(), status=exc.status, headers=headers)
     except web.HTTPRequestEntityTooLarge:
         return _json_error(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes (1 MiB)")
     except web.HTTPException as exc:
         if exc.status < 400 or request.path.startswith("/slack"):
             raise
         return _json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-    except Exception:
+    except Exception as exc:
+        if unavailable(exc):  # the database cannot serve now: retryable, never a 500
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+            return web.json_response(
+                ApiError(503, "unavailable", "the database is unavailable; retry with the same Idempotency-Key",
+                         retry_after=RETRY_AFTER_SECONDS).body(),
+                status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         log.exception("internal error on %s %s", request.method, request.path)
         return _json_error(500, "internal",
                            "internal error; nothing was lost, retry with the same Idempotency-Key")
@@ -73,8 +83,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scheme.lower() != "bearer" or not token.strip() or not token.isascii():
         raise ApiError(401, "unauthorized", "send the agent's token as `Authorization: Bearer <token>`")
     svc = request.app[SERVICES]
-    async with svc.db.read_session() as session:
-        agent = await agents.by_token(session, token.strip())
+    if request.method == "POST" and request.path == "/v1/actions":
+        # Cached: the writer re-checks revocations in the batch's own transaction (bot.actions.tokens).
+        agent = await request.app[WRITER].tokens.agent(token.strip())
+    else:
+        async with svc.db.read_session() as session:
+            agent = await agents.by_token(session, token.strip())
     if agent is None:
         raise ApiError(401, "unauthorized", "unknown or revoked token")
     request[AGENT] = agent
@@ -149,7 +163,8 @@ async def post_action(request: web.Request) -> web.Response:
         if refused is not None:
             raise ApiError(422, "callback_url_refused", f"callback_url: {refused}",
                            fields=[{"field": "callback_url", "message": refused}])
-    status, out = await submit(svc, request[AGENT], req, idempotency_key=key, raw=body)
+    prepared = prepare(svc, request[AGENT], req, raw=body, idempotency_key=key)
+    status, out = await request.app[WRITER].submit(prepared)
     log.info("action %s accepted: %s %s on %s -> %s", out["id"], req.kind, req.action_type, req.service,
              out["mode"], extra={"action_id": out["id"]})
     svc.metrics.actions_submitted.labels(req.kind, out["mode"]).inc()

@@ -25,6 +25,9 @@ def serve(
     host: str = typer.Option(None, help="Listen address (default COUNTERSIGN_HOST or 0.0.0.0)."),
     port: int = typer.Option(None, help="Port (default COUNTERSIGN_PORT or 3000)."),
     migrate: bool = typer.Option(True, help="Migrate the schema on start; --no-migrate refuses if behind."),
+    workers: int = typer.Option(1, min=1, max=64, help="Processes sharing the port (SO_REUSEPORT; PostgreSQL "
+                                "only: SQLite has one writer, and more processes fight over it)."),
+    reuse_port: bool = typer.Option(False, hidden=True, help="Listen with SO_REUSEPORT (set for each worker)."),
 ) -> None:
     """Run the API, the Slack endpoint and the background workers."""
     from aiohttp import web
@@ -44,12 +47,39 @@ def serve(
         application = create_app(settings, migrate=migrate)
     except (SettingsError, PolicyError) as exc:
         raise fail(str(exc)) from None
+    if workers > 1:
+        if not settings.database_url.startswith("postgresql"):
+            raise fail("--workers needs PostgreSQL: SQLite has one writer, and more processes fight over it")
+        raise typer.Exit(_supervise(workers, settings.host, settings.port, migrate))
     typer.echo(f"countersign listening on http://{settings.host}:{settings.port}", err=True)
     try:
         web.run_app(application, host=settings.host, port=settings.port, print=None,
-                    shutdown_timeout=30, handle_signals=True)
+                    shutdown_timeout=30, handle_signals=True, reuse_port=reuse_port or None)
     except SchemaNotCurrent as exc:
         raise fail(str(exc)) from None
+
+
+def _supervise(workers: int, host: str, port: int, migrate: bool) -> int:
+    """`serve --workers N`: N processes listening on one port (SO_REUSEPORT: the kernel spreads
+    connections); SIGTERM/SIGINT are passed on; the exit code is the first non-zero one."""
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "bot.cli", "serve", "--reuse-port", "--host", host, "--port", str(port),
+               "--migrate" if migrate else "--no-migrate"]
+    children = [subprocess.Popen(command) for _ in range(workers)]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    typer.echo(f"countersign listening on http://{host}:{port} with {workers} worker processes", err=True)
+    codes = [child.wait() for child in children]
+    return next((code for code in codes if code), 0)
 
 
 @app.command()

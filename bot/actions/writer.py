@@ -1,0 +1,309 @@
+"""Group commit: one writer task per process writes every waiting submission in ONE transaction.
+
+A request is prepared first (bot.actions.submit.prepare: no database), queues here and awaits its
+future. The writer drains up to LIMIT submissions whenever it wakes (whatever arrived while the
+last commit ran), writes them with multi-row statements (actions, first steps, outbox rows, keys,
+the ledger chained once at commit), commits once, and only then resolves the futures: a 201 still
+means "committed". One bad submission never fails the others: on an unexpected error the batch is
+rolled back and each submission goes through the single path (bot.actions.submit.submit_prepared).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.actions import submit as single
+from bot.actions.idempotency import ABANDONED_AFTER, Answer
+from bot.actions.submit import Prepared, answer, build_action, count, raise_or_return, write
+from bot.actions.tokens import TokenCache
+from bot.contract.errors import ApiError
+from bot.escalation.plan import plan
+from bot.escalation.snapshot import snapshot_of
+from bot.services import Services
+from storage.db import dropped, unavailable
+from storage.models import Action
+from storage.queries import ingest
+
+log = logging.getLogger("countersign.writer")
+LIMIT = 64  # submissions per transaction
+CAPACITY = 4096  # submissions waiting; beyond it the API answers 503 with Retry-After
+RETRY_AFTER_SECONDS = 1
+
+
+def busy(message: str) -> ApiError:
+    return ApiError(503, "unavailable", f"{message}; nothing was stored, retry with the same Idempotency-Key",
+                    retry_after=RETRY_AFTER_SECONDS)
+
+
+def unauthorized() -> ApiError:
+    return ApiError(401, "unauthorized", "unknown or revoked token")
+
+
+class _Single:
+    """This submission goes through the single path after the batch (an abandoned key to take over)."""
+
+
+SINGLE = _Single()
+Result = Answer | ApiError | _Single
+
+
+@dataclass
+class _Item:
+    prep: Prepared
+    future: asyncio.Future[Answer]
+
+
+@dataclass
+class Writer:
+    svc: Services
+    tokens: TokenCache
+    limit: int = LIMIT
+    capacity: int = CAPACITY
+    restarts: int = 0
+    _queue: asyncio.Queue[_Item] | None = None
+    _task: asyncio.Task[None] | None = None
+    _current: list[_Item] = field(default_factory=list)
+    # Tests hold the writer or inject a fault here (awaited with the batch before it is written; it
+    # may replace submissions in the list).
+    before_batch: Callable[[list[Prepared]], Awaitable[None]] | None = None
+    batch_sizes: list[int] = field(default_factory=list)  # the last batches' sizes (tests, metrics)
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue(self.capacity)
+        self._task = asyncio.create_task(self._supervise(), name="ingest-writer")
+
+    async def stop(self) -> None:
+        """After the requests in flight ended: nothing is waiting any more."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    @property
+    def waiting(self) -> int:
+        """Submissions queued, not yet taken by the writer."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def submit(self, prep: Prepared) -> Answer:
+        """Queue a prepared submission; its answer once the batch committed. Raises its ApiError."""
+        if self._queue is None or not self.running:  # no writer (CLI, tests without one): single path
+            return await single.submit_prepared(self.svc, prep)
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Item(prep, future))
+        except asyncio.QueueFull:
+            raise busy(f"{self.capacity} submissions are waiting to be written") from None
+        # A client that disconnects cancels only its wait: its submission is still written.
+        return await asyncio.shield(future)
+
+    # --- the writer task ---------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Restart the loop if it dies; its waiting futures fail with a retryable 503, never hang."""
+        assert self._queue is not None
+        try:
+            while True:
+                try:
+                    await self._loop()
+                except Exception:
+                    self.restarts += 1
+                    log.exception("the ingest writer died (restart %d)", self.restarts)
+                    self._fail(self._current, busy("the writer restarted"))
+                    self._current = []
+                    await asyncio.sleep(0.05)
+        finally:  # stopping: nothing waits forever
+            self._fail(self._current, busy("the server is stopping"))
+            while not self._queue.empty():
+                self._fail([self._queue.get_nowait()], busy("the server is stopping"))
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.limit and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._current = batch
+            await self._write(batch)
+            self._current = []
+
+    @staticmethod
+    def _fail(items: list[_Item], error: ApiError) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    async def _write(self, items: list[_Item]) -> None:
+        preps = [item.prep for item in items]
+        if self.before_batch is not None:
+            await self.before_batch(preps)
+        self.batch_sizes = [*self.batch_sizes[-99:], len(preps)]
+        for item, result in zip(items, await self.write_batch(preps), strict=True):
+            if item.future.done():
+                continue
+            if isinstance(result, ApiError):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+    async def write_batch(self, preps: list[Prepared]) -> list[Answer | ApiError]:
+        """Write prepared submissions as one group commit; the answer (or refusal) of each, in
+        order. A batch that fails unexpectedly is written again one by one (the single path), so
+        only the bad submission fails; a database that cannot serve fails them all with a 503."""
+        results: list[Result]
+        try:
+            results = await self._batch_retrying(preps)
+        except Exception as exc:
+            if unavailable(exc):
+                log.warning("the database cannot serve a batch of %d: %s", len(preps), exc)
+                return [busy("the database is unavailable")] * len(preps)
+            log.warning("a batch of %d failed (%s): each goes through the single path", len(preps), exc)
+            results = [SINGLE] * len(preps)
+        answers: list[Answer | ApiError] = []
+        for prep, result in zip(preps, results, strict=True):
+            if isinstance(result, _Single):
+                try:
+                    result = await single.submit_prepared(self.svc, prep)
+                except ApiError as exc:
+                    result = exc
+                except Exception as exc:
+                    log.exception("a submission failed on the single path")
+                    result = busy("the database is unavailable") if unavailable(exc) else ApiError(
+                        500, "internal", "internal error; nothing was lost, retry with the same Idempotency-Key")
+            answers.append(result)
+        return answers
+
+    async def _batch_retrying(self, preps: list[Prepared]) -> list[Result]:
+        try:
+            return await self._batch(preps)
+        except Exception as exc:
+            if not dropped(exc):
+                raise
+            log.warning("the connection dropped under a batch of %d: retrying once", len(preps))
+            return await self._batch(preps)
+
+    async def _batch(self, preps: list[Prepared]) -> list[Result]:
+        """Write the batch in one transaction; the answer of each submission, in order."""
+        svc = self.svc
+        results: list[Result | None] = [None] * len(preps)
+        async with svc.db.session() as session:
+            stamp = await ingest.revocation_stamp(session)
+            if self.tokens.saw_stamp(stamp):
+                dead = await ingest.revoked_among(session, {p.agent.id for p in preps if p.agent.id is not None})
+                for i, prep in enumerate(preps):
+                    if prep.agent.id in dead:
+                        results[i] = unauthorized()
+            key_ids, followers = await self._claim_keys(session, preps, results)
+            work = [i for i, r in enumerate(results) if r is None and i not in followers]
+            actions: dict[int, Action | None] = {i: build_action(preps[i]) for i in work}
+            session.add_all([a for a in actions.values() if a is not None])
+            await session.flush()  # one multi-row INSERT .. RETURNING id (SQLAlchemy's insertmanyvalues)
+            recorded = await self._first_steps(session, preps, actions)
+            effects: list[Callable[[], object]] = []
+            for i in work:
+                action = actions[i]
+                await write(session, svc, preps[i], action, effects=effects,
+                            recorded=recorded.get(action.id or 0) if action is not None else None)
+            for effect in effects:  # the outbox rows, flushed at commit as multi-row INSERTs
+                effect()
+            stored: list[tuple[int, int, dict[str, Any]]] = []
+            for i in work:
+                status, body = answer(svc, preps[i], actions[i])
+                results[i] = (status, body)
+                if i in key_ids:
+                    stored.append((key_ids[i], status, body))
+            await ingest.store_answers(session, stored)
+            await session.commit()  # the ledger is chained here, under the head's lock, once
+        for i in work:
+            done = results[i]
+            assert isinstance(done, tuple)
+            count(svc, *done)
+        for i, first in followers.items():
+            results[i] = self._follow(preps[i], preps[first], results[first])
+        return [_as_result(r) for r in results]
+
+    async def _claim_keys(self, session: Any, preps: list[Prepared], results: list[Result | None]
+                          ) -> tuple[dict[int, int], dict[int, int]]:
+        """Claim the batch's Idempotency-Keys in one statement. Returns (index -> claimed key row id,
+        follower index -> the index of the first submission with its key in this batch); a key held
+        already answers its submission here (stored answer, 409 in flight, 422 other body)."""
+        first: dict[tuple[int, str], int] = {}
+        followers: dict[int, int] = {}
+        for i, prep in enumerate(preps):
+            if prep.key is None or results[i] is not None:
+                continue
+            k = (int(prep.agent.id or 0), prep.key)
+            if k in first:
+                followers[i] = first[k]
+            else:
+                first[k] = i
+        claimed = await ingest.claim_keys(session, [(a, k, preps[i].digest or "") for (a, k), i in first.items()],
+                                          preps[0].now)
+        held = await ingest.held_keys(session, [k for k in first if k not in claimed])
+        key_ids: dict[int, int] = {}
+        for k, i in first.items():
+            if k in claimed:
+                key_ids[i] = claimed[k]
+                continue
+            row, prep = held.get(k), preps[i]
+            if row is None:  # freed since (a refused single-path request): let the single path run
+                results[i] = SINGLE
+            elif row.request_hash != prep.digest:
+                results[i] = ApiError(422, "idempotency_key_reused",
+                                      "this Idempotency-Key was used with a different request body")
+            elif row.in_flight:
+                fresh = prep.now - row.created_at < ABANDONED_AFTER
+                results[i] = ApiError(409, "idempotency_key_in_flight", "a request with this Idempotency-Key "
+                                      "is still being processed; retry later") if fresh else SINGLE
+            else:
+                assert row.status is not None and row.body is not None
+                results[i] = _stored(row.status, row.body)
+        return key_ids, followers
+
+    @staticmethod
+    async def _first_steps(session: Any, preps: list[Prepared], actions: dict[int, Action | None]
+                           ) -> dict[int, set[str]]:
+        """The steps due at once (the owner's page), for every new action in one INSERT."""
+        rows: list[tuple[int, str, str | None, datetime, datetime]] = []
+        for i, action in actions.items():
+            if action is None or action.status != "pending" or action.id is None:
+                continue
+            now = preps[i].now
+            for step in plan(snapshot_of(action).chain, action.created_at, {}, now).due:
+                rows.append((action.id, step.key, step.level, step.at, now))
+        recorded: dict[int, set[str]] = {}
+        for action_id, key in await ingest.record_first_steps(session, rows):
+            recorded.setdefault(action_id, set()).add(key)
+        return recorded
+
+    @staticmethod
+    def _follow(prep: Prepared, first: Prepared, result: Result | None) -> Result:
+        """A second submission with the first's key in the same batch: the same answer (the draft's
+        "same response"), or 422 if its body differs."""
+        if prep.digest != first.digest:
+            return ApiError(422, "idempotency_key_reused",
+                            "this Idempotency-Key was used with a different request body")
+        assert result is not None
+        return result
+
+
+def _stored(status: int, body: dict[str, Any]) -> Result:
+    try:
+        return raise_or_return(status, body)
+    except ApiError as exc:
+        return exc
+
+
+def _as_result(result: Result | None) -> Result:
+    assert result is not None
+    if isinstance(result, tuple) and result[0] >= 400:
+        return _stored(*result)
+    return result

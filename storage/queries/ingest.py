@@ -1,0 +1,109 @@
+"""The group-commit ingest path's queries: Idempotency-Keys claimed for a whole batch, their answers
+stored in one statement, and the revocation stamp read once per batch (bot.actions.writer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import Agent, EscalationStep, IdempotencyKey
+
+KEYS: Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
+AGENTS: Table = Agent.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """A key some earlier request (or another process's batch) holds."""
+
+    id: int
+    request_hash: str
+    in_flight: bool
+    created_at: datetime
+    status: int | None
+    body: dict[str, Any] | None
+
+
+def _insert(session: AsyncSession) -> Any:
+    bind = session.bind
+    return pg_insert if bind is not None and bind.dialect.name == "postgresql" else sqlite_insert
+
+
+async def claim_keys(
+    session: AsyncSession, keys: list[tuple[int, str, str]], now: datetime
+) -> dict[tuple[int, str], int]:
+    """Claim (agent id, key, request hash) in one INSERT .. ON CONFLICT DO NOTHING RETURNING, in key
+    order (two processes' batches lock the unique index in the same order: no deadlock). Returns
+    the row id of each key claimed now; a key missing from the answer is held already."""
+    if not keys:
+        return {}
+    ordered = sorted(keys, key=lambda k: (k[0], k[1]))
+    stmt = (
+        _insert(session)(KEYS)
+        .values([{"agent_id": a, "key": k, "request_hash": h, "in_flight": True, "created_at": now}
+                 for a, k, h in ordered])
+        .on_conflict_do_nothing(index_elements=["agent_id", "key"])
+        .returning(KEYS.c.id, KEYS.c.agent_id, KEYS.c.key)
+    )
+    return {(int(a), str(k)): int(i) for i, a, k in (await session.execute(stmt)).all()}
+
+
+async def held_keys(session: AsyncSession, keys: list[tuple[int, str]]) -> dict[tuple[int, str], StoredKey]:
+    """The rows of keys held already (for their stored answers)."""
+    if not keys:
+        return {}
+    stmt = select(KEYS.c.id, KEYS.c.agent_id, KEYS.c.key, KEYS.c.request_hash, KEYS.c.in_flight,
+                  KEYS.c.created_at, KEYS.c.response_status, KEYS.c.response_body).where(
+        tuple_(KEYS.c.agent_id, KEYS.c.key).in_(keys))
+    return {(int(a), str(k)): StoredKey(int(i), h, bool(f), c, s, b)
+            for i, a, k, h, f, c, s, b in (await session.execute(stmt)).all()}
+
+
+_STORE = (update(KEYS).where(KEYS.c.id == bindparam("key_id"))
+          .values(in_flight=False, response_status=bindparam("status"), response_body=bindparam("body")))
+
+
+async def store_answers(session: AsyncSession, answers: list[tuple[int, int, dict[str, Any]]]) -> None:
+    """(key row id, status, body) for every key this batch answered: one executemany UPDATE."""
+    if answers:
+        await session.execute(_STORE, [{"key_id": i, "status": s, "body": b} for i, s, b in answers])
+
+
+async def revocation_stamp(session: AsyncSession) -> int:
+    """How many agents were ever revoked: `agents revoke` bumps it by one (agents are never
+    un-revoked or deleted), so a changed stamp means some cached token may be dead."""
+    stmt = select(func.count()).select_from(AGENTS).where(AGENTS.c.revoked_at.is_not(None))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def revoked_among(session: AsyncSession, agent_ids: set[int]) -> set[int]:
+    if not agent_ids:
+        return set()
+    stmt = select(col(Agent.id)).where(col(Agent.id).in_(agent_ids), col(Agent.revoked_at).is_not(None))
+    return {int(i) for i in (await session.execute(stmt)).scalars()}
+
+
+async def record_first_steps(
+    session: AsyncSession, steps: list[tuple[int, str, str | None, datetime, datetime]]
+) -> set[tuple[int, str]]:
+    """The first steps of new actions, (action id, step, level, due at, fired at), in one multi-row
+    INSERT .. ON CONFLICT DO NOTHING (each submission keeps its own time); returns those recorded."""
+    if not steps:
+        return set()
+    steps_table: Table = EscalationStep.__table__  # type: ignore[attr-defined]
+    stmt = (
+        _insert(session)(steps_table)
+        .values([{"action_id": a, "step": s, "level": lv, "due_at": due, "fired_at": at,
+                  "late_seconds": max(0.0, (at - due).total_seconds()), "note": None}
+                 for a, s, lv, due, at in steps])
+        .on_conflict_do_nothing(index_elements=["action_id", "step"])
+        .returning(steps_table.c.action_id, steps_table.c.step)
+    )
+    return {(int(a), str(s)) for a, s in (await session.execute(stmt)).all()}

@@ -1,0 +1,196 @@
+"""Group commit (bot.actions.writer): many submissions, one transaction, each answered only after
+COMMIT; a poisoned submission answers alone; keys inside a batch; a full queue and a dead writer
+answer 503 with Retry-After, never hang. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from bot.actions.submit import Prepared
+from bot.actions.writer import Writer
+from bot.api.routes import WRITER
+from storage.ledger.verify import verify
+from storage.models import Action, Agent, EscalationStep, LedgerEntry, OutboxMessage
+from tests.conftest import Running, proposal
+
+
+def writer_of(running: Running) -> Writer:
+    return running.app[WRITER]
+
+
+class Gate:
+    """Holds the writer before its next batch until released, so that what queues meanwhile is
+    written as one batch."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def __call__(self, _: list[Prepared]) -> None:
+        self.waiting.set()
+        await self.open.wait()
+
+
+async def until_queued(writer: Writer, n: int) -> None:
+    for _ in range(1000):  # noqa: ASYNC110  (the queue has no event to wait on)
+        if writer.waiting >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{n} submissions never queued")
+
+
+async def hold_then_batch(running: Running, bodies: list[dict[str, Any]],
+                          headers: list[dict[str, str] | None] | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """Submit one request, hold the writer on it, queue `bodies`, release: they form one batch."""
+    writer, gate = writer_of(running), Gate()
+    writer.before_batch = gate
+    first = asyncio.create_task(running.submit(proposal(summary="opens the gate")))
+    await asyncio.wait_for(gate.waiting.wait(), 10)
+    writer.before_batch = None
+    hdrs = headers or [None] * len(bodies)
+    tasks = [asyncio.create_task(running.submit(b, headers=h)) for b, h in zip(bodies, hdrs, strict=True)]
+    await until_queued(writer, len(bodies))
+    gate.open.set()
+    assert (await first)[0] == 201
+    return list(await asyncio.gather(*tasks))
+
+
+async def counts(running: Running) -> dict[str, int]:
+    async with running.svc.db.read_session() as session:
+        return {name: int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+                for name, model in (("actions", Action), ("steps", EscalationStep), ("outbox", OutboxMessage),
+                                    ("ledger", LedgerEntry))}
+
+
+async def test_a_batch_is_written_in_one_transaction_and_answers_each(running: Running) -> None:
+    answers = await hold_then_batch(running, [proposal(summary=f"batch {i}") for i in range(20)])
+    assert [s for s, _ in answers] == [201] * 20
+    assert writer_of(running).batch_sizes[-1] == 20
+    ids = [b["id"] for _, b in answers]
+    assert len(set(ids)) == 20 and ids == sorted(ids)  # in arrival order
+    for _, body in answers:  # each answer is the committed row, as GET gives it
+        got_status, got = await running.get(f"/v1/actions/{body['id']}")
+        assert got_status == 200 and got == body
+    async with running.svc.db.read_session() as session:
+        submitted = (await session.execute(select(col(LedgerEntry.action_id)).where(
+            col(LedgerEntry.event) == "action.submitted"))).scalars().all()
+        paged = (await session.execute(select(col(EscalationStep.action_id)))).scalars().all()
+    report = await verify(running.svc.db.engine)
+    assert set(ids) <= set(submitted) and set(ids) <= set(paged)  # no action without its entry and page
+    assert report.ok
+
+
+async def test_one_poisoned_submission_never_fails_the_others(running: Running) -> None:
+    """A submission whose row breaks a constraint (its agent does not exist) rolls the batch back;
+    the others are written through the single path and answered 201; only it fails."""
+    ghost = Agent(id=987654321, name="ghost", token_hash="x", token_prefix="x", callback_secret="x")
+
+    async def poison(batch: list[Prepared]) -> None:
+        for i, prep in enumerate(batch):
+            if prep.req.summary == "poison":
+                batch[i] = dataclasses.replace(prep, agent=ghost)
+
+    writer = writer_of(running)
+    gate = Gate()
+    writer.before_batch = gate
+    first = asyncio.create_task(running.submit(proposal(summary="opens the gate")))
+    await asyncio.wait_for(gate.waiting.wait(), 10)
+    writer.before_batch = poison
+    bodies = [proposal(summary="poison" if i == 3 else f"good {i}") for i in range(8)]
+    tasks = [asyncio.create_task(running.submit(b)) for b in bodies]
+    await until_queued(writer, len(bodies))
+    gate.open.set()
+    await first
+    answers = await asyncio.gather(*tasks)
+    assert [s for s, _ in answers] == [201, 201, 201, 500, 201, 201, 201, 201]
+    assert writer.batch_sizes[-1] == 8
+    summaries = [b["summary"] for s, b in answers if s == 201]
+    _, listed = await running.get("/v1/actions?limit=50")
+    assert sorted(summaries) == sorted(a["summary"] for a in listed["items"] if a["summary"].startswith("good"))
+
+
+async def test_same_key_twice_in_one_batch_gives_one_action(running: Running) -> None:
+    body = proposal(summary="once only")
+    answers = await hold_then_batch(running, [body, body, proposal(summary="other body")],
+                                    [{"Idempotency-Key": "k-1"}, {"Idempotency-Key": "k-1"},
+                                     {"Idempotency-Key": "k-1"}])
+    (s1, b1), (s2, b2), (s3, b3) = answers
+    assert (s1, s2) == (201, 201) and b1 == b2  # the draft's "same response"
+    assert s3 == 422 and b3["error"]["code"] == "idempotency_key_reused"
+    again = await running.submit(body, headers={"Idempotency-Key": "k-1"})  # a later batch: the stored answer
+    assert again == (201, b1)
+    _, listed = await running.get("/v1/actions")
+    assert [a["summary"] for a in listed["items"]].count("once only") == 1
+
+
+async def test_forbidden_and_autonomous_in_one_batch(running: Running) -> None:
+    before = await counts(running)
+    answers = await hold_then_batch(running, [
+        proposal(action_type="drop_database"),  # forbidden by FAST
+        proposal(service="batch", action_type="cleanup"),  # autonomous
+        proposal(),
+    ])
+    assert [s for s, _ in answers] == [403, 201, 201]
+    assert answers[0][1]["error"]["code"] == "forbidden"
+    assert answers[1][1]["status"] == "recorded" and answers[2][1]["status"] == "pending"
+    after = await counts(running)
+    assert after["actions"] - before["actions"] == 3  # the gate's, the autonomous and the proposal
+
+
+async def test_a_full_queue_answers_503_with_retry_after(running: Running) -> None:
+    writer = writer_of(running)
+    await writer.stop()
+    writer.capacity = 2
+    writer.start()
+    gate = Gate()
+    writer.before_batch = gate
+    try:
+        first = asyncio.create_task(running.submit(proposal()))
+        await asyncio.wait_for(gate.waiting.wait(), 10)
+        queued = [asyncio.create_task(running.submit(proposal())) for _ in range(2)]
+        await until_queued(writer, 2)
+        async with running.http.post(f"{running.url}/v1/actions", json=proposal(),
+                                     headers={"Authorization": f"Bearer {running.token}"}) as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+            assert (await resp.json())["error"]["code"] == "unavailable"
+        gate.open.set()
+        assert [s for s, _ in await asyncio.gather(first, *queued)] == [201, 201, 201]
+    finally:
+        writer.before_batch = None
+
+
+async def test_a_dead_writer_fails_its_batch_retryably_and_restarts(running: Running) -> None:
+    writer = writer_of(running)
+    died = False
+
+    async def die_once(_: list[Prepared]) -> None:
+        nonlocal died
+        if not died:
+            died = True
+            raise RuntimeError("writer bug")
+
+    writer.before_batch = die_once
+    async with running.http.post(f"{running.url}/v1/actions", json=proposal(),
+                                 headers={"Authorization": f"Bearer {running.token}"}) as resp:
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    status, _ = await running.submit(proposal())
+    assert status == 201 and writer.restarts == 1 and writer.running
+    writer.before_batch = None
+
+
+async def test_revoked_token_is_refused_even_when_cached(running: Running) -> None:
+    token, _ = await running.add_agent("short-lived")
+    assert (await running.submit(proposal(), token=token))[0] == 201  # now in the token cache
+    async with running.svc.db.session() as session:  # as `agents revoke` does (any process)
+        from storage.queries import agents
+
+        await agents.revoke(session, "short-lived")
+        await session.commit()
+    status, body = await running.submit(proposal(), token=token)
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+    assert (await running.submit(proposal()))[0] == 201  # the others' cached tokens still work
