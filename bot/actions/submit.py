@@ -18,6 +18,7 @@ from bot.contract.schemas import ActionIn
 from bot.delivery.messages import Kind, send
 from bot.escalation.paging import advance
 from bot.escalation.snapshot import freeze
+from bot.policy.autonomy import apply
 from bot.policy.rules import evaluate
 from bot.services import Services
 from storage.ledger import chain as ledger
@@ -57,6 +58,10 @@ async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | 
         raise ApiError(422, "unknown_service",
                        f"service {req.service!r} is not in the policy (known: {known})", field="service")
     match = evaluate(policy, req.service, req.action_type, req.environment, req.kind)
+    # Grants and pauses in force (bot.autonomy.state, cached): frozen into the action like the rule.
+    applied = apply(match, await svc.autonomy.current(), agent=agent.name, service=req.service,
+                    action_type=req.action_type, environment=req.environment, now=now)
+    match = applied.match
     async with svc.db.session() as session:
         if match.mode == "forbidden":
             await _refuse(session, svc, agent, req, match.rule, now)
@@ -133,6 +138,7 @@ async def _accept(svc: Services, agent: Agent, req: ActionIn, key_row_id: int | 
         else:
             await advance(session, action, now, fired={})  # brand new: nothing can have fired yet
         body = action_json(action, agent.name, svc.settings.base_url)
+        body["paused"] = applied.pause.json() if applied.pause else None
         if key_row_id is not None:
             await idempotency.store(session, key_row_id, 201, body)
         await session.commit()

@@ -18,12 +18,15 @@ from pydantic import ValidationError
 from bot.actions.serialize import action_json
 from bot.actions.submit import submit
 from bot.api import longpoll as api_decision
+from bot.api import results as api_results
+from bot.autonomy.results import result_json
 from bot.contract.errors import ApiError
 from bot.contract.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, field_problems
 from bot.services import Services
 from storage.models import Agent
 from storage.queries import actions as repo
 from storage.queries import agents
+from storage.queries import autonomy as autonomy_q
 
 log = logging.getLogger("countersign.api")
 SERVICES = web.AppKey("services", Services)
@@ -160,10 +163,12 @@ async def get_action(request: web.Request) -> web.Response:
     action_id = _action_id(request)
     async with svc.db.read_session() as session:
         found = await repo.get_with_agent(session, action_id)
-    if found is None:
+        result = await autonomy_q.result_for(session, action_id) if found else None
+    if found is None or found[0].agent_id != request[AGENT].id:  # another agent's: as if it did not exist
         raise ApiError(404, "not_found", f"there is no action {action_id}")
     action, agent = found
-    return web.json_response(action_json(action, agent.name, svc.settings.base_url))
+    return web.json_response({**action_json(action, agent.name, svc.settings.base_url),
+                              "result": result_json(result)})
 
 
 STATUSES = {"pending", "approved", "denied", "acknowledged", "overridden", "expired", "recorded"}
@@ -188,7 +193,7 @@ async def list_actions(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_request", "cursor: use the next_cursor of a previous page",
                        fields=[{"field": "cursor", "message": "invalid cursor"}])
     async with svc.db.read_session() as session:
-        rows = await repo.page(session, status=status, service=service,
+        rows = await repo.page(session, status=status, service=service, agent_id=request[AGENT].id,
                                before_id=int(cursor) if cursor else None, limit=limit + 1)
     items = [action_json(a, g.name, svc.settings.base_url) for a, g in rows[:limit]]
     next_cursor = str(items[-1]["id"]) if len(rows) > limit else None
@@ -230,7 +235,8 @@ def add_routes(app: web.Application, waiters: api_decision.DecisionWaiters) -> N
     app.router.add_post("/v1/actions", post_action)
     app.router.add_get("/v1/actions", list_actions)
     app.router.add_get("/v1/actions/{id}", get_action)
-    api_decision.register(app, SERVICES, waiters)  # GET /v1/actions/{id}/decision?wait=N (long poll)
+    api_decision.register(app, SERVICES, waiters, AGENT)  # GET /v1/actions/{id}/decision?wait=N (long poll)
+    api_results.register(app, SERVICES, AGENT, _read_json, _bad_request, _action_id)  # result, pauses
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -28,6 +28,7 @@ class Kind(StrEnum):
     HOME = "home"  # App Home view for a user (views.publish)
     STORM = "storm"  # a storm's parent card in the service channel (bot.delivery.storms)
     CARD_PACK = "card_pack"  # several cards in one message, when a storm makes a queue deep (the relay)
+    AUTONOMY = "autonomy"  # a pause, a resume, the brake, a grant, a failed result (bot.autonomy)
 
 
 # Where each kind goes through the Slack Web API (UPDATE_CARDS is expanded by the relay).
@@ -43,6 +44,7 @@ METHODS: dict[Kind, str] = {
     Kind.HOME: "views.publish",
     Kind.STORM: "chat.postMessage",  # and chat.update for its running count
     Kind.CARD_PACK: "chat.postMessage",
+    Kind.AUTONOMY: "chat.postMessage",
 }
 
 # What an outbox row is for (its `purpose`): which copy of a card it is, so a decision re-draws every

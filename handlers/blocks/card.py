@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from bot.actions.rules import allowed_responses
 from bot.escalation.snapshot import snapshot_of
@@ -209,6 +210,7 @@ def action_card(
     people: Mapping[str, str] | None = None,
     audience: str | None = None,
     failures: Mapping[str, str] | None = None,
+    result: Mapping[str, Any] | None = None,
 ) -> Message:
     """The card: everything needed to decide, then (once decided) outcome, who, when, why; no buttons.
 
@@ -245,6 +247,10 @@ def action_card(
     buttons = decision_buttons(action)
     if buttons is not None:
         blocks.append(buttons)
+    if result is not None:
+        from handlers.blocks.autonomy import result_line
+
+        blocks.append(section(result_line(result)))
     blocks.append(
         context(
             f"Action {action.id} · rule #{snapshot_of(action).rule_index} · "
@@ -259,6 +265,7 @@ def action_card(
     return message(text, blocks, unfurl=False)
 
 
-def fyi(action: Action, agent: str, *, people: Mapping[str, str] | None = None) -> Message:
+def fyi(action: Action, agent: str, *, people: Mapping[str, str] | None = None,
+        result: Mapping[str, Any] | None = None) -> Message:
     """An autonomous action, posted for the record: no response needed."""
-    return action_card(action, agent, people=people)
+    return action_card(action, agent, people=people, result=result)

@@ -40,6 +40,8 @@ callbacks, and who is accountable and how
 • `who-owns SERVICE`: its owner, secondary, channel and escalation chain
 • `stats [7d|30d]`: counts by mode and outcome, approve/override rates, time to response, \
 default accountability
+• `trust [AGENT|SERVICE]`: track record over 30 days, and suggested promotions/demotions
+• `pause TARGET [DURATION] REASON` (TARGET: a service, `agent:NAME` or `all`), `resume TARGET`, `pauses`
 • `share …`: post the answer to the channel instead of only to you (e.g. `/ai-actions share stats 7d`)"""
 
 

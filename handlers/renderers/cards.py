@@ -21,6 +21,7 @@ from handlers.blocks.kit import escape
 from handlers.renderers.registry import renders
 from storage.models import Action
 from storage.queries import actions as repo
+from storage.queries import autonomy as autonomy_q
 
 log = logging.getLogger("countersign.cards")
 
@@ -50,6 +51,13 @@ async def paging_failures(svc: Services, *, action_id: int) -> dict[str, str]:
     return {step.split(":", 1)[1]: note or "unknown error" for step, note in rows}
 
 
+async def result_of(svc: Services, action_id: int) -> dict[str, Any] | None:
+    """The agent's reported result, shown on every copy of the card."""
+    async with svc.db.read_session() as session:
+        row = await autonomy_q.result_for(session, action_id)
+    return None if row is None else {"result": row.result, "detail": row.detail}
+
+
 async def _load(svc: Services, action_id: int | None) -> tuple[Action, str] | None:
     if action_id is None:
         return None
@@ -76,6 +84,7 @@ async def render_card(svc: Services, payload: dict[str, Any]) -> dict[str, Any] 
         people=await people_of(svc, action),
         audience=audience,
         failures=await paging_failures(svc, action_id=action.id or 0),
+        result=await result_of(svc, action.id or 0),
     )
 
 
@@ -85,7 +94,7 @@ async def render_fyi(svc: Services, payload: dict[str, Any]) -> dict[str, Any] |
     if found is None:
         return None
     action, agent = found
-    return blocks.fyi(action, agent, people=await people_of(svc, action))
+    return blocks.fyi(action, agent, people=await people_of(svc, action), result=await result_of(svc, action.id or 0))
 
 
 @renders(Kind.FORBIDDEN)
