@@ -203,7 +203,8 @@ async def test_a_grant_changes_new_actions_not_those_in_flight_and_ends(running:
         resp = await running.interact(click_payload(user, grant, channel="C0CHECKOUT",
                                                     response_url=fake_slack.response_url(f"g-{user}")))
         assert resp.status == 200
-        await fake_slack.wait_for(lambda u=user: fake_slack.calls_to(f"response_url:g-{u}"))
+        answered = f"response_url:g-{user}"
+        await fake_slack.wait_for(lambda: fake_slack.calls_to(answered))  # noqa: B023
     assert [e.actor for e in await ledger_events(running, "grant.refused")] == ["U0STRANGER"]
     granted = await ledger_events(running, "grant.granted")
     assert len(granted) == 1 and granted[0].data["mode"] == "acknowledge"
