@@ -96,7 +96,8 @@ def test_a_pause_makes_anything_but_forbidden_approve() -> None:
     paused = apply(base, InForce(pauses=(everything,)), now=NOW, **key)
     assert paused.match.mode == "approve" and paused.pause == everything
     assert apply(base, InForce(pauses=(other_agent, over)), now=NOW, **key).match.mode == "autonomous"
-    promoted = apply(base, InForce(grants=(grant("autonomous", **key),), pauses=(everything,)), now=NOW, **key)
+    promoted = apply(base, InForce(grants=(grant("autonomous", NOW + timedelta(days=1), **key),),
+                                   pauses=(everything,)), now=NOW, **key)
     assert promoted.match.mode == "approve"
     forbidden = evaluate(policy, "batch", "delete_data", "production")
     assert apply(forbidden, InForce(pauses=(everything,)), now=NOW, **key).match.mode == "forbidden"
