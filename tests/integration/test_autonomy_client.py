@@ -3,6 +3,8 @@ means `failed`), `pauses()`, and the MCP `report_result` tool, against the runni
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from mcp import Client
 
@@ -11,7 +13,7 @@ from countersign_client.errors import ApiError
 from countersign_client.mcp_server import build_server
 from tests.conftest import Running
 
-AUTONOMOUS = {"service": "batch", "action_type": "scale_up", "rationale": "queue depth 5k"}
+AUTONOMOUS: dict[str, Any] = {"service": "batch", "action_type": "scale_up", "rationale": "queue depth 5k"}
 
 
 async def test_requires_approval_reports_success_and_failure_by_itself(running: Running) -> None:
