@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from bot.demo.fakeslack import FakeSlack
 from storage.db import Database
@@ -89,7 +90,7 @@ async def test_three_replicas_and_concurrent_overrides_trip_the_brake_once(
 
         async def all_decided_and_sent() -> bool:
             async with db.session() as session:
-                decided = (await session.execute(select(LedgerEntry).where(LedgerEntry.event == "decision"))).all()
+                decided = (await session.execute(select(LedgerEntry).where(col(LedgerEntry.event) == "decision"))).all()
                 await session.commit()
             return len(decided) == OVERRIDES and await outbox_drained(db)
 
@@ -98,7 +99,7 @@ async def test_three_replicas_and_concurrent_overrides_trip_the_brake_once(
         async with db.session() as session:
             pauses = list((await session.execute(select(Pause))).scalars())
             started = list((await session.execute(select(LedgerEntry).where(
-                LedgerEntry.event == "pause.started"))).scalars())
+                col(LedgerEntry.event) == "pause.started"))).scalars())
             await session.commit()
         assert len(pauses) == 1 and pauses[0].by == "countersign", [r.output() for r in replicas]
         assert pauses[0].target == "agent:remediator@checkout-api" and "overrides within 1h" in pauses[0].reason
