@@ -341,3 +341,11 @@ class Pause(SQLModel, table=True):
     ended_by: str | None = None  # a person, or "expiry"
     end_recorded: bool = False  # the end is in the ledger and announced
     dedupe_key: str | None = None  # the brake's: one pause per trip, whatever the replicas
+
+
+# The track record (storage.queries.trust): one covering index for its window scans (the counts and
+# the median time to decision), so neither reads the table.
+_actions: Any = Action.__table__  # type: ignore[attr-defined]
+Index("ix_actions_trust", *(_actions.c[name] for name in (
+    "created_at", "agent_id", "service", "action_type", "environment", "status", "accountability",
+    "policy_violation", "decided_at")))

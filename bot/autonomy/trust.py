@@ -50,14 +50,15 @@ async def subject(svc: Services, session: AsyncSession, word: str | None) -> tup
 
 
 async def current_suggestions(svc: Services, session: AsyncSession, now: datetime, *, agent_id: int | None = None,
-                              service: str | None = None) -> list[Suggestion]:
+                              service: str | None = None, long: list[Record] | None = None) -> list[Suggestion]:
     """What the policy's `autonomy:` thresholds suggest now, less what was granted or dismissed since
     the window began (a dismissed suggestion comes back once a new window's figures support it)."""
     autonomy = svc.policy.autonomy
     if autonomy is None:
         return []
-    long = await records(session, now - timedelta(seconds=autonomy.window), now, agent_id=agent_id,
-                         service=service)
+    if long is None:  # the caller may have read this window already (`trust` over 30 days)
+        long = await records(session, now - timedelta(seconds=autonomy.window), now, agent_id=agent_id,
+                             service=service)
     short = await records(session, now - timedelta(seconds=autonomy.demote.window), now, agent_id=agent_id,
                           service=service)
     in_force = await svc.autonomy.current()

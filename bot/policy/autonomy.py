@@ -220,20 +220,23 @@ def demotion(record: Record, mode: str, autonomy: Autonomy) -> Suggestion | None
 
 def suggestions(policy: Policy, in_force: InForce, long: list[Record], short: list[Record],
                 now: datetime) -> list[Suggestion]:
-    """Promotions from the long window (`autonomy.window`), demotions from the short one (`demote.window`)."""
+    """Promotions from the long window (`autonomy.window`), demotions from the short one (`demote.window`).
+    The figures are checked first, so the mode (rules, grants, pauses) is worked out only for the few
+    records that could be suggested."""
     autonomy = policy.autonomy
     if autonomy is None:
         return []
     found: list[Suggestion] = []
     demoted = set()
     for record in short:
-        if record.service in policy.services:
+        if record.service in policy.services and demotion(record, "autonomous", autonomy) is not None:
             s = demotion(record, mode_now(policy, in_force, record, now), autonomy)
             if s is not None:
                 found.append(s)
                 demoted.add(s.key())
     for record in long:
-        if record.service in policy.services and record.key() not in demoted:
+        if (record.service in policy.services and record.key() not in demoted
+                and promotion(record, "approve", autonomy) is not None):
             s = promotion(record, mode_now(policy, in_force, record, now), autonomy)
             if s is not None:
                 found.append(s)

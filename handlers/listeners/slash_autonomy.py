@@ -30,7 +30,9 @@ async def trust(svc: Services, user_id: str, args: list[str]) -> Message:
             return ui.answer(f"No agent or service is called `{escape(word)}`: "
                              "use `/ai-actions trust [AGENT|SERVICE]`.")
         found = await trust_domain.records(session, now - DEFAULT_WINDOW, now, agent_id=agent_id, service=service)
-        suggested = await trust_domain.current_suggestions(svc, session, now, agent_id=agent_id, service=service)
+        same = svc.policy.autonomy is not None and svc.policy.autonomy.window == DEFAULT_WINDOW.total_seconds()
+        suggested = await trust_domain.current_suggestions(svc, session, now, agent_id=agent_id, service=service,
+                                                           long=found if same else None)
     label = f"{escape(word) if word else 'every agent'}, last 30 days"
     return ui.trust_message(found, suggested, label, can_grant=await grants.may_grant(svc, user_id))
 
