@@ -43,7 +43,7 @@ async def pause(svc: Services, user_id: str, args: list[str]) -> Message:
         req = await pauses.parse_pause(svc, args, svc.clock())
     except pauses.Refused as exc:
         return ui.answer(f":warning: {exc}")
-    if not await pauses.may_pause(svc, user_id, req.target.service if req.target.agent is None else None):
+    if not await pauses.may_pause(svc, user_id, req.target.service):  # None (all, agent:NAME): leadership
         why = "not allowed: only the service's owner and secondary (their services), leadership and admins"
         await pauses.refuse(svc, user_id, "pause", text, why)
         return ui.answer(f":no_entry_sign: You may not pause `{escape(req.target.text)}`: only the service's owner "
