@@ -20,8 +20,8 @@ class UnknownSubject(LookupError):
 
 
 async def records(session: AsyncSession, since: datetime, until: datetime, *, agent_id: int | None = None,
-                  service: str | None = None) -> list[Record]:
-    groups = await trust_q.track_record(session, since, until, agent_id=agent_id, service=service)
+                  service: str | None = None, median: bool = True) -> list[Record]:
+    groups = await trust_q.track_record(session, since, until, agent_id=agent_id, service=service, median=median)
     names = await agents.names(session) if groups else {}
     out = []
     for (a, s, t, e), g in groups.items():
@@ -60,7 +60,7 @@ async def current_suggestions(svc: Services, session: AsyncSession, now: datetim
         long = await records(session, now - timedelta(seconds=autonomy.window), now, agent_id=agent_id,
                              service=service)
     short = await records(session, now - timedelta(seconds=autonomy.demote.window), now, agent_id=agent_id,
-                          service=service)
+                          service=service, median=False)  # suggestions need no median
     in_force = await svc.autonomy.current()
     found = suggestions(svc.policy, in_force, long, short, now)
     decided = await q.dismissed_keys(session, now - timedelta(seconds=autonomy.demote.window))
