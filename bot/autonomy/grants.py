@@ -9,7 +9,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from bot.autonomy.pauses import _announce, _invalidate
+from bot.autonomy.pauses import announce, invalidate_cache
 from bot.autonomy.trust import current_suggestions
 from bot.delivery.directory import resolve_all
 from bot.policy.autonomy import Suggestion, demotion, mode_now
@@ -71,9 +71,9 @@ async def _store(svc: Services, s: Suggestion, by: str, decision: str) -> Autono
         data = grant_json(row)
         await ledger.append(session, event, data, actor=by, at=now)
         if decision == "granted":
-            _announce(session, svc, s.service, leadership=True, notice={"event": event, **data})
+            announce(session, svc, s.service, leadership=True, notice={"event": event, **data})
         await session.commit()
-    _invalidate(svc)
+    invalidate_cache(svc)
     return row
 
 
@@ -85,9 +85,9 @@ async def revoke(svc: Services, grant_id: int, by: str) -> AutonomyGrant:
             raise GrantRefused(f"No grant {grant_id} is in force.")
         data = grant_json(row)
         await ledger.append(session, "grant.revoked", data, actor=by, at=now)
-        _announce(session, svc, row.service, leadership=True, notice={"event": "grant.revoked", **data})
+        announce(session, svc, row.service, leadership=True, notice={"event": "grant.revoked", **data})
         await session.commit()
-    _invalidate(svc)
+    invalidate_cache(svc)
     return row
 
 

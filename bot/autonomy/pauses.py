@@ -96,7 +96,7 @@ async def may_pause(svc: Services, user_id: str, service: str | None) -> bool:
     return user_id in top or user_id in await resolve_all(svc, [p for p in top if "@" in p])
 
 
-def _announce(session: AsyncSession, svc: Services, service: str | None, *, leadership: bool,
+def announce(session: AsyncSession, svc: Services, service: str | None, *, leadership: bool,
               notice: dict[str, Any]) -> None:
     channels = []
     if service is not None and svc.policy.services.get(service) and svc.policy.services[service].channel:
@@ -128,13 +128,13 @@ async def start(svc: Services, user_id: str, req: PauseRequest, *, dedupe_key: s
         data = {"pause": pause.id, "target": t.text, "service": t.service, "agent": t.agent, "by": user_id,
                 "reason": req.reason, "until": req.until.isoformat() if req.until else None}
         await ledger.append(session, "pause.started", data, actor=user_id, at=now)
-        _announce(session, svc, t.service, leadership=t.service is None or user_id == "countersign",
+        announce(session, svc, t.service, leadership=t.service is None or user_id == "countersign",
                   notice={"event": "pause.started", **data})
         if user_id == "countersign" and t.service in svc.policy.services:  # the brake: tell the owner too
             send(session, Kind.AUTONOMY, channel=svc.policy.services[t.service].owner, purpose="autonomy",
                  notice={"event": "pause.started", **data})
         await session.commit()
-    _invalidate(svc)
+    invalidate_cache(svc)
     return pause
 
 
@@ -158,7 +158,7 @@ async def resume(svc: Services, user_id: str, target: Target) -> list[Pause]:
                 await _record_end(session, svc, p, user_id, now)
                 ended.append(p)
         await session.commit()
-    _invalidate(svc)
+    invalidate_cache(svc)
     return ended
 
 
@@ -174,7 +174,7 @@ async def _record_end(session: AsyncSession, svc: Services, p: Pause, by: str, a
     data = {"pause": p.id, "target": p.target, "service": p.service, "agent": p.agent, "by": by,
             "started_by": p.by, "reason": p.reason}
     await ledger.append(session, "pause.ended", data, actor=by, at=at)
-    _announce(session, svc, p.service, leadership=p.service is None or p.by == "countersign",
+    announce(session, svc, p.service, leadership=p.service is None or p.by == "countersign",
               notice={"event": "pause.ended", **data})
 
 
@@ -204,11 +204,11 @@ async def sweep(svc: Services) -> int:
                 done += 1
         await session.commit()
     if done:
-        _invalidate(svc)
+        invalidate_cache(svc)
     return done
 
 
-def _invalidate(svc: Services) -> None:
+def invalidate_cache(svc: Services) -> None:
     invalidate = getattr(svc.autonomy, "invalidate", None)
     if invalidate is not None:
         invalidate()
