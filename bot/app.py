@@ -29,6 +29,8 @@ from bot.actions.writer import Writer
 from bot.api import paging_health
 from bot.api import routes as api
 from bot.api.longpoll import DecisionWaiters
+from bot.autonomy import brake, pauses
+from bot.autonomy.state import AutonomyState
 from bot.clock import Clock, system_clock
 from bot.config import Settings, SettingsError
 from bot.contract.schemas import MAX_BODY_BYTES
@@ -154,6 +156,7 @@ class Runtime:
         self.writer.start()
         if self.background:
             self.sweeper.schedule(svc.scheduler, settings.tick_seconds)  # first run now: steps due while down
+            pauses.schedule(svc, settings.tick_seconds)  # pauses and grants whose deadline passed while down
             self._loops.append(asyncio.create_task(
                 run_forever(self.relay.tick, settings.tick_seconds, self._stopping), name="relay"))
         svc.scheduler.start()  # the sweeper (if background) and the daily digest
@@ -212,6 +215,8 @@ def create_app(
     runtime = Runtime(svc, bolt, relay, Sweeper(svc), waiters, writer, migrate=migrate, background=background,
                       workspace=workspace)
     svc.decision_listeners.append(waiters.notify)  # a decision wakes the long polls waiting for it
+    svc.autonomy = AutonomyState(svc.db)  # grants and pauses in force, for ingest
+    svc.decided_hooks.append(partial(brake.after_decision, svc))  # an override may trip the brake
     svc.metrics_refreshers += [partial(refresh_metrics, svc), relay.refresh_metrics]  # pending; outbox
     svc.health_probes["deliveries"] = relay.health  # Slack failing / backlog old
     svc.health_probes["paging"] = partial(paging_health.probe, svc)  # token refused / nobody reachable

@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.metrics import Metrics
+from bot.policy.autonomy import InForce
 from bot.policy.rules import Policy
 from storage.db import Database
 
@@ -24,6 +25,20 @@ class DecisionListener(Protocol):
 
     def __call__(self, *action_ids: int | None) -> None: ...
 
+
+class AutonomySource(Protocol):
+    """The grants and pauses in force now (bot.autonomy.state), cheap enough to ask on every ingest."""
+
+    async def current(self) -> InForce: ...
+
+
+class _NoAutonomy:
+    async def current(self) -> InForce:
+        return InForce()
+
+
+# Told, after the commit, of an explicit decision on an action (the brake counts overrides).
+DecidedHook = Callable[[int], Awaitable[None]]
 
 # /healthz: "ok", or why this part is degraded.
 HealthProbe = Callable[[], Awaitable[str]]
@@ -48,3 +63,5 @@ class Services:
     decision_listeners: list[DecisionListener] = field(default_factory=list)
     health_probes: dict[str, HealthProbe] = field(default_factory=dict)
     metrics_refreshers: list[MetricsRefresher] = field(default_factory=list)
+    autonomy: AutonomySource = field(default_factory=_NoAutonomy)
+    decided_hooks: list[DecidedHook] = field(default_factory=list)

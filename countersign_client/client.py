@@ -109,6 +109,19 @@ class CountersignClient:
         """submit(kind="executed", ...): tell the owner what was done; they acknowledge or override."""
         return await self.submit(kind="executed", **fields)
 
+    async def report_result(self, action_id: int, result: str, *, detail: str | None = None,
+                            evidence: Iterable[Evidence] | None = None) -> dict[str, Any]:
+        """POST /v1/actions/{id}/result once the action ran: "succeeded", "failed" or "rolled_back".
+        Stored once: the same call again gives the same answer (safe to retry), another result is 409."""
+        body: dict[str, Any] = {"result": result, "evidence": _evidence(evidence or [])}
+        if detail is not None:
+            body["detail"] = detail
+        return await self._call("POST", f"/v1/actions/{int(action_id)}/result", json_body=body)
+
+    async def pauses(self) -> list[dict[str, Any]]:
+        """GET /v1/pauses: what is paused now (a new action for it needs approval)."""
+        return list((await self._call("GET", "/v1/pauses"))["items"])
+
     async def get(self, action_id: int) -> dict[str, Any]:
         """GET /v1/actions/{id}: the action with its status and, once decided, its decision."""
         return await self._call("GET", f"/v1/actions/{int(action_id)}")

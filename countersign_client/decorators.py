@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -34,6 +35,8 @@ R = TypeVar("R")
 AsyncFn = Callable[P, Awaitable[R]]
 
 _current: ContextVar[dict[str, Any] | None] = ContextVar("countersign_action", default=None)
+
+log = logging.getLogger("countersign_client")
 
 
 def current_action() -> dict[str, Any] | None:
@@ -92,9 +95,22 @@ def requires_approval(*, service: Any, action_type: Any, rationale: Any, summary
                     action = await cs.wait_for_decision(action["id"], timeout)
             token = _current.set(check_approved(action))
             try:
-                return await fn(*args, **kwargs)
+                value = await fn(*args, **kwargs)
+            except BaseException as exc:
+                await _report_result(action, "failed", f"{type(exc).__name__}: {exc}")
+                raise
             finally:
                 _current.reset(token)
+            await _report_result(action, "succeeded", None)
+            return value
+
+        async def _report_result(action: dict[str, Any], result: str, detail: str | None) -> None:
+            """The result of the approved call, reported by itself; never hides the call's own outcome."""
+            try:
+                async with _using(client) as cs:
+                    await cs.report_result(action["id"], result, detail=detail[:20000] if detail else None)
+            except Exception:
+                log.warning("could not report the result of action %s", action.get("id"), exc_info=True)
 
         return wrapper
 

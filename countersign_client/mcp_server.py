@@ -163,6 +163,19 @@ def build_server(connect: Callable[[], CountersignClient]) -> Any:
                       owner=action.get("owner"), policy_violation=action["policy_violation"], message=message,
                       url=(action.get("links") or {}).get("self"))
 
+    @server.tool()
+    async def report_result(action_id: int, result: str, detail: str | None = None,
+                            evidence: list[EvidenceLink] | None = None) -> dict[str, Any]:
+        """After an action you carried out has run, say how it went: result is "succeeded", "failed"
+        or "rolled_back"; detail says what happened. A failure is told to the service's team and the
+        person accountable, and counts toward the automatic brake."""
+        try:
+            async with connect() as cs:
+                return await cs.report_result(action_id, result, detail=detail,
+                                              evidence=[e.model_dump() for e in evidence or []])
+        except CountersignError as exc:
+            raise ToolError(_problem(exc)) from exc
+
     return server
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.services import Services
-from handlers.listeners import buttons, commands, home, override_modal
-from handlers.renderers import anchor, cards, digest, storm
+from handlers.listeners import buttons, commands, home, override_modal, slash_autonomy
+from handlers.renderers import anchor, autonomy, cards, digest, storm
 from handlers.renderers.registry import render
 
 # Importing a renderer module registers its `@renders(kind)` functions; name them so that a reader
 # (and ruff) sees the registration is the point of the import.
-RENDERER_MODULES = (anchor, cards, digest, storm)
+RENDERER_MODULES = (anchor, autonomy, cards, digest, storm)
 
 __all__ = ["register", "render"]
 
@@ -27,3 +27,4 @@ def register(app: AsyncApp, svc: Services) -> None:
     override_modal.register(app, svc)
     commands.register(app, svc)
     home.register(app, svc)
+    slash_autonomy.register(app, svc)  # Grant / Dismiss buttons

@@ -14,6 +14,8 @@ class ActionId(StrEnum):
     APPROVE = "approve"
     OVERRIDE = "override"
     ACKNOWLEDGE = "acknowledge"
+    GRANT = "autonomy_grant"  # a suggestion's Grant button (value: the suggestion's token)
+    DISMISS = "autonomy_dismiss"
 
 
 class CallbackId(StrEnum):

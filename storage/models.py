@@ -298,3 +298,73 @@ class BreakerState(SQLModel, table=True):
     open_until: float = 0.0  # epoch seconds: the next probe
     opened_at: float | None = None  # epoch seconds the outage was noticed (None: closed)
     last_error: str = Field(default="", sa_column=Column(Text, nullable=False))
+class ActionResult(SQLModel, table=True):
+    """What the submitting agent reports once the action ran: stored once (the action id is unique)."""
+
+    __tablename__ = "action_results"
+    id: int | None = Field(default=None, sa_column=Column(BigInt, primary_key=True, autoincrement=True))
+    action_id: int = Field(foreign_key="actions.id", nullable=False, unique=True)
+    agent_id: int = Field(foreign_key="agents.id", nullable=False)
+    result: str  # succeeded | failed | rolled_back
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    evidence: list[dict[str, Any]] | None = _json()
+    request_hash: str
+    created_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class AutonomyGrant(SQLModel, table=True):
+    """A change of mode for one agent x service x action_type x environment, decided from its track
+    record: a promotion (granted or dismissed by a person) or a demotion (applied by countersign)."""
+
+    __tablename__ = "autonomy_grants"
+    __table_args__ = (
+        Index("ix_autonomy_grants_live", "revoked_at", "until"),
+        UniqueConstraint("dedupe_key", name="uq_autonomy_grants_dedupe"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigInt, primary_key=True, autoincrement=True))
+    agent: str
+    service: str
+    action_type: str
+    environment: str
+    kind: str  # promote | demote
+    decision: str  # granted | dismissed
+    mode: str  # the mode it gives
+    previous_mode: str
+    by: str
+    at: datetime = _ts(nullable=False, default=utcnow)
+    until: datetime = _ts(nullable=False, default=utcnow)
+    figures: dict[str, Any] | None = _json()
+    revoked_at: datetime | None = _ts(nullable=True)
+    revoked_by: str | None = None  # a person, or "expiry"
+    dedupe_key: str | None = None
+
+
+class Pause(SQLModel, table=True):
+    """A kill switch: while it holds, every new action for its target needs approval. It ends at
+    `until` (a deadline in the database: nothing has to run at that moment) or on resume."""
+
+    __tablename__ = "pauses"
+    __table_args__ = (
+        Index("ix_pauses_live", "ended_at", "until"),
+        UniqueConstraint("dedupe_key", name="uq_pauses_dedupe"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigInt, primary_key=True, autoincrement=True))
+    target: str  # a service, agent:NAME, all, or agent:NAME@service (the brake)
+    service: str | None = None  # None: every service
+    agent: str | None = None  # None: every agent
+    by: str
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    started_at: datetime = _ts(nullable=False, default=utcnow)
+    until: datetime | None = _ts(nullable=True)
+    ended_at: datetime | None = _ts(nullable=True)
+    ended_by: str | None = None  # a person, or "expiry"
+    end_recorded: bool = False  # the end is in the ledger and announced
+    dedupe_key: str | None = None  # the brake's: one pause per trip, whatever the replicas
+
+
+# The track record (storage.queries.trust): one covering index for its window scans (the counts and
+# the median time to decision), so neither reads the table.
+_actions: Any = Action.__table__  # type: ignore[attr-defined]
+Index("ix_actions_trust", *(_actions.c[name] for name in (
+    "created_at", "agent_id", "service", "action_type", "environment", "status", "accountability",
+    "policy_violation", "decided_at")))

@@ -40,3 +40,16 @@ rules:
     mode: acknowledge
   - mode: autonomous
 """
+
+# FAST with minute-scale escalation, small autonomy thresholds and a brake at two overrides or failures.
+AUTONOMY = (
+    FAST.replace("after: 2s", "after: 20m").replace("after: 4s", "after: 40m")
+    .replace("remind_every: 1s", "remind_every: 10m").replace("timeout: 6s", "timeout: 1h")
+    + """
+autonomy:
+  promote: {min_decisions: 3, min_approval_rate: 0.9, max_failed_results: 0}
+  demote: {max_override_rate: 0.5, max_failed_results: 2, window: 7d}
+  grant_for: 1d
+brake: {max_overrides: 2, max_failed_results: 2, window: 1h}
+"""
+)

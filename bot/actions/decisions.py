@@ -105,6 +105,8 @@ async def respond(
         svc.metrics.decided(outcome=action.outcome, accountability="explicit", via=via)
         for listener in svc.decision_listeners:
             listener(action_id)  # wake the agents long-polling for this decision
+        for hook in svc.decided_hooks:
+            await hook(action_id)  # e.g. the automatic brake counts overrides
     return Result(refusal is None, action, refusal, message)
 
 

@@ -25,6 +25,7 @@ from bot.contract.schemas import ActionIn
 from bot.delivery.messages import Kind, send
 from bot.escalation.paging import Effects, advance
 from bot.escalation.snapshot import EscalationSnapshot, freeze
+from bot.policy.autonomy import InForce, PauseInForce, apply
 from bot.policy.rules import RuleMatch, evaluate
 from bot.services import Services
 from storage.ledger import chain as ledger
@@ -46,6 +47,7 @@ class Prepared:
     now: datetime
     match: RuleMatch
     snapshot: EscalationSnapshot | None  # None: the policy forbids it
+    pause: PauseInForce | None = None  # the pause that made it `approve` (the 201's `paused`)
 
     def refusal(self) -> ApiError:
         req = self.req
@@ -54,7 +56,7 @@ class Prepared:
 
 
 def prepare(svc: Services, agent: Agent, req: ActionIn, *, raw: dict[str, Any],
-            idempotency_key: str | None = None) -> Prepared:
+            idempotency_key: str | None = None, in_force: InForce | None = None) -> Prepared:
     """Everything that needs no database, before a submission queues for the writer: the agent was
     authenticated (bot.actions.tokens) and the body validated (ActionIn) by the route; here the
     policy is evaluated (the one call of `evaluate` at ingest) and the escalation chain frozen.
@@ -66,11 +68,16 @@ def prepare(svc: Services, agent: Agent, req: ActionIn, *, raw: dict[str, Any],
         raise ApiError(422, "unknown_service",
                        f"service {req.service!r} is not in the policy (known: {known})", field="service")
     match = evaluate(policy, req.service, req.action_type, req.environment, req.kind)
+    pause = None
+    if in_force is not None:  # grants and pauses in force (bot.autonomy.state): frozen in like the rule
+        applied = apply(match, in_force, agent=agent.name, service=req.service, action_type=req.action_type,
+                        environment=req.environment, now=now)
+        match, pause = applied.match, applied.pause
     snapshot = None
     if match.mode != "forbidden":
         snapshot = freeze(policy, req.service, match, violation=req.kind == "executed" and match.mode == "approve")
     digest = idempotency.body_hash(raw) if idempotency_key else None
-    return Prepared(agent, req, raw, idempotency_key, digest, now, match, snapshot)
+    return Prepared(agent, req, raw, idempotency_key, digest, now, match, snapshot, pause)
 
 
 def build_action(prep: Prepared) -> Action | None:
@@ -159,7 +166,9 @@ def answer(svc: Services, prep: Prepared, action: Action | None) -> Answer:
     if action is None:
         error = prep.refusal()
         return error.status, error.body()
-    return 201, action_json(action, prep.agent.name, svc.settings.base_url)
+    body = action_json(action, prep.agent.name, svc.settings.base_url)
+    body["paused"] = prep.pause.json() if prep.pause else None
+    return 201, body
 
 
 def count(svc: Services, status: int, body: dict[str, Any]) -> None:
@@ -186,7 +195,9 @@ async def submit(
 ) -> Answer:
     """The single path: prepare and write one submission in its own transaction. Returns (HTTP
     status, body). Raises ApiError for a refusal (403, 409, 422)."""
-    return await submit_prepared(svc, prepare(svc, agent, req, raw=raw, idempotency_key=idempotency_key))
+    in_force = await svc.autonomy.current()
+    return await submit_prepared(svc, prepare(svc, agent, req, raw=raw, idempotency_key=idempotency_key,
+                                              in_force=in_force))
 
 
 async def submit_prepared(svc: Services, prep: Prepared) -> Answer:

@@ -109,13 +109,14 @@ def _wait_seconds(request: web.Request) -> float:
     return min(wait, MAX_WAIT_SECONDS)
 
 
-def register(app: web.Application, services_key: web.AppKey[Services], waiters: DecisionWaiters) -> None:
+def register(app: web.Application, services_key: web.AppKey[Services], waiters: DecisionWaiters,
+             agent_key: web.RequestKey[Any]) -> None:
     """Add the route; the app factory owns `waiters` (listens for decisions, closes them on shutdown)."""
 
-    async def load(svc: Services, action_id: int) -> tuple[Action, Any]:
+    async def load(svc: Services, action_id: int, agent_id: int | None) -> tuple[Action, Any]:
         async with svc.db.read_session() as session:  # on SQLite: no writer lock, never queues
             found = await repo.get_with_agent(session, action_id)
-        if found is None:
+        if found is None or found[0].agent_id != agent_id:  # another agent's: as if it did not exist
             raise ApiError(404, "not_found", f"there is no action {action_id}")
         return found
 
@@ -131,7 +132,7 @@ def register(app: web.Application, services_key: web.AppKey[Services], waiters: 
         with waiters.watching(action_id) if wait > 0 else contextlib.nullcontext(asyncio.Event()) as event:
             while True:
                 event.clear()
-                action, agent = await load(svc, action_id)
+                action, agent = await load(svc, action_id, request[agent_key].id)
                 remaining = deadline - loop.time()
                 if action.accountability is not None or remaining <= 0 or waiters.closing:
                     return web.json_response(action_json(action, agent.name, svc.settings.base_url))

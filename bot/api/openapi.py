@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.contract.schemas import ActionIn
+from bot.contract.schemas import ActionIn, ResultIn
 
 STATUSES = ["pending", "approved", "denied", "acknowledged", "overridden", "expired", "recorded"]
 LEVELS = ["owner", "secondary", "leadership"]
@@ -59,8 +59,21 @@ ACTION: dict[str, Any] = {
         "decision": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Decision"}]},
         "created_at": _TIME, "updated_at": _TIME,
         "links": {"type": "object", "required": ["self"], "properties": {"self": _STR}},
+        # POST's 201 only: the pause that put it in `approve` mode (bot.autonomy).
+        "paused": {"type": ["object", "null"], "properties": {"by": _STR, "reason": _STR, "until": _TIME}},
+        # GET's only: what the agent reported once it ran (POST /v1/actions/{id}/result).
+        "result": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Result"}]},
     },
 }
+
+RESULT: dict[str, Any] = {
+    "type": "object", "required": ["result", "detail", "evidence", "at"],
+    "properties": {"id": {"type": "integer"},
+                   "result": {"type": "string", "enum": ["succeeded", "failed", "rolled_back"]},
+                   "detail": _OPT_STR, "evidence": {"type": "array"}, "at": _TIME},
+}
+PAUSES: dict[str, Any] = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array"},
+                                                                                 "pauses": {"type": "array"}}}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -145,6 +158,15 @@ def document(base_url: str = "") -> dict[str, Any]:
                 **one, "summary": "The action once decided, or after `wait` seconds (max 60) undecided",
                 "parameters": [*one["parameters"], _query("wait", {"type": "number", "minimum": 0})],
                 "responses": {**one["responses"], "400": errors["400"]}}},
+            "/v1/actions/{id}/result": {"post": {
+                "summary": "Report how the action went once it ran (stored once; the same body again: the same "
+                           "answer; another body: 409)",
+                "parameters": one["parameters"],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ResultIn")}}},
+                "responses": {"200": _json(_ref("Result"), "The stored result"), **errors}}},
+            "/v1/pauses": {"get": {"summary": "The pauses that hold now (their targets need approval)",
+                                   "responses": {"200": _json(_ref("Pauses"), "Pauses in force"),
+                                                 "401": errors["401"]}}},
             "/healthz": {"get": {"security": [], "summary": "Health", "responses": {
                 "200": _json({"type": "object", "properties": health}, "Up (maybe degraded)"),
                 "503": _json({"type": "object", "properties": health}, "The database is unreachable")}}},
@@ -155,6 +177,7 @@ def document(base_url: str = "") -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {**defs, "ActionIn": action_in, "Action": ACTION, "Decision": DECISION,
-                        "ActionPage": PAGE, "Error": ERROR},
+                        "ActionPage": PAGE, "Error": ERROR, "Result": RESULT, "Pauses": PAUSES,
+                        "ResultIn": ResultIn.model_json_schema(ref_template="#/components/schemas/{model}")},
         },
     }

@@ -20,6 +20,8 @@ from bot.actions.serialize import action_json
 from bot.actions.submit import prepare
 from bot.actions.writer import RETRY_AFTER_SECONDS, Writer
 from bot.api import longpoll as api_decision
+from bot.api import results as api_results
+from bot.autonomy.results import result_json
 from bot.contract import callback_target
 from bot.contract.errors import ApiError
 from bot.contract.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, field_problems
@@ -28,6 +30,7 @@ from storage.db import unavailable
 from storage.models import Agent
 from storage.queries import actions as repo
 from storage.queries import agents, paging
+from storage.queries import autonomy as autonomy_q
 
 log = logging.getLogger("countersign.api")
 SERVICES = web.AppKey("services", Services)
@@ -163,7 +166,8 @@ async def post_action(request: web.Request) -> web.Response:
         if refused is not None:
             raise ApiError(422, "callback_url_refused", f"callback_url: {refused}",
                            fields=[{"field": "callback_url", "message": refused}])
-    prepared = prepare(svc, request[AGENT], req, raw=body, idempotency_key=key)
+    in_force = await svc.autonomy.current()  # grants and pauses (cached; bot.autonomy.state)
+    prepared = prepare(svc, request[AGENT], req, raw=body, idempotency_key=key, in_force=in_force)
     status, out = await request.app[WRITER].submit(prepared)
     log.info("action %s accepted: %s %s on %s -> %s", out["id"], req.kind, req.action_type, req.service,
              out["mode"], extra={"action_id": out["id"]})
@@ -184,10 +188,12 @@ async def get_action(request: web.Request) -> web.Response:
     async with svc.db.read_session() as session:
         found = await repo.get_with_agent(session, action_id)
         view = await paging.unreachable_view(session, [action_id]) if found is not None else {}
-    if found is None:
+        result = await autonomy_q.result_for(session, action_id) if found else None
+    if found is None or found[0].agent_id != request[AGENT].id:  # another agent's: as if it did not exist
         raise ApiError(404, "not_found", f"there is no action {action_id}")
     action, agent = found
-    return web.json_response(action_json(action, agent.name, svc.settings.base_url, view.get(action_id)))
+    return web.json_response({**action_json(action, agent.name, svc.settings.base_url, view.get(action_id)),
+                              "result": result_json(result)})
 
 
 STATUSES = {"pending", "approved", "denied", "acknowledged", "overridden", "expired", "recorded"}
@@ -212,7 +218,7 @@ async def list_actions(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_request", "cursor: use the next_cursor of a previous page",
                        fields=[{"field": "cursor", "message": "invalid cursor"}])
     async with svc.db.read_session() as session:
-        rows = await repo.page(session, status=status, service=service,
+        rows = await repo.page(session, status=status, service=service, agent_id=request[AGENT].id,
                                before_id=int(cursor) if cursor else None, limit=limit + 1)
         view = await paging.unreachable_view(session, [a.id for a, _ in rows[:limit] if a.id is not None])
     items = [action_json(a, g.name, svc.settings.base_url, view.get(a.id or 0)) for a, g in rows[:limit]]
@@ -282,7 +288,8 @@ def add_routes(app: web.Application, waiters: api_decision.DecisionWaiters) -> N
     app.router.add_post("/v1/actions", post_action)
     app.router.add_get("/v1/actions", list_actions)
     app.router.add_get("/v1/actions/{id}", get_action)
-    api_decision.register(app, SERVICES, waiters)  # GET /v1/actions/{id}/decision?wait=N (long poll)
+    api_decision.register(app, SERVICES, waiters, AGENT)  # GET /v1/actions/{id}/decision?wait=N (long poll)
+    api_results.register(app, SERVICES, AGENT, _read_json, _bad_request, _action_id)  # result, pauses
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

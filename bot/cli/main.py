@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from bot.cli import actions, agents, audit, deliveries, demo, mcp, policy
+from bot.cli import actions, agents, audit, deliveries, demo, digest, mcp, policy, trust
 from bot.cli.common import fail, with_db
 from bot.config import SettingsError, load_settings
 from bot.policy.rules import PolicyError
@@ -89,7 +89,7 @@ def migrate() -> None:
     typer.echo(f"database is at revision {revision}")
 
 
-for group in (agents, policy, actions, audit, deliveries, demo, mcp):
+for group in (agents, policy, actions, audit, deliveries, demo, mcp, trust, digest):
     group.register(app)
 
 

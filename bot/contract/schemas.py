@@ -185,3 +185,13 @@ def check_json(body: Any) -> FieldProblem | None:
         elif isinstance(value, list):
             stack.extend((item, f"{path}.{i}", depth + 1) for i, item in enumerate(value))
     return None
+
+
+class ResultIn(BaseModel):
+    """The body of `POST /v1/actions/{id}/result`: how the action went, once it ran."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    result: Literal["succeeded", "failed", "rolled_back"]
+    detail: str | None = Field(default=None, max_length=20000)
+    evidence: list[Evidence] = Field(default_factory=list, max_length=50)

@@ -29,6 +29,7 @@ class Kind(StrEnum):
     STORM = "storm"  # a storm's parent card in the service channel (bot.delivery.storms)
     CARD_PACK = "card_pack"  # several cards in one message, when a storm makes a queue deep (the relay)
     FYI_PACK = "fyi_pack"  # many autonomous actions' FYIs in one message, a line each (the relay)
+    AUTONOMY = "autonomy"  # a pause, a resume, the brake, a grant, a failed result (bot.autonomy)
 
 
 # Where each kind goes through the Slack Web API (UPDATE_CARDS is expanded by the relay).
@@ -45,6 +46,7 @@ METHODS: dict[Kind, str] = {
     Kind.STORM: "chat.postMessage",  # and chat.update for its running count
     Kind.CARD_PACK: "chat.postMessage",
     Kind.FYI_PACK: "chat.postMessage",
+    Kind.AUTONOMY: "chat.postMessage",
 }
 
 # What an outbox row is for (its `purpose`): which copy of a card it is, so a decision re-draws every

@@ -50,6 +50,11 @@ rules:
   - {match: {tier: tier1, environment: production}, mode: approve}
   - {match: {action_type: [rollback, restart]}, mode: acknowledge}
   - {mode: autonomous}
+autonomy:
+  promote: {min_decisions: 3, min_approval_rate: 0.9, max_failed_results: 0}
+  demote: {max_override_rate: 0.9, max_failed_results: 3, window: 7d}
+  grant_for: 30d
+brake: {max_overrides: 2, max_failed_results: 2, window: 1h}
 """
 PEOPLE = {
     "U0OWNER": ("olive", "Olive Owner", "olive@example.com"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from bot.actions.record import action_record, format_record
+from bot.demo import autonomy_chapter
 from bot.demo.harness import EVIDENCE, Demo, Echo, verify_callbacks
 from bot.demo.text import card_to_text, mrkdwn_to_text
 
@@ -140,6 +141,9 @@ async def story(demo: Demo) -> None:
         ),
     )
     demo.show("#checkout", refused[0].args)
+
+    _title(demo, "5. Autonomy moves with evidence: the brake trips, the owner resumes, leadership grants")
+    await autonomy_chapter.chapter(demo)
 
     _title(demo, "Responsibility records (also: countersign actions show ID, /ai-actions show ID)")
     for action in (first, second, third, fourth):

@@ -6,6 +6,7 @@ Pure: no I/O except `load_policy`, which reads the file.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -76,8 +77,43 @@ class Escalation(_Strict):
         return steps
 
 
+class Brake(_Strict):
+    """The automatic brake: an agent reaching either limit within `window` is paused for the service."""
+
+    max_overrides: int | None = Field(default=None, ge=1)
+    max_failed_results: int | None = Field(default=None, ge=1)
+    window: float = 3600.0
+
+    _window = field_validator("window", mode="before")(_duration)
+
+
+class Promote(_Strict):
+    min_decisions: int = Field(default=20, ge=1)
+    min_approval_rate: float = Field(default=0.95, ge=0, le=1)
+    max_failed_results: int = Field(default=0, ge=0)
+
+
+class Demote(_Strict):
+    max_override_rate: float = Field(default=0.3, ge=0, le=1)
+    max_failed_results: int = Field(default=2, ge=1)
+    window: float = 7 * 86400.0
+
+    _window = field_validator("window", mode="before")(_duration)
+
+
+class Autonomy(_Strict):
+    """Thresholds for suggesting a promotion or demotion from an agent's track record."""
+
+    promote: Promote = Promote()
+    demote: Demote = Demote()
+    window: float = 30 * 86400.0  # the track record a promotion looks at
+    grant_for: float = 30 * 86400.0
+
+    _durations = field_validator("window", "grant_for", mode="before")(_duration)
+
+
 class Tier(Escalation):
-    pass
+    brake: Brake | None = None
 
 
 class Service(Escalation):
@@ -86,6 +122,7 @@ class Service(Escalation):
     channel: str | None = None
     tier: str | None = None
     storm_per_minute: int | None = Field(default=None, ge=1)
+    brake: Brake | None = None
 
 
 class Leadership(_Strict):
@@ -117,6 +154,16 @@ class Policy(_Strict):
     services: dict[str, Service]
     rules: list[Rule] = []
     storm_per_minute: int = Field(default=10, ge=1)
+    autonomy: Autonomy | None = None
+    brake: Brake | None = None
+
+    def brake_for(self, service: str) -> Brake | None:
+        """The service's brake, else its tier's, else the policy's."""
+        svc = self.services.get(service)
+        if svc is None:
+            return self.brake
+        tier = self.tiers.get(svc.tier) if svc.tier else None
+        return svc.brake or (tier.brake if tier else None) or self.brake
 
     def unknown_tiers(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Tier names used but not declared, with where (checked after parsing, to keep each location)."""
@@ -205,7 +252,16 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def policy_hash(policy: Policy) -> str:
-    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+    """Stable across versions: keys added later (autonomy, brake) count only when the file sets them."""
+    data = policy.model_dump(mode="json")
+    for key in ("autonomy", "brake"):
+        if data.get(key) is None:
+            data.pop(key, None)
+    for group in ("tiers", "services"):
+        for entry in data.get(group, {}).values():
+            if entry.get("brake") is None:
+                entry.pop("brake", None)
+    return hashlib.sha256(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
 
 
 # --- evaluation ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ snapshot and the outbox message commit together, so a crash never leaves a claim
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,16 +18,19 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.autonomy import trust
 from bot.contract.serialize import iso
 from bot.delivery.messages import Kind, send
 from bot.reports import stats
 from bot.services import Services
 from storage.models import Action, JobRun, LedgerHead
 from storage.queries import agents
+from storage.queries import jobs as job_queries
 from storage.queries import stats as queries
 
 log = logging.getLogger("countersign.digest")
 JOB = "digest"
+TRUST_ROWS = 10
 
 
 def report_day(now: datetime, tz: str) -> date:
@@ -53,13 +57,19 @@ def _item(action: Action, names: dict[int, str]) -> dict[str, Any]:
 
 
 async def snapshot(session: AsyncSession, day: date, tz: str) -> dict[str, Any]:
-    """Every figure of one day's digest, as JSON (kept in the outbox payload and in job_runs)."""
+    """Every figure of one calendar day's digest, as JSON (kept in the outbox payload and in job_runs)."""
     since, until = day_bounds(day, tz)
+    return await window_snapshot(session, since, until, day.isoformat(), tz)
+
+
+async def window_snapshot(session: AsyncSession, since: datetime, until: datetime, label: str,
+                          tz: str) -> dict[str, Any]:
+    """Every figure of the digest over [since, until)."""
     figures = await stats.window_stats(session, since, until, defaults_limit=0)
     names = await agents.names(session)
     head = await session.get(LedgerHead, 1)
     return {
-        "day": day.isoformat(), "timezone": tz, "since": iso(since), "until": iso(until),
+        "day": label, "timezone": tz, "since": iso(since), "until": iso(until),
         "total": figures.total, "by_mode": dict(figures.by_mode), "by_outcome": dict(figures.by_outcome),
         "per_agent": {k: vars(v) for k, v in figures.per_agent.items()},
         "per_service": {k: vars(v) for k, v in figures.per_service.items()},
@@ -72,29 +82,84 @@ async def snapshot(session: AsyncSession, day: date, tz: str) -> dict[str, Any]:
     }
 
 
-async def run_digest(svc: Services, day: date | None = None) -> dict[str, Any] | None:
-    """Send the digest for `day` (default: yesterday) once; None if another run (replica) sent it."""
+async def covered(svc: Services, session: AsyncSession, now: datetime) -> tuple[datetime, datetime]:
+    """What the digest sent now covers: the time since the previous scheduled digest (24 hours;
+    longer if one was missed, up to a week), so the night's actions are in the morning's digest."""
+    previous = await job_queries.last_result(session, JOB)
+    since = now - timedelta(hours=24)
+    until_text = (previous or {}).get("until")
+    if until_text:
+        last = datetime.fromisoformat(until_text.replace("Z", "+00:00"))
+        if now - timedelta(days=7) <= last < now:
+            since = last
+    return since, now
+
+
+async def run_digest(svc: Services, day: date | None = None, *, post: bool = True) -> dict[str, Any] | None:
+    """Send the digest once; None if another run (replica) sent it. With `day`: that calendar day
+    (a backfill); without: the time since the previous digest, claimed for this send time.
+    `post=False` only computes it (`countersign digest`)."""
     tz = svc.settings.digest_timezone
-    day = day or report_day(svc.clock(), tz)
+    now = svc.clock()
     channel = svc.policy.leadership.channel if svc.policy.leadership else None
     if not channel:
         log.warning("no leadership channel in the policy: no digest for %s", day)
         return None
     async with svc.db.session() as session:
-        claim = JobRun(job=JOB, period=day.isoformat(), started_at=svc.clock())
+        if day is not None:
+            since, until = day_bounds(day, tz)
+            label = period = day.isoformat()
+        else:
+            since, until = await covered(svc, session, now)
+            local = now.astimezone(ZoneInfo(tz))
+            label, period = local.strftime("%Y-%m-%d %H:%M"), f"at:{local.date().isoformat()}"
+        if not post:
+            return await _full(svc, session, since, until, label, tz, now)
+        claim = JobRun(job=JOB, period=period, started_at=now)
         session.add(claim)
         try:
             await session.flush()  # blocks on a replica's uncommitted claim, then fails: one sender
         except IntegrityError:
             await session.rollback()
-            log.info("digest for %s already sent by another run", day)
+            log.info("digest %s already sent by another run", period)
             return None
-        digest = await snapshot(session, day, tz)
+        digest = await _full(svc, session, since, until, label, tz, now)
         send(session, Kind.DIGEST, channel=channel, purpose="digest", digest=digest)
-        claim.result = {k: digest[k] for k in ("total", "responded", "median_response_seconds", "head")}
+        claim.result = {k: digest[k] for k in ("total", "responded", "median_response_seconds", "head", "since",
+                                               "until")}
         session.add(claim)
         await session.commit()
-    log.info("digest for %s queued to %s: %d actions", day, channel, digest["total"])
+    log.info("digest %s queued to %s: %d actions", label, channel, digest["total"])
+    return digest
+
+
+async def _full(svc: Services, session: AsyncSession, since: datetime, until: datetime, label: str, tz: str,
+                now: datetime) -> dict[str, Any]:
+    """The figures, plus the track record's busiest rows and the suggestions standing now."""
+    digest = await window_snapshot(session, since, until, label, tz)
+    records = await trust.records(session, now - trust.DEFAULT_WINDOW, now)
+    digest["trust"] = [{**asdict(r), "approval_rate": r.approval_rate, "override_rate": r.override_rate}
+                       for r in records[:TRUST_ROWS]]
+    digest["trust_rows"] = len(records)
+    digest["suggestions"] = [asdict(s) | {"token": s.token()}
+                             for s in await trust.current_suggestions(svc, session, now)]
+    return digest
+
+
+async def post_now(svc: Services) -> dict[str, Any] | None:
+    """`countersign digest --post`: the digest since the previous one, queued now (it does not count as
+    the previous digest: the scheduled one still covers its whole period)."""
+    channel = svc.policy.leadership.channel if svc.policy.leadership else None
+    if not channel:
+        return None
+    now, tz = svc.clock(), svc.settings.digest_timezone
+    async with svc.db.session() as session:
+        since, until = await covered(svc, session, now)
+        digest = await _full(svc, session, since, until,
+                             now.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M") + " (on demand)", tz, now)
+        session.add(JobRun(job=f"{JOB}.manual", period=now.isoformat(), started_at=now))
+        send(session, Kind.DIGEST, channel=channel, purpose="digest", digest=digest)
+        await session.commit()
     return digest
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from bot.actions.rules import allowed_responses
 from bot.escalation.snapshot import snapshot_of
@@ -210,6 +211,7 @@ def action_card(
     audience: str | None = None,
     failures: Mapping[str, str] | None = None,
     page_url: str | None = None,
+    result: Mapping[str, Any] | None = None,
 ) -> Message:
     """The card: everything needed to decide, then (once decided) outcome, who, when, why; no buttons.
 
@@ -252,6 +254,10 @@ def action_card(
     buttons = decision_buttons(action)
     if buttons is not None:
         blocks.append(buttons)
+    if result is not None:
+        from handlers.blocks.autonomy import result_line
+
+        blocks.append(section(result_line(result)))
     blocks.append(
         context(
             f"Action {action.id} · rule #{snapshot_of(action).rule_index} · "
@@ -270,6 +276,6 @@ def action_card(
 
 
 def fyi(action: Action, agent: str, *, people: Mapping[str, str] | None = None,
-        page_url: str | None = None) -> Message:
+        page_url: str | None = None, result: Mapping[str, Any] | None = None) -> Message:
     """An autonomous action, posted for the record: no response needed."""
-    return action_card(action, agent, people=people, page_url=page_url)
+    return action_card(action, agent, people=people, page_url=page_url, result=result)

@@ -42,6 +42,8 @@ callbacks, and who is accountable and how
 default accountability
 • `approve ID [reason]`, `override ID REASON`, `ack ID`: decide, with the buttons' rules (who may, \
 first response wins)
+• `trust [AGENT|SERVICE]`: track record over 30 days, and suggested promotions/demotions
+• `pause TARGET [DURATION] REASON` (TARGET: a service, `agent:NAME` or `all`), `resume TARGET`, `pauses`
 • `share …`: post the answer to the channel instead of only to you (e.g. `/ai-actions share stats 7d`)"""
 
 

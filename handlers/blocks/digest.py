@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bot.policy.autonomy import Record, Suggestion
 from bot.reports.figures import Rates
+from handlers.blocks.autonomy import suggestion_blocks, table_lines
 from handlers.blocks.commands import counts, duration, rates_line
 from handlers.blocks.kit import Block, Message, clip, context, escape, header, mention, message, section, when
 
@@ -49,7 +51,7 @@ def digest_message(d: dict[str, Any]) -> Message:
                 f"*By mode:* {counts(d['by_mode'])}\n*By outcome:* {counts(d['by_outcome'])}\n"
                 f"*Median time to response:* {duration(d['median_response_seconds'])} "
                 f"(over {d['responded']} explicit responses)\n"
-                f"*Default accountability:* {len(d['defaults'])} decided by default this day"),
+                f"*Default accountability:* {len(d['defaults'])} decided by default in this period"),
     ]
     for title, table in (("Per agent", rates["per_agent"]), ("Per service", rates["per_service"])):
         ranked = sorted(table.items(), key=lambda kv: -kv[1].total)[:15]
@@ -64,6 +66,7 @@ def digest_message(d: dict[str, Any]) -> Message:
     blocks += _list_blocks("Default accountability", d["defaults"], lambda i: _line(
         i, f"{escape(i['outcome'])}, accountable {_who(i)} at {escape(i['level'] or '-')} "
         f"{when(i['decided_at'])}"), "none: every decision had a named human", d["day"])
+    blocks += autonomy_blocks(d)
     head = d.get("head") or {}
     blocks.append(section(f":link: *Audit chain head:* `{head.get('hash')}@{head.get('seq')}`\n"
                           "Keep this line: `countersign audit verify` recomputes the chain; a rewritten "
@@ -73,3 +76,23 @@ def digest_message(d: dict[str, Any]) -> Message:
     text = (f"Countersign daily digest {d['day']}: {d['total']} actions, {len(d['overrides'])} overrides, "
             f"{len(d['defaults'])} default accountability; chain head {head.get('hash')}@{head.get('seq')}")
     return message(text, blocks)
+
+
+def autonomy_blocks(d: dict[str, Any]) -> list[Block]:
+    """The track record's busiest rows (30 days) and the suggestions standing, with Grant / Dismiss
+    (the click is checked: only leadership users and admins may)."""
+    if "trust" not in d:
+        return []
+    records = [Record(**{k: v for k, v in r.items() if k not in ("approval_rate", "override_rate")})
+               for r in d["trust"]]
+    blocks: list[Block] = []
+    if records:
+        table = "\n".join(escape(line) for line in table_lines(records))
+        more = d.get("trust_rows", len(records)) - len(records)
+        blocks.append(section(f"*Track record, last 30 days*\n```{table}```"
+                              + (f"\n…{more} more: `countersign trust`" if more > 0 else "")))
+    found = [Suggestion(**{k: v for k, v in s.items() if k != "token"}) for s in d.get("suggestions") or []]
+    if found:
+        blocks.append(section(f"*Suggestions* ({len(found)})"))
+        blocks += suggestion_blocks(found, can_grant=True)
+    return blocks

@@ -19,7 +19,7 @@ from bot.services import Services
 from handlers.blocks import commands as ui
 from handlers.blocks.kit import Message
 from handlers.blocks.record import record_message
-from handlers.listeners import slash_decisions
+from handlers.listeners import slash_autonomy, slash_decisions
 from handlers.web.links import action_url
 from storage.queries import actions as repo
 from storage.queries import agents, people
@@ -144,4 +144,5 @@ SUBCOMMANDS = {
     "recent": _recent, "pending": _pending, "mine": _mine, "show": _show, "service": _service,
     "who-owns": _who_owns, "whoowns": _who_owns, "owner": _who_owns, "stats": _stats, "help": _help,
     **slash_decisions.SUBCOMMANDS,
+    **slash_autonomy.SUBCOMMANDS,  # trust, pause, resume, pauses
 }

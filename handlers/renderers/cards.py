@@ -22,6 +22,7 @@ from handlers.renderers.registry import renders
 from handlers.web.links import action_url
 from storage.models import Action
 from storage.queries import actions as repo
+from storage.queries import autonomy as autonomy_q
 
 log = logging.getLogger("countersign.cards")
 
@@ -49,6 +50,13 @@ async def paging_failures(svc: Services, *, action_id: int) -> dict[str, str]:
     async with svc.db.session() as session:
         rows = await repo.step_notes(session, action_id, "failed:")
     return {step.split(":", 1)[1]: note or "unknown error" for step, note in rows}
+
+
+async def result_of(svc: Services, action_id: int) -> dict[str, Any] | None:
+    """The agent's reported result, shown on every copy of the card."""
+    async with svc.db.read_session() as session:
+        row = await autonomy_q.result_for(session, action_id)
+    return None if row is None else {"result": row.result, "detail": row.detail}
 
 
 async def _load(svc: Services, action_id: int | None) -> tuple[Action, str] | None:
@@ -93,6 +101,7 @@ async def render_card(svc: Services, payload: dict[str, Any]) -> dict[str, Any] 
         audience=audience,
         failures=await paging_failures(svc, action_id=action.id or 0),
         page_url=page_link(svc, action, audience, people),
+        result=await result_of(svc, action.id or 0),
     )
 
 
@@ -103,7 +112,8 @@ async def render_fyi(svc: Services, payload: dict[str, Any]) -> dict[str, Any] |
         return None
     action, agent = found
     people = await people_of(svc, action)
-    return blocks.fyi(action, agent, people=people, page_url=page_link(svc, action, None, people))
+    return blocks.fyi(action, agent, people=people, page_url=page_link(svc, action, None, people),
+                      result=await result_of(svc, action.id or 0))
 
 
 @renders(Kind.FORBIDDEN)

@@ -33,6 +33,7 @@ async def page(
     status: str | None = None,
     service: str | None = None,
     owner: str | None = None,
+    agent_id: int | None = None,
     before_id: int | None = None,
     limit: int = 50,
 ) -> list[tuple[Action, Agent]]:
@@ -44,6 +45,8 @@ async def page(
         stmt = stmt.where(col(Action.service) == service)
     if owner:
         stmt = stmt.where(col(Action.owner) == owner)
+    if agent_id is not None:
+        stmt = stmt.where(col(Action.agent_id) == agent_id)
     if before_id is not None:
         stmt = stmt.where(col(Action.id) < before_id)
     stmt = stmt.order_by(col(Action.id).desc()).limit(limit)

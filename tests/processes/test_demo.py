@@ -34,6 +34,11 @@ def test_demo_shows_the_whole_flow_and_finishes_by_itself(tmp_path: object) -> N
         "CPU, last 3h (https://grafana.example.com/d/cpu?svc=checkout)",
         "Escalates to secondary (@Dana)",  # dana@example.com, resolved by email
         "@Eve Elsewhere clicks [ Approve ]",
+        "Automatic brake: `agent:deployer@search`",  # chapter 5: the brake, the resume, the grant
+        "mode approve, paused by countersign: automatic brake: 2 overrides within 1h",
+        "Resumed `agent:deployer@search`",
+        "Promotion granted by @Vic VP",
+        "the next scale_down runs under the grant: mode acknowledge (was approve)",
         "You are not paged for action 1",  # a stranger is refused
         "@Olive Owner clicks [ Approve ]  (signed request: HTTP 200",
         "APPROVED: SCALE CHECKOUT-API",

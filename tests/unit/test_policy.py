@@ -196,7 +196,9 @@ async def test_editing_the_policy_never_changes_an_action_in_flight(
     async with running.svc.db.session() as session:
         assert (await session.get(Action, before["id"])).frozen == frozen  # type: ignore[union-attr]
 
-    # The old chain keeps running: the secondary the new policy dropped is paged 2 s in.
+    # The old chain keeps running: the secondary the new policy dropped is paged 2 s in. (Not behind the
+    # wall clock: the outbox stamps its rows with real time, and a slow start must not leave them in the future.)
+    clock.now = max(clock.now, datetime.now(UTC))
     clock.advance(2.5)
     page = await fake_slack.wait_for(
         lambda: fake_slack.posts("U0DANA") or fake_slack.posts("dana@example.com")

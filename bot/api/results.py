@@ -1,0 +1,45 @@
+"""`POST /v1/actions/{id}/result` (the submitting agent reports how its action went) and
+`GET /v1/pauses` (what holds now, so an agent can check before it acts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from bot.autonomy import pauses, results
+from bot.contract.errors import ApiError
+from bot.contract.schemas import ResultIn, check_json, field_problems
+from bot.contract.serialize import iso
+from bot.services import Services
+from storage.models import Agent
+
+
+def register(app: web.Application, services_key: web.AppKey[Services], agent_key: web.RequestKey[Agent],
+             read_json: Any, bad_request: Any, action_id: Any) -> None:
+    async def post_result(request: web.Request) -> web.Response:
+        svc = request.app[services_key]
+        ident = action_id(request)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_request", "the body must be a JSON object",
+                           fields=[{"field": "body", "message": "a JSON object"}])
+        problem = check_json(body)
+        if problem is not None:
+            raise bad_request([problem])
+        try:
+            req = ResultIn.model_validate(body)
+        except ValidationError as exc:
+            raise bad_request(field_problems(exc)) from None
+        return web.json_response(await results.report(svc, request[agent_key], ident, req))
+
+    async def get_pauses(request: web.Request) -> web.Response:
+        svc = request.app[services_key]
+        items = [{"id": p.id, "target": p.target, "service": p.service, "agent": p.agent, "by": p.by,
+                  "reason": p.reason, "since": iso(p.started_at), "until": iso(p.until)}
+                 for p in await pauses.holding(svc)]
+        return web.json_response({"items": items, "pauses": items})
+
+    app.router.add_post("/v1/actions/{id}/result", post_result)
+    app.router.add_get("/v1/pauses", get_pauses)

@@ -1,0 +1,116 @@
+"""Grants: a person grants (or dismisses) a suggested promotion; countersign applies a demotion at once
+(it only ever tightens). Each is a row with who, when, until and the figures, and a ledger entry; it
+expires by itself (bot.autonomy.pauses.sweep records that) or is revoked.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from bot.autonomy.pauses import announce, invalidate_cache
+from bot.autonomy.trust import current_suggestions
+from bot.delivery.directory import resolve_all
+from bot.policy.autonomy import Suggestion, demotion, mode_now
+from bot.services import Services
+from storage.ledger import chain as ledger
+from storage.models import AutonomyGrant
+from storage.queries import autonomy as q
+
+log = logging.getLogger("countersign.grants")
+
+
+class GrantRefused(Exception):
+    """Why a grant, a dismissal or a revocation was refused (nothing changed)."""
+
+
+async def may_grant(svc: Services, user_id: str) -> bool:
+    """Leadership users and admins."""
+    policy = svc.policy
+    people = list(policy.admins) + (list(policy.leadership.users) if policy.leadership else [])
+    return user_id in people or user_id in await resolve_all(svc, [p for p in people if "@" in p])
+
+
+def grant_json(g: AutonomyGrant) -> dict[str, Any]:
+    return {"grant": g.id, "kind": g.kind, "decision": g.decision, "agent": g.agent, "service": g.service,
+            "action_type": g.action_type, "environment": g.environment, "mode": g.mode,
+            "previous_mode": g.previous_mode, "by": g.by, "until": g.until.isoformat(), "figures": g.figures}
+
+
+async def decide(svc: Services, user_id: str, token: str, decision: str) -> AutonomyGrant:
+    """Grant or dismiss the suggestion a button carried, if it still stands. Raises GrantRefused."""
+    if not await may_grant(svc, user_id):
+        async with svc.db.session() as session:
+            await ledger.append(session, "grant.refused", {"by": user_id, "suggestion": token, "decision": decision},
+                                actor=user_id, at=svc.clock())
+            await session.commit()
+        raise GrantRefused("Only leadership users and admins may grant or dismiss a suggestion. "
+                           "Your attempt was recorded.")
+    now = svc.clock()
+    async with svc.db.read_session() as session:
+        found = {s.token(): s for s in await current_suggestions(svc, session, now)}
+    suggestion = found.get(token)
+    if suggestion is None:
+        raise GrantRefused("That suggestion no longer stands (already decided, or the figures changed).")
+    return await _store(svc, suggestion, user_id, decision)
+
+
+async def _store(svc: Services, s: Suggestion, by: str, decision: str) -> AutonomyGrant:
+    now = svc.clock()
+    autonomy = svc.policy.autonomy
+    grant_for = autonomy.grant_for if autonomy else 30 * 86400.0
+    row = AutonomyGrant(agent=s.agent, service=s.service, action_type=s.action_type, environment=s.environment,
+                        kind=s.kind, decision=decision, mode=s.mode_suggested, previous_mode=s.mode_now, by=by,
+                        at=now, until=now + timedelta(seconds=grant_for), figures={**s.figures, "why": s.why},
+                        dedupe_key=f"{s.kind}:{s.token()}:{now.isoformat()}" if decision == "granted" else None)
+    async with svc.db.session() as session:
+        session.add(row)
+        await session.flush()
+        event = "grant.granted" if decision == "granted" else "grant.dismissed"
+        data = grant_json(row)
+        await ledger.append(session, event, data, actor=by, at=now)
+        if decision == "granted":
+            announce(session, svc, s.service, leadership=True, notice={"event": event, **data})
+        await session.commit()
+    invalidate_cache(svc)
+    return row
+
+
+async def revoke(svc: Services, grant_id: int, by: str) -> AutonomyGrant:
+    now = svc.clock()
+    async with svc.db.session() as session:
+        row = await q.end_grant(session, grant_id, now, by)
+        if row is None:
+            raise GrantRefused(f"No grant {grant_id} is in force.")
+        data = grant_json(row)
+        await ledger.append(session, "grant.revoked", data, actor=by, at=now)
+        announce(session, svc, row.service, leadership=True, notice={"event": "grant.revoked", **data})
+        await session.commit()
+    invalidate_cache(svc)
+    return row
+
+
+async def demote_if_due(svc: Services, agent_name: str, service: str, action_type: str, environment: str) -> None:
+    """After an override or a failed result: apply a demotion at once when the short window's
+    figures reach `autonomy.demote` (it only tightens, so nobody has to approve it)."""
+    autonomy = svc.policy.autonomy
+    if autonomy is None:
+        return
+    from bot.autonomy.trust import records
+    from storage.queries import trust as trust_q
+
+    now = svc.clock()
+    async with svc.db.read_session() as session:
+        agent_id = await trust_q.agent_id_by_name(session, agent_name)
+        found = await records(session, now - timedelta(seconds=autonomy.demote.window), now, agent_id=agent_id,
+                              service=service)
+    for record in found:
+        if (record.action_type, record.environment) != (action_type, environment):
+            continue
+        s = demotion(record, mode_now(svc.policy, await svc.autonomy.current(), record, now), autonomy)
+        if s is not None:
+            try:
+                await _store(svc, s, "countersign", "granted")
+            except Exception:  # another replica demoted it at the same moment
+                log.info("demotion of %s already applied", s.token())

@@ -1,0 +1,63 @@
+"""`countersign trust`, `countersign digest` and `countersign policy grants`, run as a user would, on a
+database with a known history written through the running app."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.actions.decisions import respond
+from bot.app import create_app
+from bot.demo.fakeslack import FakeSlack
+from storage.models import AutonomyGrant
+from tests.conftest import make_settings, proposal, serve
+from tests.conftest import test_policy as make_policy
+from tests.policies import AUTONOMY
+from tests.processes.test_cli import clean_env, countersign
+
+pytestmark = pytest.mark.processes
+
+
+async def test_trust_digest_and_grants_from_the_command_line(database_url: str, tmp_path: Path,
+                                                            fake_slack: FakeSlack) -> None:
+    policy_path = tmp_path / "policy.yml"
+    policy_path.write_text(AUTONOMY)
+    app = create_app(make_settings(database_url, fake_slack.url), policy=make_policy(AUTONOMY))
+    async with serve(app) as run:
+        for i in range(3):
+            _, a = await run.submit(proposal(summary=f"s{i}"))
+            assert (await respond(run.svc, a["id"], user_id="U0OWNER", user_name="olive", response="approve",
+                                  via="slash")).accepted
+        async with run.svc.db.session() as session:
+            now = datetime.now(UTC)
+            session.add(AutonomyGrant(agent="remediator", service="search", action_type="restart",
+                                      environment="production", kind="promote", decision="granted",
+                                      mode="autonomous", previous_mode="acknowledge", by="U0VP", at=now,
+                                      until=now + timedelta(days=1)))
+            await session.commit()
+    env = clean_env(COUNTERSIGN_POLICY=str(policy_path), DATABASE_URL=database_url)
+    table = await countersign("trust", env=env, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "remediator" in table.stdout and "100%" in table.stdout
+    assert "promote  remediator on checkout-api scale_down production: approve -> acknowledge" in table.stdout
+    week = await countersign("trust", "--since", "7d", "--format", "json", env=env, cwd=tmp_path)
+    as_json = json.loads(week.stdout)
+    [record] = as_json["records"]
+    assert (record["approved"], record["decisions"], record["approval_rate"]) == (3, 3, 1.0)
+    bad = await countersign("trust", "--since", "soon", env=env, cwd=tmp_path)
+    assert bad.returncode != 0 and "--since" in bad.stderr
+    digest = await countersign("digest", env=env, cwd=tmp_path)
+    assert digest.returncode == 0 and "3 actions" in digest.stdout and "suggestion: promote" in digest.stdout
+    listed = await countersign("policy", "grants", "list", env=env, cwd=tmp_path)
+    assert "remediator x search x restart x production: acknowledge -> autonomous" in listed.stdout
+    check = await countersign("policy", "check", str(policy_path), env=env, cwd=tmp_path)
+    assert "Grants in force" in check.stdout and "acknowledge -> autonomous" in check.stdout
+    grant_id = listed.stdout.split()[0].lstrip("#")
+    revoked = await countersign("policy", "grants", "revoke", grant_id, env=env, cwd=tmp_path)
+    assert revoked.returncode == 0 and "revoked grant" in revoked.stdout
+    again = await countersign("policy", "grants", "revoke", grant_id, env=env, cwd=tmp_path)
+    assert again.returncode != 0 and "No grant" in again.stderr
+    assert "No grants in force" in (await countersign("policy", "grants", "list", env=env, cwd=tmp_path)).stdout
