@@ -16,6 +16,7 @@ from bot.services import Services
 from storage.ledger.chain import GENESIS, entry_content, hash_matches
 from storage.models import Action, Response
 from storage.queries import actions as repo
+from storage.queries import autonomy as autonomy_q
 from storage.queries import pages
 
 
@@ -91,8 +92,10 @@ class ActionPage:
 
 
 async def result_of(svc: Services, action: Action) -> ResultView | None:
-    """The result the agent reported, once results are stored (issue 14); None until then."""
-    return None
+    """The result the agent reported (POST /v1/actions/{id}/result); None until it reports one."""
+    async with svc.db.read_session() as session:
+        row = await autonomy_q.result_for(session, action.id or 0)
+    return None if row is None else ResultView(result=row.result, detail=row.detail, at=row.created_at)
 
 
 def verify_lines(entries: list[Any], predecessors: dict[int, str]) -> list[LedgerLine]:

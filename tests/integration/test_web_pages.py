@@ -134,3 +134,25 @@ async def test_service_page_charts_and_pending(running: Running, fake_slack: Fak
         "</head>")[0]
     async with browser() as b, b.get(f"{running.url}/s/checkout-api") as resp:
         assert resp.status == 403
+
+
+async def test_the_page_shows_the_result_the_agent_reported(running: Running, fake_slack: FakeSlack) -> None:
+    """The result section reads what POST /v1/actions/{id}/result stored (and the page is not served
+    from a copy cached before the result arrived)."""
+    from tests.integration.test_autonomy import post_result
+
+    action_id, link = await _owner_link(running, fake_slack)
+    async with browser() as b:
+        async with b.get(link) as resp:
+            assert "No result reported." in await resp.text()
+        async with b.post(link, data={"csrf": csrf_of(await (await b.get(link)).text()), "response": "approve",
+                                      "reason": "fine"}, allow_redirects=False) as resp:
+            assert resp.status == 303
+        await decided(running, action_id)
+        status, _ = await post_result(running, action_id, {"result": "rolled_back", "detail": "error rate rose again"})
+        assert status in (200, 201)
+        async with b.get(link) as resp:
+            page = await resp.text()
+    assert "No result reported." not in page
+    assert "rolled_back" in page or "Rolled back" in page or "rolled back" in page
+    assert "error rate rose again" in page
