@@ -134,15 +134,16 @@ def submission(user: str, view: dict[str, Any], reason: str | None) -> dict[str,
     }
 
 
-async def action_state(running: Running, action_id: int) -> dict[str, Any]:
-    status, body = await running.get(f"/v1/actions/{action_id}")
+async def action_state(running: Running, action_id: int, *, token: str | None = None) -> dict[str, Any]:
+    """The action as its agent reads it (another agent's token gets 404: agents are isolated)."""
+    status, body = await running.get(f"/v1/actions/{action_id}", token=token)
     assert status == 200, body
     return body
 
 
-async def decided(running: Running, action_id: int) -> dict[str, Any]:
+async def decided(running: Running, action_id: int, *, token: str | None = None) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
-        body = await action_state(running, action_id)
+        body = await action_state(running, action_id, token=token)
         return body if body["decision"] and body["decision"]["accountability"] == "explicit" else None
 
     return await until(check)

@@ -61,7 +61,7 @@ async def test_owner_click_reaches_the_agent_signed(running: Running, fake_slack
     assert status == 201, body
     card = await card_for(fake_slack, "U0OWNER", body["id"])
     await click(running, fake_slack, "U0OWNER", card, "Approve")
-    await decided(running, body["id"])
+    await decided(running, body["id"], token=token)
     await asyncio.wait_for(receiver.arrived.wait(), timeout=10)
 
     [(raw, headers)] = receiver.requests
