@@ -105,8 +105,9 @@ async def agent() -> AsyncIterator[tuple[Agent, str]]:
     await server.close()
 
 
-async def state(running: Running, action_id: int) -> dict[str, Any]:
-    status, body = await running.get(f"/v1/actions/{action_id}")
+async def state(running: Running, action_id: int, token: str | None = None) -> dict[str, Any]:
+    """The action as its own agent reads it (agents are isolated: another agent's token gets 404)."""
+    status, body = await running.get(f"/v1/actions/{action_id}", token=token)
     assert status == 200, body
     return body
 
@@ -153,7 +154,7 @@ async def test_unanswered_proposal_climbs_every_level_then_is_denied_and_the_age
     status, body = await running.submit(proposal(callback_url=callback_url), token=token)
     assert status == 201, body
     action_id, created = body["id"], parse(body["created_at"])
-    first = await state(running, action_id)
+    first = await state(running, action_id, token)
     assert first["escalation"]["level"] == "owner"
     # FAST: reminders every 1 s, so the next step is the owner's first reminder
     assert parse(first["escalation"]["next_at"]) == created + timedelta(seconds=1)
@@ -166,12 +167,12 @@ async def test_unanswered_proposal_climbs_every_level_then_is_denied_and_the_age
 
     dana = await fake_slack.wait_for(lambda: fake_slack.posts("U0DANA"), timeout=10)  # email-resolved
     assert fake_slack.calls_to("users.lookupByEmail", email="dana@example.com")
-    mid = await state(running, action_id)
+    mid = await state(running, action_id, token)
     assert mid["escalation"]["level"] == "secondary" and mid["status"] == "pending"
     leaders = await fake_slack.wait_for(lambda: fake_slack.posts("C0LEADERS"), timeout=10)
     assert dana[0].at < leaders[0].at
 
-    final = await until(lambda: _decided(running, action_id))
+    final = await until(lambda: _decided(running, action_id, token))
     assert final["status"] == "expired"
     assert final["escalation"]["next_at"] is None
     decision = final["decision"]
@@ -201,8 +202,8 @@ async def test_unanswered_proposal_climbs_every_level_then_is_denied_and_the_age
     assert sent["decision"]["outcome"] == "denied" and sent["decision"]["accountability"] == "default"
 
 
-async def _decided(running: Running, action_id: int) -> dict[str, Any] | None:
-    body = await state(running, action_id)
+async def _decided(running: Running, action_id: int, token: str | None = None) -> dict[str, Any] | None:
+    body = await state(running, action_id, token)
     return body if body["decision"] else None
 
 

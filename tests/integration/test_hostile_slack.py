@@ -89,7 +89,7 @@ async def test_no_message_kind_lets_agent_text_notify_or_format(running: Running
 
     card = await card_for(fake_slack, "U0OWNER", proposed["id"])
     await click(running, fake_slack, "U0OWNER", card, "Approve")  # card updates, home refresh
-    await decided(running, proposed["id"])
+    await decided(running, proposed["id"], token=token)
     answers = [await slash(running, fake_slack, text) for text in (
         f"share show {proposed['id']}", f"show {proposed['id']}", "share recent", "pending", "mine",
         "service checkout-api", "share stats 7d")]
