@@ -19,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from sqlalchemy import func
 from sqlmodel import col, select
 
+from bench.common import serve_with_agent
 from bot.api.routes import SERVICES
 from bot.app import create_app
 from bot.config import Settings
 from bot.demo.fakeslack import Call, FakeSlack, RateLimit
 from bot.policy.rules import parse_policy
 from storage.models import OutboxMessage
-from storage.queries import agents
 
 POLICY = """
 services:
@@ -56,15 +55,8 @@ async def run(total: int, seconds: float, database_url: str) -> dict[str, Any]:
     settings = Settings(SLACK_BOT_TOKEN="xoxb-bench", SLACK_SIGNING_SECRET="bench", SLACK_API_URL=fake.url,
                         DATABASE_URL=database_url, COUNTERSIGN_TICK_SECONDS=0.1, _env_file=None)
     app = create_app(settings, policy=parse_policy(POLICY, "bench-policy.yml"))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port, token = await serve_with_agent(app, "runaway")
     svc = app[SERVICES]
-    async with svc.db.session() as session:
-        _, token = await agents.create(session, "runaway")
-        await session.commit()
     accepted: list[int] = []
     start = time.monotonic()
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:

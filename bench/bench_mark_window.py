@@ -13,16 +13,14 @@ import time
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from bench.bench_outbox import pct
-from bench.common import fresh_database
+from bench.common import fresh_database, serve_with_agent
 from bot.api.routes import SERVICES
 from bot.app import RUNTIME, create_app
 from bot.config import Settings
 from bot.demo.fakeslack import FakeSlack
 from bot.policy.rules import parse_policy
-from storage.queries import agents
 from tests.policies import FAST
 
 
@@ -33,15 +31,8 @@ async def run(total: int, database_url: str, shared_pool: bool = False) -> dict[
                         SLACK_API_URL=fake.url, DATABASE_URL=database_url, COUNTERSIGN_TICK_SECONDS=0.05,
                         _env_file=None)
     app = create_app(settings, policy=parse_policy(FAST, "bench-policy.yml"))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port, token = await serve_with_agent(app, "burst")
     svc = app[SERVICES]
-    async with svc.db.session() as session:
-        _, token = await agents.create(session, "burst")
-        await session.commit()
     relay = app[RUNTIME].relay
     if shared_pool:  # the baseline: the done-mark queues for a connection with the submissions
         svc.db.urgent_session = svc.db.session  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""What the benchmarks share: a fresh, empty database of either kind."""
+"""What the benchmarks share: a fresh, empty database of either kind, and the app served with one agent."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from aiohttp import web
+
+from bot.api.routes import SERVICES
+from storage.queries import agents
 
 PG_ADMIN = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -30,3 +34,16 @@ async def fresh_database(kind: str) -> AsyncIterator[str]:
         admin = await asyncpg.connect(PG_ADMIN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def serve_with_agent(app: web.Application, agent: str) -> tuple[web.AppRunner, int, str]:
+    """Start `app` on a free loopback port and create one agent: (runner to clean up, port, token)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with app[SERVICES].db.session() as session:
+        _, token = await agents.create(session, agent)
+        await session.commit()
+    return runner, port, token
