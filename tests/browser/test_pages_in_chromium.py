@@ -24,7 +24,7 @@ from tests.browser.conftest import Browser
 from tests.conftest import Running, make_settings, proposal, serve
 from tests.conftest import test_policy as make_policy
 from tests.slack_helpers import card_for, decided, until
-from tests.web_helpers import page_links
+from tests.web_helpers import link_posted, page_links
 
 pytestmark = pytest.mark.browser
 
@@ -106,7 +106,7 @@ async def test_every_section_for_pending_decided_and_timed_out(running: Running,
         await browser.screenshot("action-decided")
 
     status, body = await running.submit(proposal(service="quick", summary="Restart quick"))
-    [quick_link] = page_links(await card_for(fake_slack, "U0OWNER", body["id"]))
+    quick_link = await link_posted(fake_slack, "U0OWNER", body["id"])
     await until(lambda: _status_is(running, body["id"], "expired"))
     await browser.open(quick_link)
     await _sections_shown(browser)

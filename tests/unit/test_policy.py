@@ -182,6 +182,10 @@ def clock() -> FakeClock:
 async def test_editing_the_policy_never_changes_an_action_in_flight(
     running: Running, fake_slack: FakeSlack, clock: FakeClock
 ) -> None:
+    # The fake clock starts when the fixture is made; a slow app start-up would put the action's
+    # created_at seconds behind the wall clock, and the jump below would then land past the
+    # leadership page too (and the secondary's page would be collapsed away). Start from now.
+    clock.now = max(clock.now, datetime.now(UTC))
     status, before = await running.submit(proposal())
     assert status == 201 and before["owner"] == "U0OWNER"
     async with running.svc.db.session() as session:
