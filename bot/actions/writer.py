@@ -204,8 +204,7 @@ class Writer:
             key_ids, followers = await self._claim_keys(session, preps, results)
             work = [i for i, r in enumerate(results) if r is None and i not in followers]
             actions: dict[int, Action | None] = {i: build_action(preps[i]) for i in work}
-            session.add_all([a for a in actions.values() if a is not None])
-            await session.flush()  # one multi-row INSERT .. RETURNING id (SQLAlchemy's insertmanyvalues)
+            await ingest.insert_actions(session, [a for a in actions.values() if a is not None])
             recorded = await self._first_steps(session, preps, actions)
             effects: list[Callable[[], object]] = []
             for i in work:

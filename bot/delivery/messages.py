@@ -13,7 +13,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import outbox
-from storage.models import OutboxMessage
+from storage.outbox import Queued
 
 
 class Kind(StrEnum):
@@ -85,7 +85,7 @@ def send(
     purpose: str | None = None,
     dedupe_key: str | None = None,
     **extra: Any,
-) -> OutboxMessage:
+) -> Queued:
     """Queue one Slack message. `channel` is a channel id, a user id (DM) or an email (resolved when sent)."""
     payload = {"kind": kind.value, "channel": channel, "action_id": action_id, **extra}
     return outbox.enqueue(
@@ -98,5 +98,5 @@ def send(
     )
 
 
-def update_cards(session: AsyncSession, action_id: int) -> OutboxMessage:
+def update_cards(session: AsyncSession, action_id: int) -> Queued:
     return send(session, Kind.UPDATE_CARDS, channel=None, action_id=action_id)

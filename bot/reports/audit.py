@@ -16,11 +16,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.delivery.messages import Kind, send
 from bot.policy.rules import policy_hash
 from bot.services import Services
+from storage import outbox
 from storage.db import Database
 from storage.ledger import chain as ledger
 from storage.ledger import read as ledger_read
 from storage.ledger.verify import Verification, format_anchor, verify
 from storage.models import OutboxMessage
+from storage.outbox import Queued
 
 EXPORT_FIELDS = ("seq", "at", "event", "action_id", "actor", "service", "data", "prev_hash", "hash")
 FORMATS = ("jsonl", "csv")
@@ -40,7 +42,7 @@ async def current_head(db: Database) -> tuple[int, str]:
 
 
 async def queue_anchor(session: AsyncSession, channel: str, *, now: datetime, reason: str = "on demand",
-                       dedupe_key: str | None = None) -> tuple[int, str, OutboxMessage]:
+                       dedupe_key: str | None = None) -> tuple[int, str, Queued]:
     """Queue the head (HASH@SEQ) to `channel`, in the caller's transaction; returns (seq, hash).
 
     The publication is itself recorded, as the next entry: anyone can later see which anchors
@@ -51,6 +53,7 @@ async def queue_anchor(session: AsyncSession, channel: str, *, now: datetime, re
                         {"seq": seq, "hash": hash_, "channel": channel, "reason": reason}, at=now)
     msg = send(session, Kind.ANCHOR, channel=channel, purpose="anchor", dedupe_key=dedupe_key,
                seq=seq, hash=hash_, at=ledger.utc_iso(now), reason=reason, anchor=format_anchor(seq, hash_))
+    await outbox.write_queued(session)  # the caller reports the row's id
     return seq, hash_, msg
 
 

@@ -7,16 +7,41 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, tuple_, update
+from sqlalchemy import Table, bindparam, func, insert, inspect, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Agent, EscalationStep, IdempotencyKey
+from storage.models import Action, Agent, EscalationStep, IdempotencyKey
 
 KEYS: Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
 AGENTS: Table = Agent.__table__  # type: ignore[attr-defined]
+ACTIONS: Table = Action.__table__  # type: ignore[attr-defined]
+# (attribute, column key) of every stored field but the id: `extra` is the column "metadata".
+_ACTION_FIELDS = [(prop.key, prop.columns[0].key) for prop in inspect(Action).column_attrs if prop.key != "id"]
+
+
+async def insert_actions(session: AsyncSession, actions: list[Action]) -> None:
+    """A batch's new actions in one statement; each gets its id and joins the session as a stored
+    row (later changes to it are UPDATEs, as after an ORM flush). The ORM's own flush sends SQLite
+    one INSERT per row, since it must read the ids back in order; under SQLite's writer lock the
+    ids are known before the INSERT (max + 1, ...), so SQLite gets one executemany instead."""
+    if not actions:
+        return
+    values = [{column: getattr(a, attr) for attr, column in _ACTION_FIELDS} for a in actions]
+    if session.bind.dialect.name == "sqlite":
+        last = (await session.execute(select(func.max(ACTIONS.c.id)))).scalar() or 0
+        ids = list(range(last + 1, last + 1 + len(actions)))
+        await session.execute(insert(ACTIONS), [{"id": i, **v} for i, v in zip(ids, values, strict=True)])
+    else:  # PostgreSQL: SQLAlchemy's insertmanyvalues batches this, ids in parameter order
+        stmt = insert(ACTIONS).returning(ACTIONS.c.id, sort_by_parameter_order=True)
+        ids = list((await session.execute(stmt, values)).scalars())
+    for action, new_id in zip(actions, ids, strict=True):
+        action.id = new_id
+        make_transient_to_detached(action)
+        session.add(action)
 
 
 @dataclass(frozen=True)
