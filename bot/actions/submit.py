@@ -30,6 +30,7 @@ from bot.policy.rules import RuleMatch, evaluate
 from bot.services import Services
 from storage.ledger import chain as ledger
 from storage.models import Action, Agent
+from storage.rows import new_row
 
 # Refusals at ingest, by their error code: a rule forbids the action, or the policy lacks its service.
 REFUSED = frozenset({"forbidden", "unknown_service"})
@@ -85,7 +86,8 @@ def build_action(prep: Prepared) -> Action | None:
     snapshot, req, now = prep.snapshot, prep.req, prep.now
     if snapshot is None:
         return None
-    action = Action(
+    action = new_row(
+        Action,
         agent_id=prep.agent.id,  # type: ignore[arg-type]
         kind=req.kind,
         service=req.service,

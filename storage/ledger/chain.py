@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.ledger import driver as ledger_driver
 from storage.models import LedgerEntry, LedgerHead, utcnow
+from storage.rows import new_row
 
 GENESIS = "0" * 64
 _jstr = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C-accelerated, no ASCII escaping
@@ -238,8 +239,8 @@ async def append(
     # Stored and hashed as UTC: a naive or zoned `at` must read back as the same instant and text.
     when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
     clean = jsonable(data or {})
-    entry = LedgerEntry(seq=0, at=when, event=event, action_id=action_id, actor=actor, data=clean,
-                        prev_hash="", hash="")
+    entry = new_row(LedgerEntry, seq=0, at=when, event=event, action_id=action_id, actor=actor, data=clean,
+                    prev_hash="", hash="")
     item = (entry, canonical_json(clean))
     if session.sync_session.in_nested_transaction():
         await session.run_sync(_write, [item])
