@@ -337,10 +337,12 @@ def cli() -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--reuse-port", action="store_true")
     args = parser.parse_args()
-    if args.serve == "raw":
-        asyncio.run(serve_raw(args.url, args.port))
-    elif args.serve:
-        asyncio.run(serve_countersign(args.url, args.port, args.serve == "countersign", args.reuse_port))
+    if args.serve:  # both servers on the loop `countersign serve` runs on (uvloop where installed)
+        from bot.cli.main import event_loop
+
+        server = (serve_raw(args.url, args.port) if args.serve == "raw"
+                  else serve_countersign(args.url, args.port, args.serve == "countersign", args.reuse_port))
+        event_loop().run_until_complete(server)
     else:
         asyncio.run(main(args))
 

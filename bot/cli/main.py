@@ -3,6 +3,7 @@ of bot/cli/ with a `register(app)`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import typer
@@ -53,10 +54,20 @@ def serve(
         raise typer.Exit(_supervise(workers, settings.host, settings.port, migrate))
     typer.echo(f"countersign listening on http://{settings.host}:{settings.port}", err=True)
     try:
-        web.run_app(application, host=settings.host, port=settings.port, print=None,
+        web.run_app(application, host=settings.host, port=settings.port, print=None, loop=event_loop(),
                     shutdown_timeout=30, handle_signals=True, reuse_port=reuse_port or None)
     except SchemaNotCurrent as exc:
         raise fail(str(exc)) from None
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (Linux and macOS: a dependency there), else asyncio's own loop.
+    Measured at 32 concurrent submissions: +18 % ingest throughput (bench/results/bench_ingest.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _supervise(workers: int, host: str, port: int, migrate: bool) -> int:

@@ -60,9 +60,12 @@ async def advance(
     done: list[DueStep] = []
     # The level reached is written with next_at at the end: one UPDATE of the row per sweep.
     reached = action.level
+    settled = None  # the plan that found nothing more due: its next_at is the answer
     for _ in range(MAX_ROUNDS):
-        due = plan(chain, action.created_at, fired, now).due
+        current = plan(chain, action.created_at, fired, now)
+        due = current.due
         if not due or action.status != "pending":
+            settled = current if not due else None
             break
         for step in due:
             if step.key in prerecorded:
@@ -79,7 +82,10 @@ async def advance(
                 break
     escalated = any(s.kind == "timeout" or (s.kind == "page" and s.level != "owner") for s in done)
     escalated = escalated or any(key.startswith("failed:") for key in set(fired) - known)
-    next_at = plan(chain, action.created_at, fired, now).next_at if action.status == "pending" else None
+    if action.status != "pending":
+        next_at = None
+    else:
+        next_at = (settled or plan(chain, action.created_at, fired, now)).next_at
     pending_effects.append(partial(_settle, session, action, reached, next_at, now, done, escalated))
     if effects is None:
         for effect in pending_effects:

@@ -115,20 +115,19 @@ async def revoked_among(session: AsyncSession, agent_ids: set[int]) -> set[int]:
     return {int(i) for i in (await session.execute(stmt)).scalars()}
 
 
+STEPS: Table = EscalationStep.__table__  # type: ignore[attr-defined]
+
+
 async def record_first_steps(
     session: AsyncSession, steps: list[tuple[int, str, str | None, datetime, datetime]]
 ) -> set[tuple[int, str]]:
-    """The first steps of new actions, (action id, step, level, due at, fired at), in one multi-row
-    INSERT .. ON CONFLICT DO NOTHING (each submission keeps its own time); returns those recorded."""
+    """The first steps of new actions, (action id, step, level, due at, fired at), in one executemany
+    (each submission keeps its own time); returns those recorded: all of them, since an action
+    inserted in this very transaction cannot have fired anything yet. (Plain INSERT: SQLAlchemy
+    caches it; an ON CONFLICT insert has no cache key and was compiled again for every batch.)"""
     if not steps:
         return set()
-    steps_table: Table = EscalationStep.__table__  # type: ignore[attr-defined]
-    stmt = (
-        _insert(session)(steps_table)
-        .values([{"action_id": a, "step": s, "level": lv, "due_at": due, "fired_at": at,
-                  "late_seconds": max(0.0, (at - due).total_seconds()), "note": None}
-                 for a, s, lv, due, at in steps])
-        .on_conflict_do_nothing(index_elements=["action_id", "step"])
-        .returning(steps_table.c.action_id, steps_table.c.step)
-    )
-    return {(int(a), str(s)) for a, s in (await session.execute(stmt)).all()}
+    await session.execute(insert(STEPS), [
+        {"action_id": a, "step": s, "level": lv, "due_at": due, "fired_at": at,
+         "late_seconds": max(0.0, (at - due).total_seconds()), "note": None} for a, s, lv, due, at in steps])
+    return {(a, s) for a, s, *_ in steps}
