@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import html
 import re
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 

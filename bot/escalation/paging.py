@@ -82,10 +82,8 @@ async def advance(
                 break
     escalated = any(s.kind == "timeout" or (s.kind == "page" and s.level != "owner") for s in done)
     escalated = escalated or any(key.startswith("failed:") for key in set(fired) - known)
-    if action.status != "pending":
-        next_at = None
-    else:
-        next_at = (settled or plan(chain, action.created_at, fired, now)).next_at
+    pending = action.status == "pending"
+    next_at = (settled or plan(chain, action.created_at, fired, now)).next_at if pending else None
     pending_effects.append(partial(_settle, session, action, reached, next_at, now, done, escalated))
     if effects is None:
         for effect in pending_effects:
