@@ -16,7 +16,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.contract.serialize import decision_json, iso
-from storage import outbox
+from storage.enqueue import enqueue
 from storage.models import Action
 
 GIVE_UP_AFTER_SECONDS = 24 * 3600
@@ -40,7 +40,7 @@ async def queue_callback(session: AsyncSession, action: Action) -> None:
     """Queue the decision for the agent's callback_url, if it gave one."""
     if not action.callback_url:
         return
-    outbox.enqueue(
+    enqueue(
         session,
         target="callback",
         method="POST",

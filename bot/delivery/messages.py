@@ -12,8 +12,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage import outbox
-from storage.outbox import Queued
+from storage.enqueue import Queued, enqueue
 
 
 class Kind(StrEnum):
@@ -88,7 +87,7 @@ def send(
 ) -> Queued:
     """Queue one Slack message. `channel` is a channel id, a user id (DM) or an email (resolved when sent)."""
     payload = {"kind": kind.value, "channel": channel, "action_id": action_id, **extra}
-    return outbox.enqueue(
+    return enqueue(
         session,
         method=METHODS[kind],
         payload=payload,

@@ -11,7 +11,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.delivery.messages import PACKABLE_PURPOSES, STORM_PARENT, STORM_UPDATE, Kind
-from storage import outbox
+from storage.enqueue import by_dedupe_key, enqueue_once
 from storage.models import Action, StormThread
 from storage.queries import actions
 from storage.queries import storms as queries
@@ -58,9 +58,9 @@ async def route(session: AsyncSession, action_id: int, channel: str) -> Route:
     if storm.ts:
         return Route(thread_ts=storm.ts, storm_id=storm.id)
     parent_key = f"storm:{storm.id}:parent"
-    parent = await outbox.by_dedupe_key(session, parent_key)
+    parent = await by_dedupe_key(session, parent_key)
     if parent is None:
-        await outbox.enqueue_once(session, dedupe_key=parent_key, method="chat.postMessage",
+        await enqueue_once(session, dedupe_key=parent_key, method="chat.postMessage",
                                   payload={"kind": Kind.STORM.value, "channel": channel, "storm_id": storm.id},
                                   purpose=STORM_PARENT, channel_key=channel)
     elif parent.status == "failed":
@@ -95,7 +95,7 @@ async def child_posted(session: AsyncSession, storm_id: int, now: datetime, n: i
         return
     bucket = int(now.timestamp() // UPDATE_EVERY_SECONDS)
     due = datetime.fromtimestamp((bucket + 1) * UPDATE_EVERY_SECONDS, UTC)
-    await outbox.enqueue_once(session, dedupe_key=f"storm:{storm_id}:update:{bucket}", method="chat.update",
+    await enqueue_once(session, dedupe_key=f"storm:{storm_id}:update:{bucket}", method="chat.update",
                               payload={"kind": Kind.STORM.value, "channel": None, "storm_id": storm_id,
                                        "update": True},
                               purpose=STORM_UPDATE, not_before=due)

@@ -16,13 +16,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.delivery.messages import Kind, send
 from bot.policy.rules import policy_hash
 from bot.services import Services
-from storage import outbox
 from storage.db import Database
+from storage.enqueue import Queued, write_queued
 from storage.ledger import chain as ledger
 from storage.ledger import read as ledger_read
 from storage.ledger.verify import Verification, format_anchor, verify
 from storage.models import OutboxMessage
-from storage.outbox import Queued
 
 EXPORT_FIELDS = ("seq", "at", "event", "action_id", "actor", "service", "data", "prev_hash", "hash")
 FORMATS = ("jsonl", "csv")
@@ -53,7 +52,7 @@ async def queue_anchor(session: AsyncSession, channel: str, *, now: datetime, re
                         {"seq": seq, "hash": hash_, "channel": channel, "reason": reason}, at=now)
     msg = send(session, Kind.ANCHOR, channel=channel, purpose="anchor", dedupe_key=dedupe_key,
                seq=seq, hash=hash_, at=ledger.utc_iso(now), reason=reason, anchor=format_anchor(seq, hash_))
-    await outbox.write_queued(session)  # the caller reports the row's id
+    await write_queued(session)  # the caller reports the row's id
     return seq, hash_, msg
 
 
