@@ -101,11 +101,14 @@ async def store_answers(session: AsyncSession, answers: list[tuple[int, int, dic
         await session.execute(_STORE, [{"key_id": i, "status": s, "body": b} for i, s, b in answers])
 
 
+_REVOKED = select(func.count()).select_from(AGENTS).where(AGENTS.c.revoked_at.is_not(None))
+
+
 async def revocation_stamp(session: AsyncSession) -> int:
     """How many agents were ever revoked: `agents revoke` bumps it by one (agents are never
-    un-revoked or deleted), so a changed stamp means some cached token may be dead."""
-    stmt = select(func.count()).select_from(AGENTS).where(AGENTS.c.revoked_at.is_not(None))
-    return int((await session.execute(stmt)).scalar_one())
+    un-revoked or deleted), so a changed stamp means some cached token may be dead. Read once per
+    batch, so the statement is built once."""
+    return int((await session.execute(_REVOKED)).scalar_one())
 
 
 async def revoked_among(session: AsyncSession, agent_ids: set[int]) -> set[int]:
