@@ -41,10 +41,16 @@ rules:
   - mode: autonomous
 """
 
-# FAST with minute-scale escalation, small autonomy thresholds and a brake at two overrides or failures.
-AUTONOMY = (
+# FAST with minute-scale escalation: for tests that count pages or outbox rows, which a 1 s
+# reminder or a 2 s secondary page would add to on a slow machine.
+CALM = (
     FAST.replace("after: 2s", "after: 20m").replace("after: 4s", "after: 40m")
     .replace("remind_every: 1s", "remind_every: 10m").replace("timeout: 6s", "timeout: 1h")
+)
+
+# CALM, with small autonomy thresholds and a brake at two overrides or failures.
+AUTONOMY = (
+    CALM
     + """
 autonomy:
   promote: {min_decisions: 3, min_approval_rate: 0.9, max_failed_results: 0}
