@@ -26,17 +26,18 @@ from tests.slack_helpers import until
 
 ACTIONS = 6
 # The tier1 chain of tests/policies.py, spread out so that posting the first cards (paced at Slack's
-# one a second per channel) is over long before the secondary is due.
+# one a second per channel: 6 cards take 5 s, more on a loaded machine) is over long before the
+# first reminder is due (a 5 s reminder made this test count 13 posts instead of 12).
 SLOW_CHAIN = """
 leadership: {channel: C0LEADERS, users: [U0VP]}
 tiers:
   tier1:
     escalation:
       - {notify: owner, after: 0s}
-      - {notify: secondary, after: 15s}
-      - {notify: leadership, after: 20s}
-    remind_every: 5s
-    timeout: 25s
+      - {notify: secondary, after: 30s}
+      - {notify: leadership, after: 40s}
+    remind_every: 20s
+    timeout: 50s
 services:
   checkout-api: {owner: U0OWNER, secondary: dana@example.com, channel: C0CHECKOUT, tier: tier1}
 rules:
@@ -83,7 +84,7 @@ async def test_actions_that_expired_while_down_get_one_notice_and_no_pages(
     before = len(fake_slack.posts())
     assert before == 2 * ACTIONS
 
-    clock.jump(40)  # down for 40 s: secondary (15 s), leadership (20 s) and timeout (25 s) all passed
+    clock.jump(70)  # down for 70 s: secondary (30 s), leadership (40 s) and timeout (50 s) all passed
 
     async with restarted(app(), token) as run:
 

@@ -30,6 +30,12 @@ from tests.slack_helpers import until as _until
 until = functools.partial(_until, within=15.0)
 
 # Fail closed: the next level is far away, so only the failure can bring it forward.
+# FAST with the secondary at 5 s and the leadership at 8 s: the clicks made "before the secondary
+# step" must land before it on a loaded machine too (at 2 s, one sometimes did not, and was accepted).
+WIDENING = (FAST.replace("after: 2s", "after: 5s").replace("after: 4s", "after: 8s")
+            .replace("remind_every: 1s", "remind_every: 10m").replace("timeout: 6s", "timeout: 12s"))
+LEADERSHIP_AFTER = 8.0
+
 FAIL_CLOSED = """
 leadership: {channel: C0LEADERS, users: [U0VP]}
 tiers:
@@ -234,7 +240,9 @@ async def _with_status(running: Running, action_id: int, status: str) -> dict[st
     return body if body["status"] == status else None
 
 
+@pytest.mark.parametrize("policy", [WIDENING], indirect=True, ids=["widening"])
 async def test_who_may_respond_widens_with_each_level(running: Running, fake_slack: FakeSlack) -> None:
+    start = time.monotonic()
     status, body = await running.submit(proposal())
     assert status == 201
     action_id = body["id"]
@@ -247,7 +255,7 @@ async def test_who_may_respond_widens_with_each_level(running: Running, fake_sla
         ("U0DANA", "not_authorized", "owner"), ("U0STRANGER", "not_authorized", "owner")}
     assert (await state(running, action_id))["status"] == "pending"
 
-    await fake_slack.wait_for(lambda: fake_slack.posts("U0DANA"), timeout=10)
+    await fake_slack.wait_for(lambda: fake_slack.posts("U0DANA"), timeout=15)
     assert (await state(running, action_id))["escalation"]["level"] == "secondary"
     await click(running, fake_slack, "U0STRANGER", action_id, "approve", "C0CHECKOUT")
     await click(running, fake_slack, "U0DANA", action_id, "approve", "U0DANA")
@@ -258,8 +266,8 @@ async def test_who_may_respond_widens_with_each_level(running: Running, fake_sla
     assert approved["escalation"]["next_at"] is None
     rows = await responses(running, action_id)
     assert [r.accepted for r in rows if r.slack_user_id == "U0STRANGER"] == [False, False]
-    # No further step fires once decided: leadership is never paged.
-    await asyncio.sleep(2.5)
+    # No further step fires once decided: leadership is never paged, even after its time.
+    await asyncio.sleep(max(0.0, LEADERSHIP_AFTER + 1.0 - (time.monotonic() - start)))
     assert not fake_slack.posts("C0LEADERS")
     assert "page:leadership" not in await steps(running, action_id)
 

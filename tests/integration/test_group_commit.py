@@ -8,15 +8,25 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
 from bot.actions.submit import Prepared
 from bot.actions.writer import Writer
 from bot.api.routes import WRITER
+from bot.policy.rules import Policy, parse_policy
 from storage.ledger.verify import verify
 from storage.models import Action, Agent, EscalationStep, LedgerEntry, OutboxMessage
 from tests.conftest import Running, proposal
+from tests.policies import CALM
+
+
+@pytest.fixture
+def policy() -> Policy:
+    """These tests compare 201 bodies with later GETs and count rows: a 1 s reminder (FAST) that
+    fired in between on a loaded machine changed `next_at` and added rows."""
+    return parse_policy(CALM, "calm-policy.yml")
 
 
 def writer_of(running: Running) -> Writer:

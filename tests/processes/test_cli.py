@@ -17,8 +17,16 @@ from typing import Any
 
 import pytest
 
+from bot.policy.rules import Policy, parse_policy
 from tests.conftest import Running, proposal
-from tests.policies import FAST
+from tests.policies import CALM, FAST
+
+
+@pytest.fixture
+def policy() -> Policy:
+    """The running app's policy: minute-scale escalation, since each CLI call is a new process (a
+    few seconds on a loaded machine, and FAST's 6 s timeout expired a "pending" action)."""
+    return parse_policy(CALM, "calm-policy.yml")
 
 COMMAND = [
     shutil.which("countersign") or sys.executable,
