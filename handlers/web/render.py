@@ -3,11 +3,14 @@ filters that format dates, durations and people (Slack ids as names)."""
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("handlers.web", "templates"),
@@ -15,7 +18,12 @@ ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # the templates ship in the package: no stat() of each file on every render
 )
+# A slot marks where a pre-encoded block goes in a rendered page (render_bytes). Random per
+# process, and an HTML comment: escaped agent text can never forge one.
+_SLOT = f"<!--slot-{secrets.token_hex(8)}:"
+_SLOTS = re.compile(re.escape(_SLOT) + r"(\w+)-->")
 
 
 def _utc(at: datetime) -> datetime:
@@ -53,3 +61,16 @@ ENV.filters.update(when=when, duration=duration, until=until, person=person)
 
 def render(template: str, **values: Any) -> str:
     return ENV.get_template(template).render(**values)
+
+
+def slot(name: str) -> Markup:
+    """A placeholder for the block `name` of render_bytes' `blocks`."""
+    return Markup(f"{_SLOT}{name}-->")
+
+
+def render_bytes(template: str, blocks: Mapping[str, bytes], **values: Any) -> bytes:
+    """The page as UTF-8, with each slot(name) replaced by blocks[name] (already encoded): the big
+    viewer-independent parts of a page (its ledger, its responses) are encoded once, not per request
+    (encoding 120 KiB of non-ASCII text took ~0.4 ms)."""
+    parts = _SLOTS.split(render(template, **values))
+    return b"".join(blocks[part] if i % 2 else part.encode() for i, part in enumerate(parts))
