@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from aiohttp import web
+from markupsafe import escape
 
 from bot.actions.decisions import respond
 from bot.escalation.snapshot import snapshot_of
@@ -21,7 +22,7 @@ from handlers.web import links
 from handlers.web.cache import PageCache
 from handlers.web.charts import service_charts
 from handlers.web.names import display_name, display_names
-from handlers.web.render import render, render_bytes, slot
+from handlers.web.render import Parts, fill, parts, render, slot
 from handlers.web.views import ActionPage, load_action_page, may_answer
 from storage.queries import actions as repo
 from storage.queries import pages
@@ -72,7 +73,7 @@ def _guarded(handler: Handler) -> Handler:
 class Shared:
     page: ActionPage
     names: dict[str, str]
-    blocks: dict[str, bytes]  # the responses and the ledger, rendered and encoded (render_bytes)
+    html: Parts  # the page, rendered once, with slots for what depends on the viewer or the time
 
 
 @dataclass
@@ -147,9 +148,9 @@ class Web:
         if page is None:
             return None
         names = await display_names(self.svc, page.people())
-        return Shared(page, names, {
-            "responses": render("_responses.html", page=page, names=names).encode(),
-            "ledger": render("_ledger.html", page=page, names=names).encode()})
+        return Shared(page, names, parts(
+            "action.html", page=page, names=names, service_link=slot("service_link"), notices=slot("notices"),
+            next_steps=slot("next_steps"), respond=slot("respond")))
 
     async def _render_action(self, request: web.Request, grant: links.Grant, action_id: int, *,
                              error: str = "", done: str = "", status: int = 200) -> web.StreamResponse:
@@ -162,12 +163,13 @@ class Web:
         if grant.is_person and grant.viewer not in names:
             names = {**names, **await display_names(self.svc, [grant.viewer])}
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-        response = html(render_bytes(
-            "action.html", shared.blocks, page=page, names=names, now=self.svc.clock(), error=error, done=done,
-            responses_html=slot("responses"), ledger_html=slot("ledger"),
-            csrf=links.csrf_token(self.key, cookie, grant), respond_url=self.url(grant),
-            service_link=self.url(grant, links.service_page(page.action.service)),
-            viewer_is_person=grant.is_person), status)
+        response = html(fill(shared.html, {
+            "service_link": escape(self.url(grant, links.service_page(page.action.service))),
+            "notices": render("_notices.html", done=done, error=error) if done or error else "",
+            "next_steps": render("_next.html", page=page, names=names, now=self.svc.clock()),
+            "respond": render("_respond.html", page=page, names=names, csrf=links.csrf_token(self.key, cookie, grant),
+                              respond_url=self.url(grant), viewer_is_person=grant.is_person),
+        }), status)
         if request.cookies.get(CSRF_COOKIE) != cookie:
             response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="Lax", path="/",
                                 max_age=int(timedelta(days=7).total_seconds()))
