@@ -19,7 +19,7 @@ from bot.actions.decisions import respond
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from handlers.web import links
-from handlers.web.cache import PageCache
+from handlers.web.cache import Coalesced, PageCache
 from handlers.web.charts import service_charts
 from handlers.web.names import display_name, display_names
 from handlers.web.render import Parts, fill, parts, render, slot
@@ -84,6 +84,10 @@ class Web:
     # expired entry used to be loaded 16 times over, each ~65 ms of CPU, all at once).
     loading: dict[tuple[int, int, int], asyncio.Future[Shared | None]] = field(default_factory=dict)
     _key: tuple[object, object, bytes] | None = None
+    fresh: Coalesced[int, tuple[int, int] | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fresh = Coalesced(self._freshness)
 
     @property
     def key(self) -> bytes:
@@ -114,8 +118,7 @@ class Web:
 
     async def _shared(self, action_id: int) -> Shared | None:
         """The viewer-independent part of the page, cached until the action or its ledger changes."""
-        async with self.svc.db.read_engine.connect() as conn:
-            fresh = await pages.freshness(conn, action_id)
+        fresh = await self.fresh.get(action_id)
         if fresh is None:
             return None
         key = (action_id, *fresh)
@@ -142,6 +145,10 @@ class Web:
         if shared is not None:
             self.cache.put(key, shared, self.svc.clock())
         return shared
+
+    async def _freshness(self, action_id: int) -> tuple[int, int] | None:
+        async with self.svc.db.read_engine.connect() as conn:
+            return await pages.freshness(conn, action_id)
 
     async def _load(self, action_id: int) -> Shared | None:
         page = await load_action_page(self.svc, action_id)
