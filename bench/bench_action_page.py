@@ -66,6 +66,10 @@ Same harness, same machine, alternating: `main` at 777efc4 (before) and branch `
 Earlier the same day, at load average 7-10, the branch's p99 was 50-490 ms (bare's own 25-180 ms)
 and main's 250-640 ms: on this machine the p99 follows the load; the CPU per request does not
 (0.5-1.1 ms after, 2.3-4.3 ms before; PostgreSQL's own CPU, in its server processes, is not in it).
+Timing each batch of 100 at load 6-8 shows how: one batch in two or three has all 16 requests then
+in flight late together (50-165 ms), the server process or its SQLite thread not scheduled, while
+the other batches' worst is 15-45 ms. Nine late requests of 800 make a late p99. A page costs
+3-5 x the bare app's CPU (0.5-0.7 ms vs 0.15 ms), so it is in flight 3-5 x as long, and more exposed.
 
 ## Where the time went (py-spy, `py-spy record -r 200 --pid SERVER`, SQLite, share of the page handler)
 
