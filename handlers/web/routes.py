@@ -47,7 +47,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def html(body: str | bytes, status: int = 200) -> web.Response:
-    """A page: `body` as text, or already UTF-8 (render_bytes)."""
+    """A page: `body` as text, or already UTF-8 (render.fill)."""
     if isinstance(body, str):
         body = body.encode()
     return web.Response(body=body, status=status, content_type="text/html", charset="utf-8", headers=HEADERS)
@@ -130,7 +130,8 @@ class Web:
             return shared
         loading = self.loading.get(key)
         if loading is not None:
-            return await asyncio.shield(loading)
+            await asyncio.wait([loading])  # its loader's cancellation is not ours: then load afresh
+            return await self._shared(action_id) if loading.cancelled() else loading.result()
         future: asyncio.Future[Shared | None] = asyncio.get_running_loop().create_future()
         self.loading[key] = future
         try:

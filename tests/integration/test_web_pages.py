@@ -4,6 +4,7 @@ text that stays text. (The same in a real browser: tests/browser/.)"""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -176,3 +177,20 @@ async def test_an_entry_edited_behind_countersigns_back_shows_as_broken(running:
         assert resp.status == 200, page
     assert "✘ not verified" in page
     assert page.count("✘ broken") == 1 and page.count("✔ verified") == len(seqs) - 1
+
+
+async def test_people_opening_a_page_at_once_load_it_once(running: Running, fake_slack: FakeSlack) -> None:
+    """Concurrent first views of a page share one load: Slack is asked each name once, not once per
+    viewer (and everyone gets the whole page)."""
+    action_id, link = await _owner_link(running, fake_slack)
+    before = len(fake_slack.calls_to("users.info"))
+    async with browser() as b:
+        async def view() -> str:
+            async with b.get(link) as resp:
+                assert resp.status == 200
+                return await resp.text()
+        pages_ = await asyncio.gather(*(view() for _ in range(8)))
+    assert all("✔ verified" in page and 'id="form-approve"' in page for page in pages_)
+    asked = [c.args.get("user") for c in fake_slack.calls_to("users.info")[before:]]
+    assert asked, "the page looked up no name: this test shows nothing"
+    assert len(asked) == len(set(asked)), asked
