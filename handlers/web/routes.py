@@ -4,6 +4,8 @@ a signed link (handlers.web.links); forms carry a CSRF token bound to a cookie a
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -12,16 +14,16 @@ from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from aiohttp import web
-from markupsafe import Markup
+from markupsafe import escape
 
 from bot.actions.decisions import respond
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from handlers.web import links
-from handlers.web.cache import PageCache
+from handlers.web.cache import Coalesced, PageCache
 from handlers.web.charts import service_charts
 from handlers.web.names import display_name, display_names
-from handlers.web.render import render
+from handlers.web.render import Parts, fill, parts, render, slot
 from handlers.web.views import ActionPage, load_action_page, may_answer
 from storage.queries import actions as repo
 from storage.queries import pages
@@ -44,8 +46,11 @@ DONE = {"approve": "Approved", "override": "Overridden", "acknowledge": "Acknowl
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def html(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8", headers=HEADERS)
+def html(body: str | bytes, status: int = 200) -> web.Response:
+    """A page: `body` as text, or already UTF-8 (render.fill)."""
+    if isinstance(body, str):
+        body = body.encode()
+    return web.Response(body=body, status=status, content_type="text/html", charset="utf-8", headers=HEADERS)
 
 
 def refused(status: int, heading: str, message: str) -> web.Response:
@@ -69,18 +74,30 @@ def _guarded(handler: Handler) -> Handler:
 class Shared:
     page: ActionPage
     names: dict[str, str]
-    responses_html: Markup
-    ledger_html: Markup
+    html: Parts  # the page, rendered once, with slots for what depends on the viewer or the time
 
 
 @dataclass
 class Web:
     svc: Services
     cache: PageCache[tuple[int, int, int], Shared] = field(default_factory=PageCache)
+    # Misses being loaded: requests that miss together share one load (at 16 concurrent, an
+    # expired entry used to be loaded 16 times over, each ~65 ms of CPU, all at once).
+    loading: dict[tuple[int, int, int], asyncio.Future[Shared | None]] = field(default_factory=dict)
+    _key: tuple[object, object, bytes] | None = None
+    fresh: Coalesced[int, tuple[int, int] | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fresh = Coalesced(self._freshness)
 
     @property
     def key(self) -> bytes:
-        return links.link_key(self.svc.settings)
+        """The link key, derived once per pair of secrets (it was derived four times a request)."""
+        settings = self.svc.settings
+        secrets_now = (settings.link_secret, settings.slack_signing_secret)
+        if self._key is None or self._key[:2] != secrets_now:
+            self._key = (*secrets_now, links.link_key(settings))
+        return self._key[2]
 
     def grant(self, request: web.Request, page: str) -> links.Grant:
         return links.check(self.key, page, dict(request.query), self.svc.clock())
@@ -88,8 +105,10 @@ class Web:
     def url(self, grant: links.Grant, page: str | None = None, **extra: str) -> str:
         """A page's URL for the same viewer and expiry (another page is signed afresh)."""
         target = page or grant.page
-        signed = links.Grant(target, grant.viewer, grant.expires)
-        return f"/{target}?{urlencode({**signed.query(self.key), **extra})}"
+        if extra:
+            signed = links.Grant(target, grant.viewer, grant.expires)
+            return f"/{target}?{urlencode({**signed.query(self.key), **extra})}"
+        return _signed_url(self.key, target, grant.viewer, grant.expires)
 
     # --- the action page ----------------------------------------------------------------------------
 
@@ -102,21 +121,47 @@ class Web:
 
     async def _shared(self, action_id: int) -> Shared | None:
         """The viewer-independent part of the page, cached until the action or its ledger changes."""
-        async with self.svc.db.read_session() as session:
-            fresh = await pages.freshness(session, action_id)
+        fresh = await self.fresh.get(action_id)
         if fresh is None:
             return None
         key = (action_id, *fresh)
         shared = self.cache.get(key, self.svc.clock())
-        if shared is None:
-            page = await load_action_page(self.svc, action_id)
-            if page is None:
-                return None
-            names = await display_names(self.svc, page.people())
-            shared = Shared(page, names, Markup(render("_responses.html", page=page, names=names)),
-                            Markup(render("_ledger.html", page=page, names=names)))
+        if shared is not None:
+            return shared
+        loading = self.loading.get(key)
+        if loading is not None:
+            await asyncio.wait([loading])  # its loader's cancellation is not ours: then load afresh
+            return await self._shared(action_id) if loading.cancelled() else loading.result()
+        future: asyncio.Future[Shared | None] = asyncio.get_running_loop().create_future()
+        self.loading[key] = future
+        try:
+            shared = await self._load(action_id)
+            future.set_result(shared)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: the waiters get it, nobody else needs to
+            raise
+        finally:
+            del self.loading[key]
+        if shared is not None:
             self.cache.put(key, shared, self.svc.clock())
         return shared
+
+    async def _freshness(self, action_id: int) -> tuple[int, int] | None:
+        async with self.svc.db.read_engine.connect() as conn:
+            return await pages.freshness(conn, action_id)
+
+    async def _load(self, action_id: int) -> Shared | None:
+        page = await load_action_page(self.svc, action_id)
+        if page is None:
+            return None
+        names = await display_names(self.svc, page.people())
+        return Shared(page, names, parts(
+            "action.html", page=page, names=names, service_link=slot("service_link"), notices=slot("notices"),
+            next_steps=slot("next_steps"), respond=slot("respond")))
 
     async def _render_action(self, request: web.Request, grant: links.Grant, action_id: int, *,
                              error: str = "", done: str = "", status: int = 200) -> web.StreamResponse:
@@ -129,12 +174,13 @@ class Web:
         if grant.is_person and grant.viewer not in names:
             names = {**names, **await display_names(self.svc, [grant.viewer])}
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-        response = html(render(
-            "action.html", page=page, names=names, now=self.svc.clock(), error=error, done=done,
-            responses_html=shared.responses_html, ledger_html=shared.ledger_html,
-            csrf=links.csrf_token(self.key, cookie, grant), respond_url=self.url(grant),
-            service_link=self.url(grant, links.service_page(page.action.service)),
-            viewer_is_person=grant.is_person), status)
+        response = html(fill(shared.html, {
+            "service_link": escape(self.url(grant, links.service_page(page.action.service))),
+            "notices": render("_notices.html", done=done, error=error) if done or error else "",
+            "next_steps": render("_next.html", page=page, names=names, now=self.svc.clock()),
+            "respond": render("_respond.html", page=page, names=names, csrf=links.csrf_token(self.key, cookie, grant),
+                              respond_url=self.url(grant), viewer_is_person=grant.is_person),
+        }), status)
         if request.cookies.get(CSRF_COOKIE) != cookie:
             response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="Lax", path="/",
                                 max_age=int(timedelta(days=7).total_seconds()))
@@ -195,6 +241,13 @@ class _Pending:
     level: str | None
     created_at: datetime
     link: str
+
+
+@functools.lru_cache(maxsize=4096)
+def _signed_url(key: bytes, page: str, viewer: str, expires: int) -> str:
+    """The same link signed again on each view of a page (its form's target, the service page):
+    an HMAC and a urlencode, ~10 % of a cached page's cost, so remembered."""
+    return f"/{page}?{urlencode(links.Grant(page, viewer, expires).query(key))}"
 
 
 def _action_id(request: web.Request) -> int:

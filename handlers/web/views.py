@@ -7,17 +7,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from bot.actions.decisions import may_respond
 from bot.actions.rules import allowed_responses
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
-from storage.ledger.chain import GENESIS, entry_content, hash_matches
+from storage.ledger.chain import GENESIS, content_of, hash_matches
 from storage.models import Action, Response
 from storage.queries import actions as repo
 from storage.queries import autonomy as autonomy_q
 from storage.queries import pages
+from storage.queries.pages import LedgerRow
 
 
 @dataclass(frozen=True)
@@ -91,23 +91,17 @@ class ActionPage:
         return {i for i in ids if i}
 
 
-async def result_of(svc: Services, action: Action) -> ResultView | None:
-    """The result the agent reported (POST /v1/actions/{id}/result); None until it reports one."""
-    async with svc.db.read_session() as session:
-        row = await autonomy_q.result_for(session, action.id or 0)
-    return None if row is None else ResultView(result=row.result, detail=row.detail, at=row.created_at)
-
-
-def verify_lines(entries: list[Any], predecessors: dict[int, str]) -> list[LedgerLine]:
+def verify_lines(entries: list[LedgerRow]) -> list[LedgerLine]:
     """Each entry checked on its own (content -> hash) and against the chain (prev_hash is the hash
     of the entry before it, or genesis for the first). Pure."""
     lines = []
     for e in entries:
-        links = predecessors.get(e.seq - 1, GENESIS if e.seq == 1 else None) == e.prev_hash
+        links = (e.before if e.seq > 1 else GENESIS) == e.prev_hash
+        content = content_of(e.seq, e.at, e.event, e.action_id, e.actor, e.data)
         lines.append(LedgerLine(
             seq=e.seq, at=e.at, event=e.event, actor=e.actor,
             data=json.dumps(e.data, ensure_ascii=False, sort_keys=True), prev_hash=e.prev_hash, hash=e.hash,
-            verified=links and hash_matches(e.prev_hash, entry_content(e), e.hash)))
+            verified=links and hash_matches(e.prev_hash, content, e.hash)))
     return lines
 
 
@@ -125,8 +119,8 @@ async def load_action_page(svc: Services, action_id: int, viewer: str = "") -> A
         action, agent = found
         steps = await pages.steps(session, action_id)
         responses = await repo.responses(session, action_id)
-        entries = await repo.ledger_entries(session, action_id)
-        predecessors = await pages.hashes_at(session, {e.seq - 1 for e in entries if e.seq > 1})
+        entries = await pages.ledger_with_links(session, action_id)
+        reported = await autonomy_q.result_for(session, action_id)
     snapshot = snapshot_of(action)
     fired = [Fired(s.step, _kind(s.step), s.level, snapshot.target(s.level) if s.level else None, s.due_at,
                    s.fired_at, s.late_seconds, s.note) for s in steps]
@@ -138,8 +132,9 @@ async def load_action_page(svc: Services, action_id: int, viewer: str = "") -> A
     page = ActionPage(
         action=action, agent=agent.name, fired=fired, upcoming=upcoming,
         deadline=snapshot.deadline(action.created_at) if action.status == "pending" else None,
-        on_timeout=snapshot.on_timeout, responses=responses, ledger=verify_lines(entries, predecessors),
-        result=await result_of(svc, action), viewer=viewer,
+        on_timeout=snapshot.on_timeout, responses=responses, ledger=verify_lines(entries),
+        result=None if reported is None else ResultView(reported.result, reported.detail, reported.created_at),
+        viewer=viewer,
     )
     return page
 

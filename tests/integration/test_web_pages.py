@@ -4,12 +4,16 @@ text that stays text. (The same in a real browser: tests/browser/.)"""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from sqlalchemy import text
 
 from bot.demo.fakeslack import FakeSlack
 from handlers.web import links
 from tests.conftest import Running, proposal
+from tests.integration.test_ledger import raw
 from tests.slack_helpers import action_state, card_for, decided, responses
 from tests.web_helpers import browser, csrf_of, page_links
 
@@ -156,3 +160,37 @@ async def test_the_page_shows_the_result_the_agent_reported(running: Running, fa
     assert "No result reported." not in page
     assert "rolled_back" in page or "Rolled back" in page or "rolled back" in page
     assert "error rate rose again" in page
+
+
+async def test_an_entry_edited_behind_countersigns_back_shows_as_broken(running: Running,
+                                                                        fake_slack: FakeSlack) -> None:
+    """The ledger section recomputes each entry's hash and its link to the entry before it: an edited
+    entry is marked broken (and only it: the next one still links to its stored hash)."""
+    action_id, link = await _owner_link(running, fake_slack)
+    async with running.svc.db.session() as session:
+        seqs = [seq for (seq,) in (await session.execute(
+            text("SELECT seq FROM ledger WHERE action_id = :a ORDER BY seq"), {"a": action_id})).all()]
+    assert len(seqs) >= 2, seqs
+    await raw(running.svc.db, f"UPDATE ledger SET actor = 'U0MALLORY' WHERE seq = {seqs[0]}")
+    async with browser() as b, b.get(link) as resp:
+        page = await resp.text()
+        assert resp.status == 200, page
+    assert "✘ not verified" in page
+    assert page.count("✘ broken") == 1 and page.count("✔ verified") == len(seqs) - 1
+
+
+async def test_people_opening_a_page_at_once_load_it_once(running: Running, fake_slack: FakeSlack) -> None:
+    """Concurrent first views of a page share one load: Slack is asked each name once, not once per
+    viewer (and everyone gets the whole page)."""
+    action_id, link = await _owner_link(running, fake_slack)
+    before = len(fake_slack.calls_to("users.info"))
+    async with browser() as b:
+        async def view() -> str:
+            async with b.get(link) as resp:
+                assert resp.status == 200
+                return await resp.text()
+        pages_ = await asyncio.gather(*(view() for _ in range(8)))
+    assert all("✔ verified" in page and 'id="form-approve"' in page for page in pages_)
+    asked = [c.args.get("user") for c in fake_slack.calls_to("users.info")[before:]]
+    assert asked, "the page looked up no name: this test shows nothing"
+    assert len(asked) == len(set(asked)), asked
