@@ -214,7 +214,7 @@ async def _time_out(session: AsyncSession, action: Action, step: DueStep, now: d
     }
     if action.kind == "proposed":
         outcome = "approved" if snapshot.on_timeout == "approve" else "denied"
-        decision["decision_reason"] = f"no response before the timeout; on_timeout: {outcome[:-1]}"
+        decision["decision_reason"] = f"no response before the timeout; on_timeout: {snapshot.on_timeout}"
         if not await repo.decide(session, action.id, expect_status="pending", status="expired",
                                  outcome=outcome, next_at=None, **decision):
             return  # a response won the row first

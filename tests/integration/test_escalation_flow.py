@@ -184,6 +184,7 @@ async def test_unanswered_proposal_climbs_every_level_then_is_denied_and_the_age
     decision = final["decision"]
     assert decision["outcome"] == "denied" and decision["accountability"] == "default"
     assert decision["via"] == "timeout" and decision["level"] == "leadership"
+    assert decision["reason"] == "no response before the timeout; on_timeout: deny"  # the policy's word
     assert decision["by"]["slack_user_id"] == "U0VP"  # the last level reached (its first leadership user)
     assert parse(decision["at"]) >= created + timedelta(seconds=6)
 
