@@ -368,3 +368,52 @@ _actions: Any = Action.__table__  # type: ignore[attr-defined]
 Index("ix_actions_trust", *(_actions.c[name] for name in (
     "created_at", "agent_id", "service", "action_type", "environment", "status", "accountability",
     "policy_violation", "decided_at")))
+
+
+class TrustRollup(SQLModel, table=True):
+    """The track record of one UTC day (by `created_at`) per agent x service x action_type x
+    environment: what storage.queries.trust would count live for that day (storage/queries/trust_rollup.py)."""
+
+    __tablename__ = "trust_rollup"
+    day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
+    agent_id: int = Field(sa_column=Column(Integer, primary_key=True))
+    service: str = Field(sa_column=Column(Text, primary_key=True))
+    action_type: str = Field(sa_column=Column(Text, primary_key=True))
+    environment: str = Field(sa_column=Column(Text, primary_key=True))
+    pending: int = 0
+    approved: int = 0
+    denied: int = 0
+    acknowledged: int = 0
+    overridden: int = 0
+    expired: int = 0
+    recorded: int = 0
+    defaults: int = 0
+    violations: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rolled_back: int = 0
+
+
+class TrustRollupDecision(SQLModel, table=True):
+    """How many explicit decisions of that day and key took a time in `bucket` (a fixed log-scale
+    bucket of seconds, storage/queries/trust_rollup.bucket): the median's histogram."""
+
+    __tablename__ = "trust_rollup_decisions"
+    day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
+    agent_id: int = Field(sa_column=Column(Integer, primary_key=True))
+    service: str = Field(sa_column=Column(Text, primary_key=True))
+    action_type: str = Field(sa_column=Column(Text, primary_key=True))
+    environment: str = Field(sa_column=Column(Text, primary_key=True))
+    bucket: int = Field(sa_column=Column(Integer, primary_key=True))
+    n: int = 0
+
+
+class TrustRollupDay(SQLModel, table=True):
+    """A day the rollup holds (dirty = False), or one changed since it was rolled up (dirty = True:
+    read live until refreshed). `token` moves on every change, so a refresh that raced a change
+    leaves the day dirty."""
+
+    __tablename__ = "trust_rollup_days"
+    day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
+    dirty: bool = False
+    token: int = 0
