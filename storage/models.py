@@ -370,12 +370,15 @@ Index("ix_actions_trust", *(_actions.c[name] for name in (
     "policy_violation", "decided_at")))
 
 
+
 class TrustRollup(SQLModel, table=True):
-    """The track record of one UTC day (by `created_at`) per agent x service x action_type x
-    environment: what storage.queries.trust would count live for that day (storage/queries/trust_rollup.py)."""
+    """The track record of `days` whole UTC days from `first_day` (by `created_at`) per agent x service
+    x action_type x environment: what storage.queries.trust_live.live counts for them. One-day rows
+    (storage/queries/trust_rollup.py), and the spans of the usual windows summed from them."""
 
     __tablename__ = "trust_rollup"
-    day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
+    days: int = Field(sa_column=Column(Integer, primary_key=True))
+    first_day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
     agent_id: int = Field(sa_column=Column(Integer, primary_key=True))
     service: str = Field(sa_column=Column(Text, primary_key=True))
     action_type: str = Field(sa_column=Column(Text, primary_key=True))
@@ -392,28 +395,25 @@ class TrustRollup(SQLModel, table=True):
     succeeded: int = 0
     failed: int = 0
     rolled_back: int = 0
-
-
-class TrustRollupDecision(SQLModel, table=True):
-    """How many explicit decisions of that day and key took a time in `bucket` (a fixed log-scale
-    bucket of seconds, storage/queries/trust_rollup.bucket): the median's histogram."""
-
-    __tablename__ = "trust_rollup_decisions"
-    day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
-    agent_id: int = Field(sa_column=Column(Integer, primary_key=True))
-    service: str = Field(sa_column=Column(Text, primary_key=True))
-    action_type: str = Field(sa_column=Column(Text, primary_key=True))
-    environment: str = Field(sa_column=Column(Text, primary_key=True))
-    bucket: int = Field(sa_column=Column(Integer, primary_key=True))
-    n: int = 0
+    # Explicit decisions per time bucket, "bucket:count,..." (trust_rollup.bucket): the median's histogram.
+    decisions: str = Field(default="", sa_column=Column(Text, nullable=False))
 
 
 class TrustRollupDay(SQLModel, table=True):
     """A day the rollup holds (dirty = False), or one changed since it was rolled up (dirty = True:
-    read live until refreshed). `token` moves on every change, so a refresh that raced a change
-    leaves the day dirty."""
+    read live until recounted). `token` moves on with every change, so a recount that raced a change
+    leaves the day dirty, and a span summed before a change no longer matches its days."""
 
     __tablename__ = "trust_rollup_days"
     day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
     dirty: bool = False
     token: int = 0
+
+
+class TrustRollupSpan(SQLModel, table=True):
+    """A span of days summed in `trust_rollup`, valid while its days are clean with these tokens."""
+
+    __tablename__ = "trust_rollup_spans"
+    days: int = Field(sa_column=Column(Integer, primary_key=True))
+    first_day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
+    tokens: str = Field(sa_column=Column(Text, nullable=False))  # the days' tokens, in order, comma-separated

@@ -8,7 +8,7 @@ import logging
 from datetime import UTC, datetime
 
 from bot.services import Services
-from storage.queries import trust_rollup
+from storage.queries import trust_rollup_build
 
 log = logging.getLogger(__name__)
 EVERY = 600.0  # seconds: a dirty day is read live for at most about this long
@@ -17,7 +17,7 @@ EVERY = 600.0  # seconds: a dirty day is read live for at most about this long
 async def refresh(svc: Services) -> int:
     """Roll up every day due; the number of days recounted."""
     async with svc.db.session() as session:
-        done = await trust_rollup.refresh(session, svc.clock())
+        done = await trust_rollup_build.refresh(session, svc.clock())
     if done:
         log.info("trust rollup: %d day(s) recounted", done)
     return done

@@ -41,9 +41,10 @@ async def track_record(session: AsyncSession, since: datetime, until: datetime, 
     first = rollup.day_of(since)
     if first < since:
         first += rollup.DAY
-    clean = await rollup.clean_days(session, first, rollup.day_of(until + TICK))  # whole days only
-    groups = await live(session, split(since, until, clean), agent_id=agent_id, service=service, seconds=median)
-    for key, r in (await rollup.read(session, clean, agent_id=agent_id, service=service, median=median)).items():
+    covered, rolled = await rollup.read(session, first, rollup.day_of(until + TICK), agent_id=agent_id,
+                                        service=service, median=median)  # whole days only
+    groups = await live(session, split(since, until, covered), agent_id=agent_id, service=service, seconds=median)
+    for key, r in rolled.items():
         g = groups.setdefault(key, Group())
         for status, n in r.by_status.items():
             g.by_status[status] = g.by_status.get(status, 0) + n

@@ -29,19 +29,18 @@ Design, and why it is correct:
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Action, TrustRollup, TrustRollupDay, TrustRollupDecision
-from storage.queries.trust_live import Group, Key, live
+from storage.models import TrustRollup, TrustRollupDay, TrustRollupSpan
+from storage.queries.trust_live import Group, Key
 
 DAY = timedelta(days=1)
 MARGIN = timedelta(hours=1)
@@ -87,7 +86,7 @@ def median_from(hist: dict[int, int]) -> float | None:
     return (_at_rank(ordered, (n + 1) // 2) + _at_rank(ordered, (n + 2) // 2)) / 2
 
 
-def _upsert(session: AsyncSession) -> Any:
+def upsert(session: AsyncSession) -> Any:
     return sqlite_insert if session.bind.dialect.name == "sqlite" else pg_insert
 
 
@@ -97,23 +96,24 @@ async def mark(session: AsyncSession, created_at: datetime, now: datetime) -> No
     day = day_of(created_at)
     if day >= day_of(now):
         return
-    stmt = _upsert(session)(TrustRollupDay).values(day=day, dirty=True, token=1)
+    stmt = upsert(session)(TrustRollupDay).values(day=day, dirty=True, token=1)
     await session.execute(stmt.on_conflict_do_update(
         index_elements=["day"], set_={"dirty": True, "token": col(TrustRollupDay.token) + 1}))
 
 
-async def clean_days(session: AsyncSession, first: datetime, end: datetime) -> list[datetime]:
-    """The days in [first, end) the rollup holds, in order."""
-    stmt = (select(col(TrustRollupDay.day)).where(col(TrustRollupDay.day) >= first, col(TrustRollupDay.day) < end,
-                                                  col(TrustRollupDay.dirty).is_(False))
+async def clean_days(session: AsyncSession, first: datetime, end: datetime) -> dict[datetime, int]:
+    """The days in [first, end) the rollup holds, in order, with their tokens."""
+    stmt = (select(col(TrustRollupDay.day), col(TrustRollupDay.token))
+            .where(col(TrustRollupDay.day) >= first, col(TrustRollupDay.day) < end,
+                   col(TrustRollupDay.dirty).is_(False))
             .order_by(col(TrustRollupDay.day)))
-    return [day_of(d) for d in (await session.execute(stmt)).scalars()]
+    return {day_of(d): t for d, t in (await session.execute(stmt)).all()}
 
 
-def runs(days: list[datetime]) -> list[tuple[datetime, datetime]]:
+def runs(days: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
     """Consecutive days as [first, end) ranges."""
     out: list[tuple[datetime, datetime]] = []
-    for d in days:
+    for d in sorted(days):
         if out and out[-1][1] == d:
             out[-1] = (out[-1][0], d + DAY)
         else:
@@ -121,105 +121,74 @@ def runs(days: list[datetime]) -> list[tuple[datetime, datetime]]:
     return out
 
 
-def _days_in(table: Any, ranges: list[tuple[datetime, datetime]]) -> ColumnElement[bool]:
-    return or_(*(and_(table.day >= lo, table.day < hi) for lo, hi in ranges))
-
-
-async def read(session: AsyncSession, days: list[datetime], *, agent_id: int | None = None,
-               service: str | None = None, median: bool = True) -> dict[Key, Group]:
-    """The rolled-up `days`, summed per key: two grouped statements over ~one row per day and key."""
-    if not days:
-        return {}
-    ranges = runs(days)
-    groups: dict[Key, Group] = {}
-    for table, extra in ((TrustRollup, None), (TrustRollupDecision, "bucket")):
-        if extra and not median:
-            break
-        t: Any = getattr(table, "__table__")  # noqa: B009 (SQLModel declares it to no type checker)
-        keys = [t.c.agent_id, t.c.service, t.c.action_type, t.c.environment]
-        where = [_days_in(t.c, ranges)]
-        if agent_id is not None:
-            where.append(t.c.agent_id == agent_id)
-        if service is not None:
-            where.append(t.c.service == service)
-        if extra is None:
-            names = (*STATUSES, "defaults", "violations", *RESULTS)
-            stmt = select(*keys, *(func.sum(t.c[c]) for c in names)).where(*where).group_by(*keys)
-            for a, s, ty, e, *sums in (await session.execute(stmt)).all():
-                g = groups.setdefault((a, s, ty, e), Group())
-                figures = dict(zip(names, (int(x or 0) for x in sums), strict=True))
-                g.by_status = {k: figures[k] for k in STATUSES if figures[k]}
-                g.defaults, g.violations = figures["defaults"], figures["violations"]
-                g.results = {k: figures[k] for k in RESULTS if figures[k]}
-        else:
-            stmt = select(*keys, t.c.bucket, func.sum(t.c.n)).where(*where).group_by(*keys, t.c.bucket)
-            for a, s, ty, e, b, n in (await session.execute(stmt)).all():
-                if (a, s, ty, e) in groups:
-                    groups[(a, s, ty, e)].hist[int(b)] = int(n)
-    return groups
-
-
-async def refresh_day(session: AsyncSession, day: datetime) -> bool:
-    """Recount one day from `actions` and commit; False if another replica refreshed it at the same
-    time (its rows stand)."""
-    for table in (TrustRollup, TrustRollupDecision):  # a write first: SQLite's write lock from here on
-        await session.execute(delete(table).where(table.day == day))  # type: ignore[arg-type]
-    token = (await session.execute(select(col(TrustRollupDay.token)).where(col(TrustRollupDay.day) == day))
-             ).scalar_one_or_none()
-    groups = await live(session, [(day, day + DAY)])
-    rows, hist = [], []
-    for (a, s, t, e), g in groups.items():
-        unknown = set(g.by_status) - set(STATUSES) or set(g.results) - set(RESULTS)
-        if unknown:
-            raise ValueError(f"the trust rollup has no column for {sorted(unknown)}")
-        rows.append({"day": day, "agent_id": a, "service": s, "action_type": t, "environment": e,
-                     **{k: g.by_status.get(k, 0) for k in STATUSES}, "defaults": g.defaults,
-                     "violations": g.violations, **{k: g.results.get(k, 0) for k in RESULTS}})
-        hist += [{"day": day, "agent_id": a, "service": s, "action_type": t, "environment": e, "bucket": b, "n": n}
-                 for b, n in Counter(bucket(x) for x in g.seconds).items()]
+def signature(tokens: dict[datetime, int], first: datetime, days: int) -> str | None:
+    """The tokens of [first, first + days) if every one of those days is clean, else None."""
     try:
-        if rows:
-            await session.execute(insert(TrustRollup), rows)
-        if hist:
-            await session.execute(insert(TrustRollupDecision), hist)
-        if token is None:
-            await session.execute(_upsert(session)(TrustRollupDay).values(day=day, dirty=False, token=0)
-                                  .on_conflict_do_nothing(index_elements=["day"]))
-        else:  # a change since we read the token leaves it dirty
-            await session.execute(update(TrustRollupDay).where(col(TrustRollupDay.day) == day,
-                                                               col(TrustRollupDay.token) == token)
-                                  .values(dirty=False))
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        return False
-    return True
+        return ",".join(str(tokens[first + i * DAY]) for i in range(days))
+    except KeyError:
+        return None
 
 
-async def due(session: AsyncSession, now: datetime) -> list[datetime]:
-    """Days to roll up: from the first action's day to the last day that ended MARGIN ago, less
-    the clean ones."""
-    first = (await session.execute(select(func.min(col(Action.created_at))))).scalar_one_or_none()
-    if first is None:
-        return []
-    if isinstance(first, str):  # SQLite: func.min loses the column's type
-        first = datetime.fromisoformat(first)
-    start, end = day_of(first if first.tzinfo else first.replace(tzinfo=UTC)), day_of(now - MARGIN)
-    clean = set(await clean_days(session, start, end))
-    out, d = [], start
-    while d < end:
-        if d not in clean:
-            out.append(d)
-        d += DAY
-    return out
+def parse(decisions: str, into: dict[int, int]) -> None:
+    if decisions:
+        for item in decisions.split(","):
+            b, n = item.split(":")
+            into[int(b)] = into.get(int(b), 0) + int(n)
 
 
-async def refresh(session: AsyncSession, now: datetime) -> int:
-    """Roll up every day due (one transaction each, so readers and writers wait on one day at
-    most); the number of days recounted."""
-    days = await due(session, now)
-    await session.commit()
-    done = 0
-    for day in days:
-        done += await refresh_day(session, day)
-    return done
+def dump(hist: dict[int, int]) -> str:
+    return ",".join(f"{b}:{n}" for b, n in sorted(hist.items()) if n)
+
+
+T: Any = getattr(TrustRollup, "__table__")  # noqa: B009 (SQLModel declares it to no type checker)
+KEYS = (T.c.agent_id, T.c.service, T.c.action_type, T.c.environment)
+COUNTS = (*STATUSES, "defaults", "violations", *RESULTS)
+
+
+def add_row(groups: dict[Key, Group], row: Any, median: bool) -> None:
+    a, s, t, e, *figures = row
+    g = groups.setdefault((a, s, t, e), Group())
+    for name, n in zip(COUNTS, figures, strict=False):
+        if not n:
+            continue
+        if name in STATUSES:
+            g.by_status[name] = g.by_status.get(name, 0) + n
+        elif name in RESULTS:
+            g.results[name] = g.results.get(name, 0) + n
+        elif name == "defaults":
+            g.defaults += n
+        else:
+            g.violations += n
+    if median:
+        parse(figures[-1], g.hist)
+
+
+async def read(session: AsyncSession, first: datetime, end: datetime, *, agent_id: int | None = None,
+               service: str | None = None, median: bool = True) -> tuple[list[datetime], dict[Key, Group]]:
+    """The clean days in [first, end) and their figures summed per key: the longest span summed
+    ahead whose days are all still as it saw them, and one-day rows for the others."""
+    tokens = await clean_days(session, first, end)
+    if not tokens:
+        return [], {}
+    heads = await session.execute(select(TrustRollupSpan).where(col(TrustRollupSpan.first_day) >= first,
+                                                                col(TrustRollupSpan.first_day) < end))
+    best: tuple[int, datetime] | None = None
+    for span in heads.scalars():
+        at = day_of(span.first_day)
+        if at + span.days * DAY <= end and signature(tokens, at, span.days) == span.tokens \
+                and (best is None or span.days > best[0]):
+            best = (span.days, at)
+    singles = [d for d in tokens if best is None or not best[1] <= d < best[1] + best[0] * DAY]
+    parts = [and_(T.c.days == 1, or_(*(and_(T.c.first_day >= lo, T.c.first_day < hi) for lo, hi in runs(singles))))]
+    if best is not None:
+        parts.append(and_(T.c.days == best[0], T.c.first_day == best[1]))
+    where: list[ColumnElement[bool]] = [or_(*parts) if singles else parts[-1]]
+    if agent_id is not None:
+        where.append(T.c.agent_id == agent_id)
+    if service is not None:
+        where.append(T.c.service == service)
+    columns = [*KEYS, *(T.c[c] for c in COUNTS), *([T.c.decisions] if median else [])]
+    groups: dict[Key, Group] = {}
+    for row in (await session.execute(select(*columns).where(*where))).all():
+        add_row(groups, row, median)
+    return list(tokens), groups

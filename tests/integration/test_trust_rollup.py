@@ -16,7 +16,7 @@ from bot.actions.decisions import respond
 from bot.autonomy import rollup, trust
 from bot.clock import FakeClock
 from bot.policy.rules import Policy
-from storage.models import Action
+from storage.models import Action, TrustRollupSpan
 from storage.queries import trust as trust_q
 from storage.queries import trust_rollup
 from storage.queries.trust_live import Group, Key
@@ -73,7 +73,8 @@ async def test_the_rollup_backed_track_record_equals_the_live_query(running: Run
             assert status == 201, a
             if a["status"] == "pending" and rng.random() < 0.75:
                 clock.advance(rng.choice([5, 40, 90, 700, 2500]))
-                response = ("approve" if a["kind"] == "proposed" else "acknowledge") if rng.random() < 0.8 else "override"
+                yes = "approve" if a["kind"] == "proposed" else "acknowledge"
+                response = yes if rng.random() < 0.8 else "override"
                 assert (await respond(svc, a["id"], user_id=OWNERS[service], user_name="o", response=response,
                                       via="slash", reason="no" if response == "override" else None)).accepted
             if a["status"] in ("recorded",) or a["kind"] == "executed":
@@ -89,6 +90,8 @@ async def test_the_rollup_backed_track_record_equals_the_live_query(running: Run
     assert await rollup.refresh(svc) == 5  # the five whole days; today stays live
     async with svc.db.read_session() as session:
         assert len(await trust_rollup.clean_days(session, BASE, now)) == 5
+        spans = (await session.execute(select(TrustRollupSpan.days))).scalars().all()  # type: ignore[call-overload]
+        assert sorted(spans) == [5]  # the 5 whole days summed as one span (`6` would need a sixth day)
         agent_id = await trust_q.agent_id_by_name(session, "planner")
         windows = [(BASE - timedelta(hours=1), now, {}),  # every whole day from the rollup
                    (BASE + timedelta(days=1, hours=13), now, {}),  # starts mid-day: that day read live
@@ -134,7 +137,7 @@ async def test_a_late_decision_and_result_change_a_rolled_up_day(running: Runnin
                           via="slash")).accepted
     assert (await post_result(running, approved["id"], {"result": "failed"}))[0] == 200
     async with svc.db.read_session() as session:
-        assert await trust_rollup.clean_days(session, BASE, BASE + timedelta(days=1)) == []  # dirty: read live
+        assert await trust_rollup.clean_days(session, BASE, BASE + timedelta(days=1)) == {}  # dirty: read live
     after = await record("search")
     assert (after.pending, after.acknowledged, after.defaults) == (0, 1, 0)
     assert after.median_decision_seconds == pytest.approx(4 * 3600 + 600, rel=0.0906)
@@ -142,7 +145,7 @@ async def test_a_late_decision_and_result_change_a_rolled_up_day(running: Runnin
 
     assert await rollup.refresh(svc) == 1  # recounted: from the rollup again, with the changes
     async with svc.db.read_session() as session:
-        assert await trust_rollup.clean_days(session, BASE, BASE + timedelta(days=1)) == [BASE]
+        assert list(await trust_rollup.clean_days(session, BASE, BASE + timedelta(days=1))) == [BASE]
         assert_same(await trust_q.track_record(session, *day), await trust_q.track_record_live(session, *day))
     again = await record("search")
     assert (again.acknowledged, again.defaults, again.median_approximate) == (1, 0, True)
