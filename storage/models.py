@@ -395,7 +395,7 @@ class TrustRollup(SQLModel, table=True):
     succeeded: int = 0
     failed: int = 0
     rolled_back: int = 0
-    # Explicit decisions per time bucket, "bucket:count,..." (trust_rollup.bucket): the median's histogram.
+    # Explicit decisions per time bucket, JSON [bucket, count, ...] (trust_rollup.bucket): the median's histogram.
     decisions: str = Field(default="", sa_column=Column(Text, nullable=False))
 
 
