@@ -1,29 +1,35 @@
-"""The track record rolled up per UTC day (by the action's `created_at`), so a 30-day window reads
-about 30 rows per agent x service x action_type x environment instead of every action.
+"""The track record rolled up per UTC day (by the action's `created_at`), so that a 30-day window
+reads about one row per agent x service x action_type x environment instead of every action.
+(Building it: storage.queries.trust_rollup_build; reading it with the live edges: storage.queries.trust.)
 
 Design, and why it is correct:
-- `trust_rollup` holds, per day and key, what storage.queries.trust_live.live counts for that day:
-  counts per status, `default` accountability, violations and results. Counts add up across days,
-  so the rolled-up days plus the rest of the window read live give exactly the live answer.
-- The median time to decision cannot be added up across days. `trust_rollup_decisions` keeps a
-  histogram of decision times per day and key in fixed log-scale buckets, PER_OCTAVE to a doubling
-  (each bucket 2^(1/8) wide: 9 % of its value). The median is read from the merged histogram,
-  interpolated inside its bucket: it lies in the same bucket as the exact median, so it is within
-  9 % of it (under 1 s of it below 1 s). Exact alternatives were slower or unbounded: keeping every
-  decision time is O(actions) again; a second pass for the median's bucket is one query per group.
-  A group with no rolled-up day keeps its exact median (storage.queries.trust).
-- An action changes after its day: a decision, an expiry, a result arrive later. Whoever writes such
-  a change to an action created on an earlier day than the change (storage.queries.actions.decide,
-  bot.autonomy.results) calls `mark` in the same transaction: the day's row in `trust_rollup_days`
-  becomes dirty and its token moves on. A dirty day is read live until `refresh` rolls it up again.
-  `refresh` clears the mark only if the token is still the one it read before recounting (with the
-  row locked by the clearing UPDATE, a change that committed after its recount leaves the day
-  dirty), so a refresh racing a change never hides it.
-- A change made on an action's own day marks nothing, so `refresh` only rolls up days that ended
-  more than MARGIN ago: a transaction that saw "today" would have to commit MARGIN later (or the
-  clocks of two replicas disagree by that much) to slip past it.
-- Inserts: new actions are created "now" (today: not rolled up). Anything that inserts actions into
-  the past (bench seeds, imports) must call `refresh(..., days=...)` or mark the days.
+- `trust_rollup` holds, per day and key (`days` = 1), what storage.queries.trust_live.live counts
+  for that day: counts per status, `default` accountability, violations and results. Counts add
+  up, so rolled-up days plus the rest of the window read live give exactly the live answer.
+- One-day rows alone were not enough: at 1,000,000 actions a key has ~3 actions a day, so a 30-day
+  window still read ~24,000 rows (and a histogram row per decision): 2-3 s on SQLite. So the build
+  also sums the spans of the usual windows (`days` = 29 and 6 whole days, and 28 and 5 for the hour
+  after midnight) into rows of their own, ending with the last day rolled up. A span is used only
+  while every one of its days is clean with the token it was summed from (`trust_rollup_spans`),
+  so a change to any of its days makes the reader fall back to one-day rows and live reads.
+- The median time to decision cannot be added up. Each row keeps a histogram of its explicit
+  decisions' times (`decisions`, JSON [bucket, count, ...]) in fixed log-scale buckets, PER_OCTAVE
+  to a doubling, each 2^(1/8) wide. The median is read from the merged histogram, interpolated
+  inside its bucket: it lies in the same bucket as the exact median, so it is within 9 % of it
+  (under 1 s below 1 s). Exact alternatives cost what the live query costs: every decision time
+  of the window, sorted. A group with nothing rolled up keeps its exact median.
+- An action changes after its day: a decision, an expiry, a result arrive later. Whoever writes
+  such a change (storage.queries.actions.decide, bot.escalation.paging's timeout of an executed
+  action, bot.autonomy.results) calls `mark` in the same transaction when the action was created
+  on an earlier day: the day's row in `trust_rollup_days` becomes dirty and its token moves on. A
+  dirty day is read live until the build recounts it. The recount clears the mark only if the
+  token is still the one it read before recounting (the clearing UPDATE waits for the row lock of
+  a change in flight, then re-checks), so a recount racing a change never hides it.
+- A change on an action's own day marks nothing, so the build only rolls up days that ended more
+  than MARGIN ago: a transaction that saw "today" would have to commit MARGIN later (or two
+  replicas' clocks disagree by that much) to slip past it.
+- New actions are created "now" (today is never rolled up). Whatever inserts actions into the past
+  (the bench seeds) must run the build afterwards, or mark the days.
 """
 
 from __future__ import annotations

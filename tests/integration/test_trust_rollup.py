@@ -14,8 +14,10 @@ from sqlmodel import col
 
 from bot.actions.decisions import respond
 from bot.autonomy import rollup, trust
+from bot.cli.trust import table as cli_table
 from bot.clock import FakeClock
 from bot.policy.rules import Policy
+from handlers.blocks.autonomy import table_lines
 from storage.models import Action, TrustRollupSpan
 from storage.queries import trust as trust_q
 from storage.queries import trust_rollup
@@ -149,4 +151,7 @@ async def test_a_late_decision_and_result_change_a_rolled_up_day(running: Runnin
         assert_same(await trust_q.track_record(session, *day), await trust_q.track_record_live(session, *day))
     again = await record("search")
     assert (again.acknowledged, again.defaults, again.median_approximate) == (1, 0, True)
+    assert again.median_decision_seconds == pytest.approx(4 * 3600 + 600, rel=0.0906)
+    assert "≈" in cli_table([again]) and "≈" in table_lines([again])[1]  # the CLI and Slack say it is approximate
+    assert "≈" not in cli_table([after])  # read live: exact
     assert (await record("checkout-api")).failed == 1
