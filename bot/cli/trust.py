@@ -3,6 +3,7 @@ suggestions the policy's `autonomy:` thresholds make of it."""
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import asdict
 from datetime import timedelta
@@ -78,6 +79,10 @@ def trust(
 
     async def run(db: Database) -> tuple[list[Record], list[Any]]:
         from bot.autonomy import trust as domain
+
+        # A one-shot process: what the imports built is never garbage. Frozen, a collection in the
+        # middle of the query does not walk it (~100 ms on 1,000,000 actions' track record).
+        gc.freeze()
 
         svc = services(db)
         now = svc.clock()
