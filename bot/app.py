@@ -29,7 +29,7 @@ from bot.actions.writer import Writer
 from bot.api import paging_health
 from bot.api import routes as api
 from bot.api.longpoll import DecisionWaiters
-from bot.autonomy import brake, pauses
+from bot.autonomy import brake, pauses, rollup
 from bot.autonomy.state import AutonomyState
 from bot.clock import Clock, system_clock
 from bot.config import Settings, SettingsError
@@ -157,6 +157,7 @@ class Runtime:
         if self.background:
             self.sweeper.schedule(svc.scheduler, settings.tick_seconds)  # first run now: steps due while down
             pauses.schedule(svc, settings.tick_seconds)  # pauses and grants whose deadline passed while down
+            rollup.schedule(svc)  # the track record's daily rollup: the days that ended, and changed ones
             self._loops.append(asyncio.create_task(
                 run_forever(self.relay.tick, settings.tick_seconds, self._stopping), name="relay"))
         svc.scheduler.start()  # the sweeper (if background) and the daily digest

@@ -368,3 +368,52 @@ _actions: Any = Action.__table__  # type: ignore[attr-defined]
 Index("ix_actions_trust", *(_actions.c[name] for name in (
     "created_at", "agent_id", "service", "action_type", "environment", "status", "accountability",
     "policy_violation", "decided_at")))
+
+
+
+class TrustRollup(SQLModel, table=True):
+    """The track record of `days` whole UTC days from `first_day` (by `created_at`) per agent x service
+    x action_type x environment: what storage.queries.trust_live.live counts for them. One-day rows
+    (storage/queries/trust_rollup.py), and the spans of the usual windows summed from them."""
+
+    __tablename__ = "trust_rollup"
+    days: int = Field(sa_column=Column(Integer, primary_key=True))
+    first_day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
+    agent_id: int = Field(sa_column=Column(Integer, primary_key=True))
+    service: str = Field(sa_column=Column(Text, primary_key=True))
+    action_type: str = Field(sa_column=Column(Text, primary_key=True))
+    environment: str = Field(sa_column=Column(Text, primary_key=True))
+    pending: int = 0
+    approved: int = 0
+    denied: int = 0
+    acknowledged: int = 0
+    overridden: int = 0
+    expired: int = 0
+    recorded: int = 0
+    defaults: int = 0
+    violations: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rolled_back: int = 0
+    # Explicit decisions per time bucket, JSON [bucket, count, ...] (trust_rollup.bucket): the median's histogram.
+    decisions: str = Field(default="", sa_column=Column(Text, nullable=False))
+
+
+class TrustRollupDay(SQLModel, table=True):
+    """A day the rollup holds (dirty = False), or one changed since it was rolled up (dirty = True:
+    read live until recounted). `token` moves on with every change, so a recount that raced a change
+    leaves the day dirty, and a span summed before a change no longer matches its days."""
+
+    __tablename__ = "trust_rollup_days"
+    day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
+    dirty: bool = False
+    token: int = 0
+
+
+class TrustRollupSpan(SQLModel, table=True):
+    """A span of days summed in `trust_rollup`, valid while its days are clean with these tokens."""
+
+    __tablename__ = "trust_rollup_spans"
+    days: int = Field(sa_column=Column(Integer, primary_key=True))
+    first_day: datetime = Field(sa_column=Column(UTCDateTime(timezone=True), primary_key=True))
+    tokens: str = Field(sa_column=Column(Text, nullable=False))  # the days' tokens, in order, comma-separated

@@ -21,6 +21,7 @@ from storage.ledger import chain as ledger
 from storage.models import Action, ActionResult, Agent
 from storage.queries import actions as repo
 from storage.queries import autonomy as q
+from storage.queries import trust_rollup
 
 # A proposal runs once it is approved (or was autonomous: go ahead); an executed action already ran.
 RAN = {"proposed": {"approved", "recorded"}}
@@ -55,6 +56,7 @@ async def report(svc: Services, agent: Agent, action_id: int, req: ResultIn) -> 
                                evidence=[{"label": e.label, "url": str(e.url)} for e in req.evidence],
                                request_hash=digest, created_at=now)
             if await q.add_once(session, row):
+                await trust_rollup.mark(session, action.created_at, now)  # a result after the action's day
                 await _record(session, svc, action, agent, row)
                 await session.commit()
                 existing = row

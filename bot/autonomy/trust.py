@@ -31,7 +31,8 @@ async def records(session: AsyncSession, since: datetime, until: datetime, *, ag
             approved=st.get("approved", 0), denied=st.get("denied", 0), overridden=st.get("overridden", 0),
             acknowledged=st.get("acknowledged", 0), expired=st.get("expired", 0), recorded=st.get("recorded", 0),
             pending=st.get("pending", 0), defaults=g.defaults, violations=g.violations,
-            median_decision_seconds=g.median_decision_seconds, succeeded=g.results.get("succeeded", 0),
+            median_decision_seconds=g.median_decision_seconds,
+            median_approximate=g.median_approximate, succeeded=g.results.get("succeeded", 0),
             failed=g.results.get("failed", 0), rolled_back=g.results.get("rolled_back", 0)))
     out.sort(key=lambda r: (-r.actions, r.key()))
     return out

@@ -23,6 +23,7 @@ from bot.escalation.snapshot import snapshot_of
 from storage.ledger import chain as ledger
 from storage.models import Action
 from storage.queries import actions as repo
+from storage.queries import trust_rollup
 from storage.queries.sweep import lock_action, record_step
 
 # Pages, failures and the timeout can make more steps due at once (fail closed brings the next
@@ -222,6 +223,8 @@ async def _time_out(session: AsyncSession, action: Action, step: DueStep, now: d
     else:
         decision["decision_reason"] = "not acknowledged before the timeout; accountability defaults"
         action.outcome = "unacknowledged"
+        # `default` accountability now: the action's day in the track record's rollup is stale if it ended
+        await trust_rollup.mark(session, action.created_at, now)
     for key, value in decision.items():
         setattr(action, key, value)
     session.add(action)

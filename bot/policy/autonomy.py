@@ -122,6 +122,7 @@ class Record:
     defaults: int = 0
     violations: int = 0
     median_decision_seconds: float | None = None
+    median_approximate: bool = False  # read from the daily rollup's histogram: within 9 %
     succeeded: int = 0
     failed: int = 0
     rolled_back: int = 0

@@ -20,13 +20,19 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def median(r: Record) -> str:
+    """`≈` when read from the daily rollup's histogram (within 9 % of the exact median)."""
+    text = duration(r.median_decision_seconds)
+    return f"≈{text}" if r.median_approximate and r.median_decision_seconds is not None else text
+
+
 def table_lines(records: Sequence[Record]) -> list[str]:
     """The track record as fixed-width lines (the CLI prints the same columns)."""
     head = ("agent", "service", "type", "env", "acts", "appr", "ovr", "ack", "exp", "dflt", "viol", "median",
             "ok/fail/rb")
     rows = [head] + [(r.agent, r.service, r.action_type, r.environment, str(r.actions), _rate(r.approval_rate),
                       _rate(r.override_rate), str(r.acknowledged), str(r.expired), str(r.defaults),
-                      str(r.violations), duration(r.median_decision_seconds),
+                      str(r.violations), median(r),
                       f"{r.succeeded}/{r.failed}/{r.rolled_back}") for r in records]
     widths = [min(24, max(len(row[i]) for row in rows)) for i in range(len(head))]
     return ["  ".join(cell[:w].ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -60,7 +66,9 @@ def trust_message(records: Sequence[Record], found: Sequence[Suggestion], label:
         if len(records) > MAX_ROWS:
             blocks.append(context(f"Showing the busiest {MAX_ROWS} of {len(records)}: `countersign trust` lists all."))
     blocks.append(context("appr = approved or acknowledged, ovr = denied or overridden (of human decisions); "
-                          "dflt = `default` accountability; viol = policy violations; results ok/failed/rolled back"))
+                          "dflt = `default` accountability; viol = policy violations; results ok/failed/rolled back"
+                          + ("; ≈ median: from daily totals, within 9 %" if any(r.median_approximate for r in records)
+                             else "")))
     if found:
         blocks.append(section("*Suggestions* (from the policy's `autonomy:` thresholds)"))
         blocks.extend(suggestion_blocks(found, can_grant=can_grant))

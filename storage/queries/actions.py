@@ -10,6 +10,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Action, Agent, EscalationStep, LedgerEntry, Response, SlackMessage, utcnow
+from storage.queries import trust_rollup
 
 
 async def get(session: AsyncSession, action_id: int) -> Action | None:
@@ -85,9 +86,15 @@ async def decide(session: AsyncSession, action_id: int, *, expect_status: str, *
         update(Action)
         .where(Action.id == action_id, Action.status == expect_status)  # type: ignore[arg-type]
         .values(version=Action.version + 1, **fields)
+        .returning(col(Action.created_at))
         .execution_options(synchronize_session=False)
     )
-    return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
+    created = result.scalar_one_or_none()
+    if created is None:
+        return False
+    # A decision or an expiry on an earlier day than the action's: that day's rollup is stale now.
+    await trust_rollup.mark(session, created, fields.get("decided_at") or fields["updated_at"])
+    return True
 
 
 async def add_response(session: AsyncSession, response: Response) -> Response:

@@ -4,6 +4,7 @@ the brake, and the policy keys' validation with line numbers."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ RULES = Autonomy.model_validate({"promote": {"min_decisions": 20, "min_approval_
                                  "demote": {"max_override_rate": 0.3, "max_failed_results": 2}})
 
 
-def record(approved: int = 0, denied: int = 0, failed: int = 0, **kw: int) -> Record:
+def record(approved: int = 0, denied: int = 0, failed: int = 0, **kw: Any) -> Record:
     return Record("bot", "checkout-api", "scale_down", "production", actions=approved + denied, approved=approved,
                   denied=denied, failed=failed, **kw)
 
