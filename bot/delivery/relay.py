@@ -31,6 +31,7 @@ from bot.delivery.pacing import (
 from bot.delivery.shared_budget import SharedBreaker, SharedPacer
 from bot.delivery.wire import (
     CALL_TIMEOUT,
+    NO_ANSWER,
     PERMANENT_ERRORS,
     SLACK_TROUBLE,
     PageFailed,
@@ -293,7 +294,9 @@ class Relay(Recorder):
                 for row in unit:  # no answer: the post may have reached Slack, look before re-posting
                     self._resumed.setdefault(row.id or 0, row.next_attempt_at)
             status = exc.status if isinstance(exc, aiohttp.ClientResponseError) else None
-            await self._each(unit, self._retry, describe_error(exc), status_code=status)
+            # "no answer: ..." is what /healthz's post rule (bot/api/post_health.py) recognises
+            error = describe_error(exc) if status is not None else f"{NO_ANSWER}: {describe_error(exc)}"
+            await self._each(unit, self._retry, error, status_code=status)
             return
         except Exception as exc:  # a bug must not wedge the row: record it and retry with backoff
             log.exception("delivery %s (%s) raised", msg.id, msg.method)

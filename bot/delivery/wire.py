@@ -38,6 +38,8 @@ PERMANENT_ERRORS = frozenset({
 })
 # `ok: false` answers that mean Slack itself is struggling (count towards the breaker).
 SLACK_TROUBLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+# How a call that got no answer at all (timeout, refused or dropped connection) is recorded.
+NO_ANSWER = "no answer"
 CALL_TIMEOUT = 10.0  # seconds one Slack call or callback may take
 # Every post carries its outbox ids in Slack message metadata, so a resend after a crash can first
 # look for the post in the conversation (Wire.find_sent) instead of posting it twice.
