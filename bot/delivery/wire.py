@@ -58,10 +58,28 @@ class Permanent(Exception):
     """A delivery that must not be retried."""
 
 
+class Deferred(Exception):  # noqa: N818 (not an error: the post waits for its turn)
+    """A post not sent now: its channel's budget has no room for it yet (`seconds` to its turn)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"paced: {seconds:.2f}s")
+        self.seconds = seconds
+
+
+# Called as a post leaves (the Slack channel it goes to, after resolving, and the rows it carries):
+# the relay's last pacing check (bot/delivery/relay.py, Relay._leaving). Raises Deferred.
+BeforePost = Callable[[str, list[OutboxMessage]], Awaitable[None]]
+
+
+async def _no_check(channel: str, unit: list[OutboxMessage]) -> None:
+    return None
+
+
 class Wire:
     def __init__(self, svc: Services, render: Renderer) -> None:
         self.svc, self.render = svc, render
         self._http: aiohttp.ClientSession | None = None
+        self.before_post: BeforePost = _no_check
 
     async def close(self) -> None:
         if self._http is not None:
@@ -89,6 +107,7 @@ class Wire:
             args["thread_ts"] = thread_ts
         if msg.method == "chat.postMessage":
             args["metadata"] = tag([msg])
+            await self.before_post(str(args.get("channel") or ""), [msg])
         resp = await self._call(msg.method, args)
         return {"channel": resp.get("channel"), "ts": resp.get("ts")}
 
@@ -105,6 +124,7 @@ class Wire:
         if thread_ts:
             args["thread_ts"] = thread_ts
         args["metadata"] = tag(unit)
+        await self.before_post(str(channel or ""), unit)
         resp = await self._call("chat.postMessage", args)
         return {"channel": resp.get("channel"), "ts": resp.get("ts"), "pack": len(unit)}
 
