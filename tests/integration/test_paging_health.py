@@ -96,12 +96,18 @@ async def test_a_posts_only_fault_degrades_health_until_a_post_gets_through(
     for n in range(3):
         assert (await running.submit(proposal(summary=f"Scale down {n}")))[0] == 201
 
+    seen: list[dict[str, Any]] = []
+
     async def paging_check() -> dict[str, Any] | None:
         code, health, _ = await _health(running)
         assert code == 200, health  # agents keep submitting: their actions are stored and escalated
+        seen.append(health)
         return health if health["checks"]["paging"] != "ok" else None
 
-    health = await until(paging_check, within=30)
+    try:
+        health = await until(paging_check, within=30)
+    except AssertionError:
+        raise AssertionError(f"never degraded: {seen[-1:]}") from None
     assert health["status"] == "degraded"
     assert health["checks"]["paging"].startswith("chat.postMessage failing: the last "), health
     assert "HTTP 500" in health["checks"]["paging"]
@@ -111,9 +117,13 @@ async def test_a_posts_only_fault_degrades_health_until_a_post_gets_through(
 
     async def healthy() -> dict[str, Any] | None:
         health = (await _health(running))[1]
+        seen.append(health)
         return health if health["status"] == "ok" else None
 
-    health = await until(healthy, within=60)
+    try:
+        health = await until(healthy, within=60)
+    except AssertionError:
+        raise AssertionError(f"never back to ok: {seen[-1:]}") from None
     assert health["checks"]["paging"] == "ok" and fake_slack.posts()
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.api.post_health import PostAttempt, posts_verdict, slack_failed
+from bot.delivery.pacing import TOKEN_TTL, fresh_token_needed
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -63,3 +64,12 @@ def test_only_while_the_newest_failure_is_under_120_seconds_old() -> None:
     assert "newest 119s ago" in posts_verdict(run, NOW)
     assert posts_verdict([failed(seconds_ago=120.0)] * 3, NOW) == "ok"
     assert posts_verdict([failed(seconds_ago=500.0)] * 5, NOW) == "ok"
+
+
+def test_a_post_leaving_late_or_under_another_key_takes_a_fresh_token() -> None:
+    """The pacing side of the soak (bot/delivery/pacing.py): a token counted at claim time holds
+    for TOKEN_TTL seconds, and only for the key it was counted under."""
+    assert not fresh_token_needed(("C0LEADERS", 100.0), "C0LEADERS", 100.0 + TOKEN_TTL)
+    assert fresh_token_needed(("C0LEADERS", 100.0), "C0LEADERS", 100.0 + TOKEN_TTL + 0.01)  # left late
+    assert fresh_token_needed(("dana@example.com", 100.0), "U0DANA", 100.1)  # resolved as it left
+    assert fresh_token_needed(None, "C0LEADERS", 100.0)
