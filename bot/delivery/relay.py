@@ -124,6 +124,13 @@ class Relay(Recorder):
                         row.claimed_until = now + lease
                         session.add(row)
             await session.commit()
+        # Until this commit the channels' row locks kept every other replica from being given a
+        # token: a token's age, what makes a send late (Relay._leaving), counts from here.
+        committed = self.pacer.pacer.clock()
+        for unit in (u for group in groups.values() for u in group):
+            granted = self._granted.get(unit[0].id or 0)
+            if granted is not None:
+                self._granted[unit[0].id or 0] = (granted[0], committed)
         await asyncio.gather(*(self._send_group(group) for group in groups.values()))
         self._ticks += 1
         if self._ticks % 1000 == 0:
