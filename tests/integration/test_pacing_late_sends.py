@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from bot.policy.rules import Policy
 from tests.conftest import Running, make_settings, proposal
 from tests.conftest import test_policy as parse
 from tests.integration.test_downtime_collapse import restarted
+from tests.slack_helpers import card_for, click, decided
 
 POLICY = """
 leadership: {channel: C0LEADERS, users: [U0VP]}
@@ -76,4 +78,27 @@ async def test_sends_leaving_late_do_not_bunch_with_other_replicas_sends(
         await asyncio.sleep(3.5)
         fake_slack.faults.clear()
         await _dms_to_dana(fake_slack, 12)
+    assert fake_slack.post_limit.refused == [], [c.args.get("text") for c in fake_slack.post_limit.refused]
+
+
+async def test_refusal_dms_wait_their_turn_with_the_persons_cards(running: Running, fake_slack: FakeSlack) -> None:
+    """A click with no channel nor response_url (App Home; the soak's clicks) is refused by DM.
+    Posted by the listener straight away, those DMs took Slack's budget from the cards queued for
+    the same person: the 2-minute soak's 429s on U0OWNER."""
+    fake_slack.post_limit = RateLimit(per_second=1.0, burst=5)
+    status, body = await running.submit(proposal(service="id-api", summary="decided first"))
+    assert status == 201, body
+    card = await card_for(fake_slack, "U0DANA", body["id"])
+    await click(running, fake_slack, "U0DANA", card, "Approve", channel=None, response_url=False)
+    await decided(running, body["id"])
+    await asyncio.sleep(5.0)  # Dana's budget is full again
+    clicks = [click(running, fake_slack, "U0DANA", card, "Approve", channel=None, response_url=False,
+                    trigger_id=f"t{n}") for n in range(6)]
+    submits = [running.submit(proposal(service="id-api", summary=f"next {n}")) for n in range(3)]
+    await asyncio.gather(*clicks, *submits)
+
+    def refusals() -> list[Any]:
+        return [c for c in fake_slack.posts("U0DANA") if "already decided" in str(c.args.get("text"))]
+
+    await fake_slack.wait_for(lambda: len(refusals()) >= 6 and len(fake_slack.posts("U0DANA")) >= 10, timeout=60)
     assert fake_slack.post_limit.refused == [], [c.args.get("text") for c in fake_slack.post_limit.refused]
