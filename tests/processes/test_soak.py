@@ -41,6 +41,7 @@ from tests.processes.test_replicas_pacing import start_replicas
 
 SECONDS = float(os.environ.get("COUNTERSIGN_SOAK_SECONDS", "120"))
 FAULT_EVERY, FAULT_FOR, KILL_EVERY = 60.0, 12.0, 60.0
+DRAIN_LIMIT = 300.0  # seconds the outbox may take to empty once the load stops
 pytestmark = [pytest.mark.soak]
 
 
@@ -184,9 +185,8 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
                     waiting = (await session.execute(select(OutboxMessage).where(
                         col(OutboxMessage.status).in_(["pending", "sending"]),
                         col(OutboxMessage.target) == "slack"))).scalars().first()
-                if waiting is None:
-                    break
-                assert time.monotonic() - stopped_at < 300, "the outbox did not drain"
+                if waiting is None or time.monotonic() - stopped_at >= DRAIN_LIMIT:
+                    break  # not drained: still measured and reported, then failed below
                 await asyncio.sleep(1.0)
             drained_in = time.monotonic() - stopped_at
             tasks[4].cancel()
@@ -208,7 +208,7 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
     twice = {i: n for i, n in posted.items() if n > 1}
     cards = Counter((r.action_id, r.channel_key) for r in rows.values()
                     if (r.purpose or "").startswith("card") and r.status == "done" and r.id in posted)
-    unsent_cards = [r.id for r in rows.values() if (r.purpose or "").startswith("card") and r.status != "done"]
+    unsent_cards = [r.id for r in rows.values() if (r.purpose or "").startswith("card") and r.status == "failed"]
     seen = []
     for what, began, ended in faults:
         degraded = [t for t, status, _ in health if began <= t <= ended + 1.0 and status == "degraded"]
@@ -232,6 +232,7 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
     if os.environ.get("COUNTERSIGN_SOAK_REPORT"):
         write_report(Path(os.environ["COUNTERSIGN_SOAK_REPORT"]), figures)
     assert set(accepted) <= stored, "an action answered 201 is missing"
+    assert drained_in < DRAIN_LIMIT, "the outbox did not drain"
     assert not twice, f"posted twice: {twice}"
     assert not unsent_cards, f"cards never sent: {unsent_cards}"
     assert max(cards.values(), default=1) == 1
