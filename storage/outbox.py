@@ -109,12 +109,16 @@ def _coalesce_key(row: OutboxMessage) -> tuple[str, Any] | None:
     return (kind, row.payload.get(COALESCED[kind])) if kind in COALESCED and row.target == "slack" else None
 
 
-async def release(session: AsyncSession, msg_id: int) -> None:
-    """Hand an unsent claimed row back at once (Slack went down before its turn)."""
+async def release(session: AsyncSession, msg_id: int, *, until: datetime | None = None) -> None:
+    """Hand an unsent claimed row back, due at once (Slack went down before its turn) or at `until`
+    (its channel's budget had no room as it left); not an attempt."""
+    values: dict[str, Any] = {"status": "pending", "claimed_until": None}
+    if until is not None:
+        values["next_attempt_at"] = until
     await session.execute(
         update(OutboxMessage)
         .where(col(OutboxMessage.id) == msg_id, col(OutboxMessage.status) == "sending")
-        .values(status="pending", claimed_until=None)
+        .values(**values)
     )
 
 

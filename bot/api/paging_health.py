@@ -1,11 +1,13 @@
-"""Can anybody be paged? For /healthz (`degraded` with the reason on a token error or a run of
-permanent Slack failures) and /metrics (`countersign_paging_unreachable`: actions no level reached).
-The verdicts are pure functions of what the database recorded, so every replica says the same."""
+"""Can anybody be paged? For /healthz (`degraded` with the reason on a token error, a run of
+permanent Slack failures, or a run of failed posts: bot/api/post_health.py) and /metrics
+(`countersign_paging_unreachable`: actions no level reached). The verdicts are pure functions of
+what the database recorded, so every replica says the same."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from bot.api.post_health import PostAttempt, posts_verdict
 from bot.delivery.wire import PERMANENT_ERRORS
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
@@ -48,7 +50,10 @@ async def probe(svc: Services) -> str:
     """/healthz's `paging` check."""
     async with svc.db.read_session() as session:
         attempts = await paging.latest_slack_attempts(session, LOOK_BACK)
-    verdict = slack_verdict(attempts)
+    verdict = slack_verdict([(ok, error, at) for ok, error, _, at in attempts])
+    posts = posts_verdict([PostAttempt(*row) for row in attempts], svc.clock())
+    if posts != "ok":  # only chat.postMessage failing: the breaker, reset by other methods, missed it
+        verdict = posts if verdict == "ok" else f"{verdict}; {posts}"
     unreachable = await unreachable_actions(svc)
     svc.metrics.paging_unreachable.set(len(unreachable))
     if unreachable:

@@ -7,11 +7,12 @@ the `slack_users` table for a day so a page never waits on Slack twice for the s
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.services import Services
 from storage.models import SlackUser
@@ -26,6 +27,14 @@ class UserNotFound(LookupError):
 
 def is_email(spec: str) -> bool:
     return "@" in spec
+
+
+async def cached_id(session: AsyncSession, spec: str, now: datetime) -> str | None:
+    """The user id an e-mail is known by (the cache `resolve` fills), without asking Slack."""
+    cached = await session.get(SlackUser, spec.lower())
+    if cached is not None and cached.slack_user_id and now - cached.fetched_at < CACHE_FOR:
+        return str(cached.slack_user_id)
+    return None
 
 
 async def resolve(svc: Services, spec: str | None) -> str | None:

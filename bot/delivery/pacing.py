@@ -17,6 +17,11 @@ from storage import outbox
 # channel, with short bursts over 1 allowed". A burst of 3 keeps a margin for timing jitter.
 POST_RATE_PER_SECOND = 1.0
 POST_BURST = 3
+# A send is counted when its row is claimed. If it leaves for Slack later than this (a loaded
+# machine, a slow lookup or history check first), it arrives together with the sends other
+# replicas were allowed meanwhile: it takes a fresh token as it leaves. The margin is Slack's
+# burst (about 5) over ours (3): arrivals in any window stay within ours plus this.
+TOKEN_TTL = 1.0
 
 Monotonic = Callable[[], float]
 
@@ -78,6 +83,17 @@ class Pacer:
             del self._sent_tat[key]
             if self._queue_tail.get(key, 0.0) < cutoff:
                 self._queue_tail.pop(key, None)
+
+
+def fresh_token_needed(granted: tuple[str, float] | None, channel: str, now: float,
+                       ttl: float = TOKEN_TTL) -> bool:
+    """Whether a post leaving now for `channel` needs a fresh token: the one its row was claimed
+    with (key, when) was counted under another key (an e-mail, resolved to a user id only when
+    sent), is too old (the send left late), or there was none."""
+    if granted is None:
+        return True
+    key, at = granted
+    return key != channel or now - at > ttl
 
 
 @dataclass

@@ -17,13 +17,14 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.delivery import storms
-from bot.delivery.directory import UserNotFound
+from bot.delivery.directory import UserNotFound, cached_id, is_email
 from bot.delivery.messages import THREADED_PURPOSES, Kind
 from bot.delivery.pacing import (
     Breaker,
     Pacer,
     delivery_health,
     describe_error,
+    fresh_token_needed,
     refresh_backlog_metrics,
     retry_after,
     slack_error,
@@ -31,8 +32,10 @@ from bot.delivery.pacing import (
 from bot.delivery.shared_budget import SharedBreaker, SharedPacer
 from bot.delivery.wire import (
     CALL_TIMEOUT,
+    NO_ANSWER,
     PERMANENT_ERRORS,
     SLACK_TROUBLE,
+    Deferred,
     PageFailed,
     Permanent,
     Recorder,
@@ -68,6 +71,9 @@ class Relay(Recorder):
         self._in_flight: set[int] = set()
         self._resumed: dict[int, datetime] = {}  # row id -> when its lapsed lease began (it may be in Slack)
         self.wire = Wire(svc, render)
+        self.wire.before_post = self._leaving
+        self._granted: dict[int, tuple[str, float]] = {}  # row id -> (pacing key, when) of its token
+        self._people: dict[str, str] = {}  # e-mail -> the user id its DMs are paced under
         self.mark_windows: deque[float] = deque(maxlen=10_000)
         self._ticks = 0
 
@@ -118,6 +124,13 @@ class Relay(Recorder):
                         row.claimed_until = now + lease
                         session.add(row)
             await session.commit()
+        # Until this commit the channels' row locks kept every other replica from being given a
+        # token: a token's age, what makes a send late (Relay._leaving), counts from here.
+        committed = self.pacer.pacer.clock()
+        for unit in (u for group in groups.values() for u in group):
+            granted = self._granted.get(unit[0].id or 0)
+            if granted is not None:
+                self._granted[unit[0].id or 0] = (granted[0], committed)
         await asyncio.gather(*(self._send_group(group) for group in groups.values()))
         self._ticks += 1
         if self._ticks % 1000 == 0:
@@ -145,12 +158,41 @@ class Relay(Recorder):
                 deep[key] = await outbox.queue_depth(session, key) > self.pack_when_deeper
             if deep[key] and (route is not None or await storms.in_storm(session, row.action_id)):
                 return "pack"
-        delay = await self.pacer.acquire(session, key)
+        pace = await self._pace_key(session, key)
+        granted = (pace, self.pacer.pacer.clock())
+        delay = await self.pacer.acquire(session, pace)
         if delay > 0:
             self._routes.pop(row.id, None)
             outbox.defer(session, row, now + timedelta(seconds=delay))
             return "wait"
+        self._granted[row.id] = granted
         return "send"
+
+    async def _pace_key(self, session: Any, key: str) -> str:
+        """One Slack conversation, one budget: a DM addressed by e-mail is paced under the user id
+        Slack receives it for, once known (before that, it takes its token as it leaves)."""
+        if not is_email(key):
+            return key
+        if key not in self._people:
+            found = await cached_id(session, key, self.svc.clock())
+            if found is None:
+                return key
+            self._people[key] = found
+        return self._people[key]
+
+    async def _leaving(self, channel: str, unit: list[OutboxMessage]) -> None:
+        """The last check before a post goes (Wire.before_post): the token it was claimed with
+        still holds, or it takes a fresh one now, or it waits for its turn (Deferred)."""
+        granted = self._granted.pop(unit[0].id or 0, None)
+        claimed = unit[0].channel_key
+        if claimed and is_email(claimed) and channel:
+            self._people[claimed] = channel  # later claims pace this person under the id
+        key = channel or claimed or "-"
+        if not fresh_token_needed(granted, key, self.pacer.pacer.clock()):
+            return
+        delay = await self.pacer.leave(self.svc.db, key)
+        if delay > 0:
+            raise Deferred(delay)
 
     async def _packs(self, session: Any, key: str, thread: str | None, members: list[OutboxMessage],
                      now: datetime, kind: Kind | None = Kind.CARD) -> list[list[OutboxMessage]]:
@@ -159,7 +201,8 @@ class Relay(Recorder):
         next free send, to leave as the next pack."""
         units: list[list[OutboxMessage]] = []
         size = storms.PACK_SIZES.get(kind, PACK_SIZE) if kind is not None else PACK_SIZE
-        if await self.pacer.wait(session, key) <= 0.0 and len(members) < size:
+        pace = await self._pace_key(session, key)
+        if await self.pacer.wait(session, pace) <= 0.0 and len(members) < size:
             extra = await outbox.claim_waiting(session, key, now, exclude={m.id or 0 for m in members},
                                                limit=size - len(members))
             route = self._routes.get(members[0].id or 0)
@@ -178,12 +221,13 @@ class Relay(Recorder):
                     members.append(row)
                 else:
                     outbox.defer(session, row, row.next_attempt_at)  # back as it was
-        while members and await self.pacer.wait(session, key) <= 0.0:
-            await self.pacer.take(session, key)
+        while members and await self.pacer.wait(session, pace) <= 0.0:
+            await self.pacer.take(session, pace)
+            self._granted[members[0].id or 0] = (pace, self.pacer.pacer.clock())
             units.append(members[:size])
             members = members[size:]
         if members:
-            until = now + timedelta(seconds=max(await self.pacer.wait(session, key), 0.05))
+            until = now + timedelta(seconds=max(await self.pacer.wait(session, pace), 0.05))
             for row in members:
                 self._routes.pop(row.id or 0, None)
                 outbox.defer(session, row, until)
@@ -209,6 +253,8 @@ class Relay(Recorder):
             await self._send_units(units)
         finally:
             self._in_flight -= ids
+            for i in ids:  # a token not used by now is not used at all
+                self._granted.pop(i, None)
 
     async def _send_units(self, units: list[list[OutboxMessage]]) -> None:
         for unit in units:
@@ -262,6 +308,13 @@ class Relay(Recorder):
                 result, code = await self.wire.pack(unit, _thread(routes[0])), 200
             else:
                 result, code = await self.wire.slack(msg, _thread(routes[0])), 200
+        except Deferred as paced:  # no room in its channel's budget as it left: back to wait, not an attempt
+            until = self.svc.clock() + timedelta(seconds=paced.seconds)
+            async with self.svc.db.session() as session:
+                for row in unit:
+                    await outbox.release(session, row.id or 0, until=until)
+                await session.commit()
+            return
         except (Permanent, UserNotFound) as exc:
             await self._each(unit, self._failed, str(exc))
             return
@@ -272,7 +325,8 @@ class Relay(Recorder):
             if status == 429:
                 retry = retry_after(resp)
                 self.svc.metrics.slack_rate_limited.inc()
-                await self.pacer.block(self.svc.db, msg.channel_key or msg.method, retry)
+                key = msg.channel_key or msg.method
+                await self.pacer.block(self.svc.db, self._people.get(key, key), retry)
                 await self._slack_ok()  # Slack answered: it is up, just busy
                 await self._each(unit, self._retry, f"ratelimited (Retry-After {retry:g}s)", delay=retry,
                                  status_code=429)
@@ -293,7 +347,9 @@ class Relay(Recorder):
                 for row in unit:  # no answer: the post may have reached Slack, look before re-posting
                     self._resumed.setdefault(row.id or 0, row.next_attempt_at)
             status = exc.status if isinstance(exc, aiohttp.ClientResponseError) else None
-            await self._each(unit, self._retry, describe_error(exc), status_code=status)
+            # "no answer: ..." is what /healthz's post rule (bot/api/post_health.py) recognises
+            error = describe_error(exc) if status is not None else f"{NO_ANSWER}: {describe_error(exc)}"
+            await self._each(unit, self._retry, error, status_code=status)
             return
         except Exception as exc:  # a bug must not wedge the row: record it and retry with backoff
             log.exception("delivery %s (%s) raised", msg.id, msg.method)

@@ -61,6 +61,19 @@ class SharedPacer:
             self.pacer.take(key)
             self._store(session, row)
 
+    async def leave(self, db: Database, key: str) -> float:
+        """A fresh token for a post leaving now (its claim-time one is stale or was counted under
+        another key): 0.0 go, else seconds until its turn. Waits for the bucket's lock: a claim
+        holding it ends within a tick."""
+        async with db.session() as session:
+            row = await rows.lock_bucket(session, key, wait=True)
+            assert row is not None
+            self.pacer.restore(key, row.tat, row.queue_tail)
+            delay = self.pacer.acquire(key)
+            self._store(session, row)
+            await session.commit()
+        return delay
+
     async def block(self, db: Database, key: str, seconds: float) -> None:
         """A 429 with Retry-After: nobody, on any replica, sends on `key` before it has passed."""
         async with db.session() as session:

@@ -38,6 +38,8 @@ PERMANENT_ERRORS = frozenset({
 })
 # `ok: false` answers that mean Slack itself is struggling (count towards the breaker).
 SLACK_TROUBLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+# How a call that got no answer at all (timeout, refused or dropped connection) is recorded.
+NO_ANSWER = "no answer"
 CALL_TIMEOUT = 10.0  # seconds one Slack call or callback may take
 # Every post carries its outbox ids in Slack message metadata, so a resend after a crash can first
 # look for the post in the conversation (Wire.find_sent) instead of posting it twice.
@@ -56,10 +58,28 @@ class Permanent(Exception):
     """A delivery that must not be retried."""
 
 
+class Deferred(Exception):  # noqa: N818 (not an error: the post waits for its turn)
+    """A post not sent now: its channel's budget has no room for it yet (`seconds` to its turn)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"paced: {seconds:.2f}s")
+        self.seconds = seconds
+
+
+# Called as a post leaves (the Slack channel it goes to, after resolving, and the rows it carries):
+# the relay's last pacing check (bot/delivery/relay.py, Relay._leaving). Raises Deferred.
+BeforePost = Callable[[str, list[OutboxMessage]], Awaitable[None]]
+
+
+async def _no_check(channel: str, unit: list[OutboxMessage]) -> None:
+    return None
+
+
 class Wire:
     def __init__(self, svc: Services, render: Renderer) -> None:
         self.svc, self.render = svc, render
         self._http: aiohttp.ClientSession | None = None
+        self.before_post: BeforePost = _no_check
 
     async def close(self) -> None:
         if self._http is not None:
@@ -87,6 +107,7 @@ class Wire:
             args["thread_ts"] = thread_ts
         if msg.method == "chat.postMessage":
             args["metadata"] = tag([msg])
+            await self.before_post(str(args.get("channel") or ""), [msg])
         resp = await self._call(msg.method, args)
         return {"channel": resp.get("channel"), "ts": resp.get("ts")}
 
@@ -103,6 +124,7 @@ class Wire:
         if thread_ts:
             args["thread_ts"] = thread_ts
         args["metadata"] = tag(unit)
+        await self.before_post(str(channel or ""), unit)
         resp = await self._call("chat.postMessage", args)
         return {"channel": resp.get("channel"), "ts": resp.get("ts"), "pack": len(unit)}
 

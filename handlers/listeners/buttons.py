@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.actions.decisions import Result, may_respond, respond
 from bot.actions.rules import allowed_responses
+from bot.delivery.messages import Kind, send
 from bot.services import Services
 from handlers.blocks import notices
 from handlers.ids import ActionId
@@ -50,10 +51,13 @@ def clicked(body: dict[str, Any]) -> tuple[str, str | None, int | None]:
 
 
 async def tell(
-    client: Any, user_id: str, result: Result, *, channel: str | None = None, response_url: str | None = None
+    svc: Services, client: Any, user_id: str, result: Result, *, channel: str | None = None,
+    response_url: str | None = None
 ) -> None:
     """Why a response was refused, privately: in the channel they clicked in, else by the
-    response_url, else by DM. Best effort: the refusal is already recorded whatever happens here."""
+    response_url, else by DM. Best effort: the refusal is already recorded whatever happens here.
+    The DM goes through the outbox, paced with the person's other DMs (a click from App Home has
+    no channel nor response_url: posted at once, it took Slack's budget from the queued cards)."""
     payload = notices.refused(result.refusal, result.message, result.action)
     try:
         if channel:
@@ -69,7 +73,10 @@ async def tell(
                 response_type="ephemeral", replace_original=False, **payload
             )
             return
-        await client.chat_postMessage(channel=user_id, **payload)
+        async with svc.db.session() as session:
+            send(session, Kind.NOTICE, channel=user_id, action_id=result.action.id if result.action else None,
+                 purpose="notice:refused", text=f":no_entry_sign: {payload['text']}")
+            await session.commit()
     except Exception:  # a lost refusal note must not fail the request
         log.exception("could not tell %s: %s", user_id, result.message)
 
@@ -85,6 +92,7 @@ def _respond_with(svc: Services, response: str) -> Any:
         )
         if not result.accepted:
             await tell(
+                svc,
                 client,
                 user_id,
                 result,
@@ -120,6 +128,6 @@ def _open_override(svc: Services) -> Any:
         result = await respond(
             svc, action_id, user_id=user_id, user_name=name, response=ActionId.OVERRIDE, via="button"
         )
-        await tell(client, user_id, result, channel=channel, response_url=body.get("response_url"))
+        await tell(svc, client, user_id, result, channel=channel, response_url=body.get("response_url"))
 
     return handler

@@ -51,6 +51,7 @@ def _submit_override(svc: Services) -> Any:
         )
         if not result.accepted:
             await tell(
+                svc,
                 client,
                 user.get("id", ""),
                 result,

@@ -57,14 +57,15 @@ async def pending_with_failed_pages(session: AsyncSession) -> list[tuple[Action,
     return [(a, levels.get(a.id or 0, {})) for a in actions if a.id not in shown]
 
 
-async def latest_slack_attempts(session: AsyncSession, limit: int) -> list[tuple[bool, str | None, datetime]]:
-    """(ok, error, at) of the latest posts (pages, cards, notices) that reached Slack, newest first (a
+async def latest_slack_attempts(session: AsyncSession, limit: int
+                                ) -> list[tuple[bool, str | None, int | None, datetime]]:
+    """(ok, error, status code, at) of the latest posts (pages, cards, notices) that reached Slack, newest first (a
     message skipped at send time, or an update with no card to redraw, called nobody)."""
     rows = await session.execute(
-        select(col(DeliveryAttempt.ok), col(DeliveryAttempt.error), col(DeliveryAttempt.at),
-               col(OutboxMessage.result))
+        select(col(DeliveryAttempt.ok), col(DeliveryAttempt.error), col(DeliveryAttempt.status_code),
+               col(DeliveryAttempt.at), col(OutboxMessage.result))
         .join(OutboxMessage, col(OutboxMessage.id) == col(DeliveryAttempt.outbox_id))
         .where(col(OutboxMessage.target) == "slack", col(OutboxMessage.method) == "chat.postMessage")
         .order_by(col(DeliveryAttempt.id).desc()).limit(limit))
-    return [(ok, error, at) for ok, error, at, result in rows.all()
+    return [(ok, error, code, at) for ok, error, code, at, result in rows.all()
             if not (ok and result in ({"skipped": True}, {"updated": []}))]
