@@ -38,6 +38,22 @@ class PageCache(Generic[K, V]):
             self._items.popitem(last=False)
 
 
+async def shared_outcome(future: asyncio.Future[V], work: Awaitable[V]) -> V:
+    """Await `work` and hand its outcome to whoever waits on `future`: the value, the error (marked
+    retrieved: the waiters get it, nobody else needs to), or the cancellation."""
+    try:
+        value = await work
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except Exception as exc:
+        future.set_exception(exc)
+        future.exception()
+        raise
+    future.set_result(value)
+    return value
+
+
 class Coalesced(Generic[K, V]):
     """Concurrent reads of one key share a single read, which always starts after every request
     that takes its answer arrived (so a page asked for after a change never gets a read begun
@@ -69,15 +85,6 @@ class Coalesced(Generic[K, V]):
             del self._next[key]
         self._running[key] = future
         try:
-            value = await self._read(key)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: the waiters get it, nobody else needs to
-            raise
+            return await shared_outcome(future, self._read(key))
         finally:
             del self._running[key]
-        future.set_result(value)
-        return value

@@ -20,7 +20,7 @@ from bot.actions.decisions import respond
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from handlers.web import links
-from handlers.web.cache import Coalesced, PageCache
+from handlers.web.cache import Coalesced, PageCache, shared_outcome
 from handlers.web.charts import service_charts
 from handlers.web.names import display_name, display_names
 from handlers.web.render import Parts, fill, parts, render, slot
@@ -135,15 +135,7 @@ class Web:
         future: asyncio.Future[Shared | None] = asyncio.get_running_loop().create_future()
         self.loading[key] = future
         try:
-            shared = await self._load(action_id)
-            future.set_result(shared)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: the waiters get it, nobody else needs to
-            raise
+            shared = await shared_outcome(future, self._load(action_id))
         finally:
             del self.loading[key]
         if shared is not None:
