@@ -11,12 +11,12 @@ from slack_bolt.app.async_app import AsyncApp
 
 from bot.services import Services
 from handlers.listeners import buttons, commands, home, override_modal, slash_autonomy
-from handlers.renderers import anchor, autonomy, cards, digest, storm
+from handlers.renderers import anchor, autonomy, cards, digest, packs, storm
 from handlers.renderers.registry import render
 
 # Importing a renderer module registers its `@renders(kind)` functions; name them so that a reader
 # (and ruff) sees the registration is the point of the import.
-RENDERER_MODULES = (anchor, autonomy, cards, digest, storm)
+RENDERER_MODULES = (anchor, autonomy, cards, digest, packs, storm)
 
 __all__ = ["register", "render"]
 

@@ -96,12 +96,18 @@ def coalesce(session: AsyncSession, rows: list[OutboxMessage]) -> list[OutboxMes
     for row in rows:
         key = _coalesce_key(row)
         if key is not None and newest[key] is not row:
-            row.status, row.claimed_until = "done", None
-            row.result, row.sent_at = {"superseded_by": newest[key].id}, utcnow()
-            session.add(row)
+            settle(session, row, {"superseded_by": newest[key].id})
         else:
             kept.append(row)
     return kept
+
+
+def settle(session: AsyncSession, row: OutboxMessage, result: dict[str, Any]) -> None:
+    """Mark a claimed row done without sending it (superseded, or no longer needed: `result` says
+    which); not an attempt, and it takes no turn of its channel's budget."""
+    row.status, row.claimed_until = "done", None
+    row.result, row.sent_at = result, utcnow()
+    session.add(row)
 
 
 def _coalesce_key(row: OutboxMessage) -> tuple[str, Any] | None:

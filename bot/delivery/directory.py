@@ -14,6 +14,7 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.delivery.pacing import slack_error
 from bot.services import Services
 from storage.models import SlackUser
 
@@ -54,7 +55,7 @@ async def resolve(svc: Services, spec: str | None) -> str | None:
         resp: Any = await _lookup_by_email(svc, spec)
         user_id, name, error = resp["user"]["id"], resp["user"].get("real_name") or resp["user"].get("name"), None
     except SlackApiError as exc:
-        code = exc.response.get("error") if exc.response is not None else "unknown"
+        code = slack_error(exc.response)  # an outage may answer HTML, not JSON
         if code not in ("users_not_found", "user_not_found", "account_inactive"):
             raise  # temporary or configuration trouble: let the caller retry
         user_id, name, error = None, None, code

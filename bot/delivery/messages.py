@@ -28,6 +28,8 @@ class Kind(StrEnum):
     STORM = "storm"  # a storm's parent card in the service channel (bot.delivery.storms)
     CARD_PACK = "card_pack"  # several cards in one message, when a storm makes a queue deep (the relay)
     FYI_PACK = "fyi_pack"  # many autonomous actions' FYIs in one message, a line each (the relay)
+    REMINDER_PACK = "reminder_pack"  # a deep queue's reminders to one person or channel, a line each
+    NOTICE_PACK = "notice_pack"  # a deep queue's notes to one person or channel, a line each
     AUTONOMY = "autonomy"  # a pause, a resume, the brake, a grant, a failed result (bot.autonomy)
 
 
@@ -45,6 +47,8 @@ METHODS: dict[Kind, str] = {
     Kind.STORM: "chat.postMessage",  # and chat.update for its running count
     Kind.CARD_PACK: "chat.postMessage",
     Kind.FYI_PACK: "chat.postMessage",
+    Kind.REMINDER_PACK: "chat.postMessage",
+    Kind.NOTICE_PACK: "chat.postMessage",
     Kind.AUTONOMY: "chat.postMessage",
 }
 
@@ -72,7 +76,8 @@ def reminder_purpose(step_key: str) -> str:
     return f"remind:{step_key}"
 
 
-PACKABLE_PURPOSES = frozenset({card_purpose("owner"), card_purpose("secondary"), CARD_CHANNEL})
+# The card copies a storm's deep queue may pack (a leadership pack mentions its users once, at the top).
+PACKABLE_PURPOSES = frozenset({card_purpose("owner"), card_purpose("secondary"), CARD_LEADERSHIP, CARD_CHANNEL})
 
 
 def send(

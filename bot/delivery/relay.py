@@ -29,6 +29,7 @@ from bot.delivery.pacing import (
     retry_after,
     slack_error,
 )
+from bot.delivery.packing import Packer, needless, pack_kind
 from bot.delivery.shared_budget import SharedBreaker, SharedPacer
 from bot.delivery.wire import (
     CALL_TIMEOUT,
@@ -50,10 +51,6 @@ log = logging.getLogger("countersign.relay")
 
 LEASE_MARGIN = 5.0
 WAIT_FOR_PARENT = 2.0  # a storm's cards wait this long for its parent card to be posted
-# In a storm, when more than PACK_WHEN_DEEPER posts wait for one channel (i.e. that many seconds at
-# Slack's pace), cards go PACK_SIZE to a message, each with its own buttons (handlers/renderers/storm.py).
-PACK_WHEN_DEEPER = 20
-PACK_SIZE = 20
 
 
 class Relay(Recorder):
@@ -67,13 +64,13 @@ class Relay(Recorder):
         self.shared_breaker = SharedBreaker(svc.db, breaker or Breaker(clock=time.time))
         self.breaker = self.shared_breaker.breaker
         self._routes: dict[int, storms.Route] = {}  # message id -> its storm thread, decided at claim
-        self.pack_when_deeper = PACK_WHEN_DEEPER
         self._in_flight: set[int] = set()
         self._resumed: dict[int, datetime] = {}  # row id -> when its lapsed lease began (it may be in Slack)
         self.wire = Wire(svc, render)
         self.wire.before_post = self._leaving
         self._granted: dict[int, tuple[str, float]] = {}  # row id -> (pacing key, when) of its token
         self._people: dict[str, str] = {}  # e-mail -> the user id its DMs are paced under
+        self.packer = Packer(self.pacer, self._routes, self._granted, self._pace_key)
         self.mark_windows: deque[float] = deque(maxlen=10_000)
         self._ticks = 0
 
@@ -102,7 +99,7 @@ class Relay(Recorder):
                                           lease_seconds=CALL_TIMEOUT + LEASE_MARGIN, resumed=self._resumed)
             rows = outbox.coalesce(session, [r for r in rows if r.id not in self._in_flight])
             groups: dict[str, list[list[OutboxMessage]]] = {}  # channel -> what to send, in order
-            packable: dict[tuple[str, str | None, Kind | None], list[OutboxMessage]] = {}
+            packable: dict[tuple[str, str | None, Kind], list[OutboxMessage]] = {}
             deep: dict[str, bool] = {}
             for row in rows:
                 plan = await self._plan(session, row, now, deep)
@@ -112,10 +109,11 @@ class Relay(Recorder):
                 elif plan == "pack":
                     route = self._routes.get(row.id or 0)
                     thread = route.thread_ts if route is not None else None
-                    kind = storms.pack_kind(row.purpose, row.payload.get("kind"))
+                    kind = pack_kind(row)
+                    assert kind is not None
                     packable.setdefault((row.channel_key or "-", thread, kind), []).append(row)
             for (key, thread, kind), members in packable.items():
-                units = await self._packs(session, key, thread, members, now, kind)
+                units = await self.packer.packs(session, key, thread, members, now, kind)
                 groups.setdefault(f"chat.postMessage:{key}", []).extend(units)
             for group in groups.values():  # sent one after another: each needs its own time
                 for position, unit in enumerate(group):
@@ -139,10 +137,14 @@ class Relay(Recorder):
 
     async def _plan(self, session: Any, row: OutboxMessage, now: datetime, deep: dict[str, bool]) -> str:
         """Storm threading, packing and pacing for one claimed row: "send" it now, "pack" it with
-        others for the same channel, or "wait" (deferred, which is not an attempt)."""
+        others for the same channel, "wait" (deferred, which is not an attempt) or "skip" (needless)."""
         if row.target != "slack" or row.method != "chat.postMessage":
             return "send"
         assert row.id is not None
+        reason = await needless(session, row)
+        if reason is not None:  # before it takes a turn of the channel's budget
+            outbox.settle(session, row, {"skipped": reason})
+            return "skip"
         channel = row.payload.get("channel")
         key = row.channel_key or channel or "-"
         route: storms.Route | None = None
@@ -153,11 +155,8 @@ class Relay(Recorder):
                 return "wait"
             if route.thread_ts:
                 self._routes[row.id] = route
-        if storms.pack_kind(row.purpose, row.payload.get("kind")) and row.action_id:
-            if key not in deep:
-                deep[key] = await outbox.queue_depth(session, key) > self.pack_when_deeper
-            if deep[key] and (route is not None or await storms.in_storm(session, row.action_id)):
-                return "pack"
+        if await self.packer.wanted(session, row, key, route, deep):
+            return "pack"
         pace = await self._pace_key(session, key)
         granted = (pace, self.pacer.pacer.clock())
         delay = await self.pacer.acquire(session, pace)
@@ -193,58 +192,6 @@ class Relay(Recorder):
         delay = await self.pacer.leave(self.svc.db, key)
         if delay > 0:
             raise Deferred(delay)
-
-    async def _packs(self, session: Any, key: str, thread: str | None, members: list[OutboxMessage],
-                     now: datetime, kind: Kind | None = Kind.CARD) -> list[list[OutboxMessage]]:
-        """A deep queue in a storm: cards go PACK_SIZE to a message, as many messages as pacing
-        allows now (filled up with the channel's waiting cards); the rest gather at the channel's
-        next free send, to leave as the next pack."""
-        units: list[list[OutboxMessage]] = []
-        size = storms.PACK_SIZES.get(kind, PACK_SIZE) if kind is not None else PACK_SIZE
-        pace = await self._pace_key(session, key)
-        if await self.pacer.wait(session, pace) <= 0.0 and len(members) < size:
-            extra = await outbox.claim_waiting(session, key, now, exclude={m.id or 0 for m in members},
-                                               limit=size - len(members))
-            route = self._routes.get(members[0].id or 0)
-            if kind == Kind.FYI and route is not None and route.storm_id is not None:  # one query for all
-                inside = await storms.in_thread(session, route.storm_id, [r.action_id or 0 for r in extra])
-                for row in extra:
-                    if row.action_id in inside and row.payload.get("kind") == Kind.FYI:
-                        self._routes[row.id or 0] = route
-                        members.append(row)
-                    else:
-                        outbox.defer(session, row, row.next_attempt_at)
-                extra = []
-            for row in extra:
-                if await self._fits(session, row, thread, kind):
-                    row.next_attempt_at = now  # its lease begins (what a resend after a crash searches from)
-                    members.append(row)
-                else:
-                    outbox.defer(session, row, row.next_attempt_at)  # back as it was
-        while members and await self.pacer.wait(session, pace) <= 0.0:
-            await self.pacer.take(session, pace)
-            self._granted[members[0].id or 0] = (pace, self.pacer.pacer.clock())
-            units.append(members[:size])
-            members = members[size:]
-        if members:
-            until = now + timedelta(seconds=max(await self.pacer.wait(session, pace), 0.05))
-            for row in members:
-                self._routes.pop(row.id or 0, None)
-                outbox.defer(session, row, until)
-        return units
-
-    async def _fits(self, session: Any, row: OutboxMessage, thread: str | None,
-                    kind: Kind | None = Kind.CARD) -> bool:
-        """Whether a waiting post may join a pack of `kind` going to `thread` (None: not threaded)."""
-        if storms.pack_kind(row.purpose, row.payload.get("kind")) != kind or not row.action_id:
-            return False
-        if row.purpose in THREADED_PURPOSES:
-            route = await storms.route(session, row.action_id, row.payload.get("channel") or "")
-            if route.wait or route.thread_ts is None or route.thread_ts != thread:
-                return False  # not in the storm's thread (or not in a storm at all)
-            self._routes[row.id or 0] = route
-            return True
-        return thread is None and await storms.in_storm(session, row.action_id)
 
     async def _send_group(self, units: list[list[OutboxMessage]]) -> None:
         ids = {row.id or 0 for unit in units for row in unit}

@@ -1,6 +1,6 @@
 """Storms: past `storm_per_minute` actions a minute for a service, its channel cards are threaded
-under one parent card with a running count, and deep queues are packed several cards to a message
-(docs/architecture.md, "Storms")."""
+under one parent card with a running count (docs/architecture.md, "Storms"); how a deep queue is
+packed: bot/delivery/packing.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.delivery.messages import PACKABLE_PURPOSES, STORM_PARENT, STORM_UPDATE, Kind
+from bot.delivery.messages import STORM_PARENT, STORM_UPDATE, Kind
 from storage.enqueue import by_dedupe_key, enqueue_once
 from storage.models import Action, StormThread
 from storage.queries import actions
@@ -20,19 +20,6 @@ DEFAULT_PER_MINUTE = 10
 WINDOW = timedelta(minutes=1)
 THREAD_SPAN = timedelta(minutes=10)  # a long storm starts a fresh parent every ten minutes
 UPDATE_EVERY_SECONDS = 5
-# How many go in one message when a storm's queue is deep: cards keep their own buttons (20); FYIs
-# need no response and take a line each (handlers/blocks/storm.py keeps 80 within Slack's limits).
-PACK_SIZES: dict[Kind, int] = {Kind.CARD: 20, Kind.FYI: 80}
-PACK_KINDS: dict[Kind, Kind] = {Kind.CARD: Kind.CARD_PACK, Kind.FYI: Kind.FYI_PACK}
-
-
-def pack_kind(purpose: str | None, kind: object) -> Kind | None:
-    """What a queued post may be packed with in a storm (cards with cards, FYIs with FYIs), or None."""
-    if kind == Kind.CARD and purpose in PACKABLE_PURPOSES:
-        return Kind.CARD
-    if kind == Kind.FYI and purpose == Kind.FYI.value:
-        return Kind.FYI
-    return None
 
 
 @dataclass(frozen=True)

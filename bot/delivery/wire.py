@@ -20,6 +20,7 @@ from bot.delivery import callbacks, ssrf, storms
 from bot.delivery.directory import resolve
 from bot.delivery.messages import Kind, card_level
 from bot.delivery.pacing import backoff
+from bot.delivery.packing import PACK_KINDS
 from bot.services import Services
 from storage import outbox
 from storage.ledger import chain as ledger
@@ -115,9 +116,11 @@ class Wire:
         channel = unit[0].payload.get("channel")
         if channel and "@" in channel:
             channel = await resolve(self.svc, channel)
-        kind = Kind.FYI_PACK if unit[0].payload.get("kind") == Kind.FYI else Kind.CARD_PACK
+        kind = PACK_KINDS[Kind(unit[0].payload["kind"])]
         args = await self.render(self.svc, {"kind": kind.value, "channel": channel,
-                                            "action_ids": [row.action_id for row in unit]})
+                                            "action_ids": [row.action_id for row in unit],
+                                            "texts": [row.payload.get("text") or "" for row in unit],
+                                            "level": unit[0].payload.get("level")})
         if args is None:
             return {"skipped": True}
         args["channel"] = channel

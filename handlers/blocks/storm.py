@@ -8,7 +8,6 @@ from datetime import datetime
 
 from handlers.blocks.card import decision_buttons, title
 from handlers.blocks.kit import (
-    SECTION_MAX,
     Block,
     Message,
     clip,
@@ -19,6 +18,7 @@ from handlers.blocks.kit import (
     message,
     section,
 )
+from handlers.blocks.packs import lines_in_sections
 from storage.models import Action
 
 
@@ -33,14 +33,18 @@ def storm_parent(service: str, total: int, pending: int, since: datetime) -> Mes
     ])
 
 
-def card_pack(cards: Sequence[tuple[Action, str]]) -> Message:
+def card_pack(cards: Sequence[tuple[Action, str]], *, mentions: Sequence[str] = ()) -> Message:
     """Several actions' cards in one message (actions with their agents' names), each with its own
     buttons: what a storm's backlog looks like when one channel's queue is too deep to send one card
-    a second (bot.delivery.relay packs them)."""
+    a second (bot.delivery.packing packs them). `mentions`: the leadership users a leadership pack
+    calls, once for the whole pack, and only while one of its actions still waits."""
     service = cards[0][0].service
     waiting = sum(1 for action, _ in cards if action.status == "pending")
     head = f"{len(cards)} actions on {escape(service)} (a storm), {waiting} waiting for a decision"
     blocks: list[Block] = [context(f"{head}. Each has its own buttons; the full card: /ai-actions show ID.")]
+    if mentions and waiting:
+        head = " ".join(mentions) + " " + head
+        blocks.insert(0, section(f"{' '.join(mentions)} these actions reached leadership: any of you may respond."))
     for action, agent in cards:
         confidence = f" · confidence {action.confidence:.0%}" if action.confidence is not None else ""
         text = (f"*{title(action)}*: {escape(clip(action.summary, 300))}\n"
@@ -60,19 +64,12 @@ def fyi_pack(fyis: Sequence[tuple[Action, str]]) -> Message:
     """Many autonomous actions (with their agents' names) recorded in one message, a line each,
     during a storm: nobody needs to respond, and each id stays in the text, so every action can be
     found from the thread (and opened with /ai-actions show ID). A line is at most ~1,000 characters
-    even when every character is escaped, so two fit a section and bot.delivery.storms.FYI_PACK_SIZE
+    even when every character is escaped, so two fit a section and bot.delivery.packing.PACK_SIZES
     (80) lines stay within Slack's 50 blocks."""
     service = fyis[0][0].service
     lines = [f"• *{a.id}* {escape(clip(a.action_type, 40))} · {escape(clip(a.summary, 100))} · "
              f"{escape(clip(agent, 40))} · {escape(clip(a.environment, 20))}" for a, agent in fyis]
     head = f"{len(fyis)} autonomous actions on {escape(service)} (a storm), recorded: no response needed"
-    blocks: list[Block] = [context(f"{head}. The full record of one: /ai-actions show ID.")]
-    chunk: list[str] = []
-    for line in lines:  # as many lines to a section as Slack's 3,000 characters allow
-        if chunk and sum(len(x) + 1 for x in chunk) + len(line) > SECTION_MAX - 100:
-            blocks.append(section("\n".join(chunk)))
-            chunk = []
-        chunk.append(line)
-    if chunk:
-        blocks.append(section("\n".join(chunk)))
+    blocks: list[Block] = [context(f"{head}. The full record of one: /ai-actions show ID."),
+                           *lines_in_sections(lines)]
     return message(f"{head}: actions {', '.join(str(a.id) for a, _ in fyis)}", blocks, unfurl=False)

@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from bot.actions.decisions import Result, may_respond, respond
 from bot.actions.rules import allowed_responses
 from bot.delivery.messages import Kind, send
+from bot.delivery.pacing import slack_error
 from bot.services import Services
 from handlers.blocks import notices
 from handlers.ids import ActionId
@@ -65,7 +66,7 @@ async def tell(
                 await client.chat_postEphemeral(channel=channel, user=user_id, **payload)
                 return
             except SlackApiError as exc:  # e.g. not_in_channel: fall through to the response_url
-                log.info("chat.postEphemeral to %s failed: %s", channel, exc.response.get("error"))
+                log.info("chat.postEphemeral to %s failed: %s", channel, slack_error(exc.response))
         if response_url:
             from slack_sdk.webhook.async_client import AsyncWebhookClient
 

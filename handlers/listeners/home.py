@@ -10,6 +10,7 @@ from typing import Any
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
+from bot.delivery.pacing import slack_error
 from bot.reports import stats
 from bot.services import Services
 from handlers.blocks.home import home_blocks
@@ -27,7 +28,7 @@ def register(app: AsyncApp, svc: Services) -> None:
         try:
             await client.views_publish(user_id=user_id, view=await home_view(svc, user_id))
         except SlackApiError as exc:  # the next opening tries again; nothing is lost
-            log.warning("views.publish for %s failed: %s", user_id, exc.response.get("error"))
+            log.warning("views.publish for %s failed: %s", user_id, slack_error(exc.response))
 
     app.event("app_home_opened")(on_home_opened)
 

@@ -8,8 +8,11 @@ from typing import Any
 
 from bot.delivery import storms
 from bot.delivery.messages import Kind
+from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from handlers.blocks import storm as blocks
+from handlers.blocks.kit import mention
+from handlers.renderers.cards import people_of
 from handlers.renderers.registry import renders
 from storage.models import Action
 from storage.queries import actions as repo
@@ -32,14 +35,21 @@ async def storm_parent(svc: Services, payload: dict[str, Any]) -> dict[str, Any]
 
 @renders(Kind.CARD_PACK)
 async def card_pack(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The cards of `action_ids` still in the database, packed in one message."""
+    """The cards of `action_ids` still in the database, packed in one message (a leadership pack
+    calls the leadership users once)."""
     cards: list[tuple[Action, str]] = []
     async with svc.db.session() as session:
         for action_id in payload["action_ids"]:
             found = await repo.get_with_agent(session, action_id)
             if found is not None:
                 cards.append((found[0], found[1].name))
-    return blocks.card_pack(cards) if cards else None
+    if not cards:
+        return None
+    mentions: list[str] = []
+    if payload.get("level") == "leadership":
+        people = await people_of(svc, cards[0][0])
+        mentions = [mention(u, people) for u in snapshot_of(cards[0][0]).leadership_users]
+    return blocks.card_pack(cards, mentions=mentions)
 
 
 @renders(Kind.FYI_PACK)

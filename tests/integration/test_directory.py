@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from slack_sdk.errors import SlackApiError
 
 from bot.delivery.directory import UserNotFound, resolve
 from bot.demo.fakeslack import FakeSlack, Fault
@@ -27,3 +28,14 @@ async def test_unknown_email_is_a_permanent_not_found(running: Running, fake_sla
     with pytest.raises(UserNotFound):  # cached: Slack is not asked again
         await resolve(running.svc, "nobody@example.com")
     assert len(fake_slack.calls_to("users.lookupByEmail")) == 1
+
+
+async def test_an_outage_answering_html_is_slack_trouble_to_retry(running: Running, fake_slack: FakeSlack) -> None:
+    """Slack down answers 503 with a text body: a SlackApiError the relay retries and counts
+    against the breaker (it raised AttributeError on the non-JSON body before), and nothing cached."""
+    fake_slack.down = True
+    with pytest.raises(SlackApiError) as raised:
+        await resolve(running.svc, "dana@example.com")
+    assert raised.value.response.status_code == 503
+    fake_slack.down = False
+    assert await resolve(running.svc, "dana@example.com") == "U0DANA"

@@ -73,7 +73,7 @@ async def test_a_deep_storm_queue_packs_cards_each_with_its_own_buttons(running:
                                                                         fake_slack: FakeSlack) -> None:
     fake_slack.add_user("U0SEARCH", "search@example.com", "Sol Search")
     fake_slack.post_limit = RateLimit(per_second=1.0, burst=5)
-    running.runtime.relay.pack_when_deeper = 4
+    running.runtime.relay.packer.when_deeper = 4
     fake_slack.down = True  # the backlog builds up during an outage
     tags = [f"pack{i:02d}w" for i in range(12)]
     ids = {}

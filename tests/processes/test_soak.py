@@ -197,6 +197,9 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
                 stored = {a.id for a in (await session.execute(select(Action))).scalars()}
                 rows = {r.id: r for r in (await session.execute(select(OutboxMessage).where(
                     col(OutboxMessage.method) == "chat.postMessage"))).scalars()}
+                backlog = Counter((r.channel_key, (r.purpose or "").split(":")[0] + ":" + str(r.payload.get("kind")))
+                                  for r in (await session.execute(select(OutboxMessage).where(
+                                      col(OutboxMessage.status).in_(["pending", "sending"])))).scalars())
         finally:
             for proc in procs:
                 if proc is not None and proc.returncode is None:
@@ -222,6 +225,9 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
         "healthz degraded after (s), per fault": [(w, None if d is None else round(d, 1)) for w, d in seen],
     }
     print(json.dumps(figures, indent=1))
+    by_channel = Counter((c.args.get("channel"), str(c.args.get("text") or "")[:18]) for c in fake_slack.posts())
+    print("posts by (channel, text start):", by_channel.most_common(25))
+    print("still queued by (channel, purpose:kind):", backlog.most_common(25))
     print(f"longest event-loop stall of the fake Slack's process: {lag[0]:.2f} s")
     for refused in fake_slack.post_limit.refused:  # what Slack had just accepted on that channel
         channel = refused.args.get("channel")

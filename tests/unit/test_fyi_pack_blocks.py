@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from slack_sdk.models.blocks import Block
 
 from bot.delivery.messages import Kind
-from bot.delivery.storms import PACK_SIZES
+from bot.delivery.packing import PACK_SIZES
 from handlers.blocks.kit import MAX_BLOCKS, SECTION_MAX
 from handlers.blocks.storm import fyi_pack
 from storage.models import Action

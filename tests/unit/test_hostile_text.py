@@ -22,7 +22,7 @@ from slack_sdk.models.views import View
 from bot.actions.serialize import action_json
 from bot.policy.rules import parse_policy
 from bot.reports.figures import Rates, Stats
-from handlers.blocks import card, commands, digest, home, kit, notices, record, storm
+from handlers.blocks import card, commands, digest, home, kit, notices, packs, record, storm
 from storage.models import Action
 from tests.policies import FAST
 
@@ -128,6 +128,10 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "home": lambda: home.home_blocks(POLICY, ROWS, 20, ROWS, {"checkout-api": "owner"}, AT),
     "storm parent": lambda: storm.storm_parent(HOSTILE, 30, 12, AT),
     "storm pack": lambda: storm.card_pack(ROWS),
+    "leadership pack": lambda: storm.card_pack(ROWS, mentions=["<@U0VP>"]),
+    "reminder pack": lambda: packs.reminder_pack([a for a, _ in ROWS], level="owner"),
+    "notice pack": lambda: packs.notice_pack([notices.refused("already_decided", HOSTILE,
+                                                              ACTIONS["expired"])["text"]] * 3),
 }
 
 
