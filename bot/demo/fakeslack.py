@@ -218,19 +218,23 @@ class FakeSlack:
             message["metadata"] = metadata
         if args.get("thread_ts"):
             message["thread_ts"] = str(args["thread_ts"])
+            if str(args.get("reply_broadcast", "")).lower() in ("true", "1"):
+                message["subtype"] = "thread_broadcast"  # also shown in the channel, as Slack does
         self.history.setdefault(self.conversation(channel), []).append(message)
 
     def _read_history(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         """Newest first, `oldest`/`latest` exclusive bounds, `limit` with a cursor; metadata only with
-        include_all_metadata; history leaves thread replies out, replies gives the parent and its
-        thread (oldest first), as Slack does."""
+        include_all_metadata; history leaves thread replies out (except those also sent to the
+        channel, `thread_broadcast`), replies gives the parent and its thread (oldest first), as Slack
+        does."""
         channel = str(args.get("channel", ""))
         if channel not in self.history and channel[:1] not in ("C", "D", "G"):
             return {"ok": False, "error": "channel_not_found"}
         oldest, latest = float(args.get("oldest") or 0), float(args.get("latest") or math.inf)
         messages = [m for m in self.history.get(channel, []) if oldest < float(m["ts"]) < latest]
         if method == "conversations.history":
-            messages = [m for m in messages if m.get("thread_ts") in (None, m["ts"])][::-1]
+            messages = [m for m in messages if m.get("thread_ts") in (None, m["ts"])
+                        or m.get("subtype") == "thread_broadcast"][::-1]
         else:
             parent = str(args.get("ts", ""))
             messages = [m for m in messages if m["ts"] == parent or m.get("thread_ts") == parent]

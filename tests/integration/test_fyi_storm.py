@@ -74,8 +74,11 @@ async def test_a_burst_of_fyis_drains_in_seconds_packed_in_the_thread(
     parents = [p for p in posts if "Storm on batch" in p.args.get("text", "")]
     assert len(parents) == 1
     packs = [p for p in posts if len(ids_in(p)) > 1]
-    assert sum(bool(p.args.get("thread_ts")) for p in packs) >= len(packs) - 1  # in the storm's thread
-    # (a pack of the few that came before the storm began goes to the channel, as they would have)
+    # In the storm's thread, except the few that came before the storm began (at most
+    # storm_per_minute, 10 by default): they go to the channel, as they would have without a storm,
+    # in one pack or several (how many depends on how the relay's ticks fall on a loaded machine).
+    channel_packed = set().union(*(ids_in(p) for p in packs if not p.args.get("thread_ts")))
+    assert len(channel_packed) <= 10, sorted(channel_packed)
     assert all("autonomous actions on batch" in p.args["text"] for p in packs)
     assert all("&lt;segments&gt;" in json.dumps(p.args) and "<segments>" not in json.dumps(p.args)
                for p in packs)

@@ -7,17 +7,26 @@ from __future__ import annotations
 import functools
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from bot.delivery.wire import OUTBOX_EVENT
+from bot.delivery.wire import OUTBOX_EVENT, tagged
 from bot.demo.fakeslack import FakeSlack
+from bot.policy.rules import Policy
 from storage.models import OutboxMessage, SlackMessage
-from tests.conftest import Running
+from tests import conftest
+from tests.conftest import Running, proposal
 from tests.integration.test_outbox import about, drained, restart, rows
+from tests.policies import CALM, FAST
 from tests.slack_helpers import until as _until
 
 until = functools.partial(_until, within=20.0)
+
+
+@pytest.fixture
+def policy(request: pytest.FixtureRequest) -> Policy:
+    return conftest.test_policy(getattr(request, "param", FAST))
 
 
 async def crash_after_send(running: Running, ids: list[int]) -> None:
@@ -83,3 +92,31 @@ async def test_history_is_read_only_for_a_lapsed_lease(running: Running, fake_sl
     await until(lambda: drained(running))
     assert len(fake_slack.posts()) >= 6
     assert fake_slack.calls_to("conversations.history") == []
+
+
+@pytest.mark.parametrize("policy", [CALM.replace("remind_every: 10m", "remind_every: 1s")], indirect=True)
+async def test_a_reminder_slack_already_has_is_found_in_the_channel_not_sent_again(
+        running: Running, fake_slack: FakeSlack) -> None:
+    """A reminder replies under its card and is also sent to the conversation (reply_broadcast): it
+    is found in conversations.history, as Slack lists such replies there (`thread_broadcast`)."""
+    status, body = await running.submit(proposal(summary="Scale checkout-api down resume3"))
+    assert status == 201, body
+
+    async def reminded() -> list[OutboxMessage]:
+        return [r for r in await rows(running, action_id=body["id"], status="done")
+                if r.payload.get("kind") == "reminder" and (r.result or {}).get("ts")]
+
+    [reminder, *_] = await until(reminded)
+    await crash_after_send(running, [reminder.id or 0])
+    await until(lambda: _done_again(running, reminder.id or 0))
+
+    carrying = [c for c in fake_slack.posts() if reminder.id in tagged({"metadata": c.args.get("metadata")})]
+    assert len(carrying) == 1, "re-posted a reminder Slack already had"
+    assert carrying[0].args["thread_ts"] and carrying[0].args["reply_broadcast"] is True
+    [again] = await rows(running, id=reminder.id)
+    assert again.result is not None and again.result.get("found_after_crash") is True
+
+
+async def _done_again(running: Running, outbox_id: int) -> bool:
+    [row] = await rows(running, id=outbox_id)
+    return row.status == "done"

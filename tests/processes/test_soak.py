@@ -1,7 +1,8 @@
 """The soak: 3 replicas on PostgreSQL under mixed load for COUNTERSIGN_SOAK_SECONDS (default 120;
 600 by hand), with Slack faults every minute and one replica killed with -9 and restarted every
-minute. At the end: every 201 action stored, no Slack post made twice (each carries its outbox ids
-in metadata), each card once per (action, channel), `countersign audit verify` exits 0, 0 × 429, and
+minute. At the end: every 201 action stored, the outbox drained, no Slack post made twice (each
+carries its outbox ids in metadata), each card once per (action, channel), each escalation step
+fired once (its ledger entries), `countersign audit verify` exits 0, 0 × 429, and
 /healthz said `degraded` during each fault.
 
 Deselected by default (marker `soak`); its own command:
@@ -33,7 +34,7 @@ from sqlmodel import col, select
 from bot.delivery.wire import tagged
 from bot.demo.fakeslack import FakeSlack, Fault, RateLimit
 from storage.db import Database
-from storage.models import Action, OutboxMessage
+from storage.models import Action, LedgerEntry, OutboxMessage
 from tests.conftest import SIGNING_SECRET
 from tests.integration.test_outbox import restart
 from tests.processes.test_outbox_crash import serve
@@ -136,17 +137,25 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
                 faults.append((what, began, time.monotonic()))
                 k += 1
 
-        async def killer() -> None:
+        async def bounce(i: int) -> None:
+            """Kill replica i with -9 and start it again: one step, which stopping the killer never cuts
+            in half (a restart left unrecorded would run on as a fourth replica)."""
             nonlocal kills
+            victim = procs[i]
+            if victim is not None and victim.returncode is None:
+                victim.send_signal(signal.SIGKILL)
+                await victim.wait()
+                kills += 1
+                procs[i] = await serve(envs[i], tmp_path, http)
+
+        bounces: list[asyncio.Task[None]] = []
+
+        async def killer() -> None:
             k = 0
             while not stop.is_set():
                 await asyncio.sleep(KILL_EVERY if k else 50.0)
-                victim = procs[k % len(procs)]
-                if victim is not None and victim.returncode is None:
-                    victim.send_signal(signal.SIGKILL)
-                    await victim.wait()
-                    kills += 1
-                    procs[k % len(procs)] = await serve(envs[k % len(procs)], tmp_path, http)
+                bounces.append(asyncio.create_task(bounce(k % len(procs))))
+                await asyncio.shield(bounces[-1])
                 k += 1
 
         async def loop_lag() -> None:
@@ -173,6 +182,7 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
             stop.set()
             for task in tasks[:4]:
                 task.cancel()
+            await asyncio.gather(*bounces, return_exceptions=True)
             fake_slack.down = False
             fake_slack.faults.clear()
             for i, env in enumerate(envs):  # a replica killed at the very end comes back
@@ -197,6 +207,10 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
                 stored = {a.id for a in (await session.execute(select(Action))).scalars()}
                 rows = {r.id: r for r in (await session.execute(select(OutboxMessage).where(
                     col(OutboxMessage.method) == "chat.postMessage"))).scalars()}
+                # Each step fired once: escalation pages and reminders in the ledger, per action and step.
+                fired = Counter((e.action_id, e.event, str(e.data.get("step") or e.data.get("level")))
+                                for e in (await session.execute(select(LedgerEntry).where(col(LedgerEntry.event).in_(
+                                    ["escalation.page", "escalation.reminder", "escalation.skipped"])))).scalars())
                 backlog = Counter((r.channel_key, (r.purpose or "").split(":")[0] + ":" + str(r.payload.get("kind")))
                                   for r in (await session.execute(select(OutboxMessage).where(
                                       col(OutboxMessage.status).in_(["pending", "sending"])))).scalars())
@@ -209,6 +223,15 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
 
     posted = Counter(i for c in fake_slack.posts() for i in tagged({"metadata": c.args.get("metadata")}))
     twice = {i: n for i, n in posted.items() if n > 1}
+    for i in twice:  # what each duplicate was: where, when, and the row behind it
+        row = rows.get(i)
+        print(f"posted twice: outbox {i} ({row.purpose if row else '?'}, attempts {row.attempts if row else '?'}, "
+              f"result {row.result if row else '?'}):")
+        for c in fake_slack.posts():
+            if i in tagged({"metadata": c.args.get("metadata")}):
+                print(f"  at {c.at:.3f} to {c.args.get('channel')} thread {c.args.get('thread_ts')} "
+                      f"carrying {sorted(tagged({'metadata': c.args.get('metadata')}))[:5]}: "
+                      f"{str(c.args.get('text'))[:80]!r}")
     cards = Counter((r.action_id, r.channel_key) for r in rows.values()
                     if (r.purpose or "").startswith("card") and r.status == "done" and r.id in posted)
     unsent_cards = [r.id for r in rows.values() if (r.purpose or "").startswith("card") and r.status == "failed"]
@@ -220,6 +243,7 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
         "seconds": SECONDS, "accepted": len(accepted), "proposed": sum(k == "proposed" for k in accepted.values()),
         "stored": len(set(accepted) & stored), "clicks": clicks, "kills": kills, "faults": len(faults),
         "posts": sum(posted.values()), "posted twice": len(twice), "429": len(fake_slack.post_limit.refused),
+        "steps fired": sum(fired.values()), "max firings per (action, step)": max(fired.values(), default=0),
         "cards": len(cards), "max cards per (action, channel)": max(cards.values(), default=0),
         "verify exit": verified, "drained in": round(drained_in, 1), "agent retries": retries,
         "healthz degraded after (s), per fault": [(w, None if d is None else round(d, 1)) for w, d in seen],
@@ -242,6 +266,7 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
     assert not twice, f"posted twice: {twice}"
     assert not unsent_cards, f"cards never sent: {unsent_cards}"
     assert max(cards.values(), default=1) == 1
+    assert max(fired.values(), default=1) == 1, "a step fired twice"
     assert verified == 0, "countersign audit verify failed"
     assert fake_slack.post_limit.refused == [], "Slack answered 429"
     assert faults and all(delay is not None for _, delay in seen), f"/healthz missed a fault: {seen}"
