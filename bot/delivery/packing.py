@@ -69,15 +69,20 @@ class Packer:
         self.pacer, self.routes, self.granted, self.pace_key = pacer, routes, granted, pace_key
         self.when_deeper = PACK_WHEN_DEEPER
 
+    @staticmethod
+    async def depth(session: AsyncSession, key: str, depths: dict[str, int]) -> int:
+        """How many posts wait for the channel `key` (counted once a tick: `depths`)."""
+        if key not in depths:
+            depths[key] = await outbox.queue_depth(session, key)
+        return depths[key]
+
     async def wanted(self, session: AsyncSession, row: OutboxMessage, key: str,
-                     route: storms.Route | None, deep: dict[str, bool]) -> bool:
+                     route: storms.Route | None, depths: dict[str, int]) -> bool:
         """Whether a claimed row leaves in a pack: its queue is deep and (cards, FYIs) in a storm."""
         kind = pack_kind(row)
         if kind is None:
             return False
-        if key not in deep:
-            deep[key] = await outbox.queue_depth(session, key) > self.when_deeper
-        if not deep[key]:
+        if await self.depth(session, key, depths) <= self.when_deeper:
             return False
         if kind not in STORM_ONLY:
             return True

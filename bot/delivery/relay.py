@@ -100,9 +100,9 @@ class Relay(Recorder):
             rows = outbox.coalesce(session, [r for r in rows if r.id not in self._in_flight])
             groups: dict[str, list[list[OutboxMessage]]] = {}  # channel -> what to send, in order
             packable: dict[tuple[str, str | None, Kind], list[OutboxMessage]] = {}
-            deep: dict[str, bool] = {}
+            depths: dict[str, int] = {}  # channel -> posts waiting for it, counted once a tick
             for row in rows:
-                plan = await self._plan(session, row, now, deep)
+                plan = await self._plan(session, row, now, depths)
                 if plan == "send":  # an App Home is not a message in the DM: it does not wait for one
                     key = f"{row.method}:{row.channel_key}" if row.channel_key else f"row:{row.id}"
                     groups.setdefault(key, []).append([row])
@@ -135,7 +135,7 @@ class Relay(Recorder):
             await self.pacer.prune(self.svc.db)
         return len(rows)
 
-    async def _plan(self, session: Any, row: OutboxMessage, now: datetime, deep: dict[str, bool]) -> str:
+    async def _plan(self, session: Any, row: OutboxMessage, now: datetime, depths: dict[str, int]) -> str:
         """Storm threading, packing and pacing for one claimed row: "send" it now, "pack" it with
         others for the same channel, "wait" (deferred, which is not an attempt) or "skip" (needless)."""
         if row.target != "slack" or row.method != "chat.postMessage":
@@ -155,11 +155,11 @@ class Relay(Recorder):
                 return "wait"
             if route.thread_ts:
                 self._routes[row.id] = route
-        if await self.packer.wanted(session, row, key, route, deep):
+        if await self.packer.wanted(session, row, key, route, depths):
             return "pack"
         pace = await self._pace_key(session, key)
         granted = (pace, self.pacer.pacer.clock())
-        delay = await self.pacer.acquire(session, pace)
+        delay = await self.pacer.acquire(session, pace, await self.packer.depth(session, key, depths))
         if delay > 0:
             self._routes.pop(row.id, None)
             outbox.defer(session, row, now + timedelta(seconds=delay))

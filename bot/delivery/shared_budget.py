@@ -42,12 +42,12 @@ class SharedPacer:
         row.tat, row.queue_tail = self.pacer.state(row.key)
         session.add(row)
 
-    async def acquire(self, session: AsyncSession, key: str) -> float:
+    async def acquire(self, session: AsyncSession, key: str, waiting: int | None = None) -> float:
         """Pacer.acquire on the shared bucket: 0.0 send now (counted), else seconds to wait."""
         row = await self._hold(session, key)
         if row is None:
             return self.interval
-        delay = self.pacer.acquire(key)
+        delay = self.pacer.acquire(key, waiting)
         self._store(session, row)
         return delay
 

@@ -6,6 +6,7 @@ skipped and takes no turn of the channel's budget (what kept the soak's outbox f
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -123,3 +124,27 @@ async def test_a_storms_leadership_cards_leave_packed_calling_leadership_once(
 
 async def _leadership_cards(running: Running, n: int) -> bool:
     return len(await rows(running, purpose="card:leadership")) >= n
+
+
+async def test_after_a_packed_backlog_a_new_page_goes_out_at_once(running: Running, fake_slack: FakeSlack) -> None:
+    """Each post deferred for its turn is given a slot one second after the last one; when the
+    backlog then leaves in packs (or is skipped), those slots are never used. A page arriving after
+    the backlog drained must not wait behind them."""
+    fake_slack.post_limit = RateLimit(per_second=1.0, burst=5)
+    running.runtime.relay.packer.when_deeper = 4
+    ids = []
+    for n in range(12):
+        status, body = await running.submit(proposal(summary=f"Scale checkout-api down slot{n:02d}"))
+        assert status == 201
+        ids.append(body["id"])
+    await until(lambda: _count(running, "reminder", at_least=40), within=30)
+    for action_id in ids:
+        await click(running, action_id)
+    await until(lambda: drained(running), within=60)
+
+    status, body = await running.submit(proposal(summary="Scale checkout-api down afterwards"))
+    assert status == 201
+    submitted = time.monotonic()  # the clock of the fake Slack's calls (Call.at)
+    page = await fake_slack.wait_for(lambda: [c for c in fake_slack.posts("U0OWNER")
+                                              if "afterwards" in str(c.args.get("text"))], timeout=60)
+    assert page[0].at - submitted < 5.0, f"the page waited {page[0].at - submitted:.1f} s behind an empty queue"

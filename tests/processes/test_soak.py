@@ -23,6 +23,7 @@ import signal
 import time
 from asyncio.subprocess import Process
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -190,6 +191,14 @@ async def test_soak(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
                     procs[i] = await serve(env, tmp_path, http)
             await asyncio.sleep(12)  # submissions still retrying finish
             stopped_at = time.monotonic()
+            async with db.session() as session:  # what the drain waits for, and how far ahead it is due
+                left = list((await session.execute(select(OutboxMessage).where(
+                    col(OutboxMessage.status).in_(["pending", "sending"]),
+                    col(OutboxMessage.target) == "slack"))).scalars())
+            now = datetime.now(UTC)
+            print(f"at the drain's start: {len(left)} Slack rows waiting; due in (s) at most "
+                  f"{max(((r.next_attempt_at - now).total_seconds() for r in left), default=0):.0f}:",
+                  Counter((r.channel_key, str(r.payload.get('kind'))) for r in left).most_common(10))
             while True:
                 async with db.session() as session:
                     waiting = (await session.execute(select(OutboxMessage).where(

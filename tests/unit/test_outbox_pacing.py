@@ -24,6 +24,21 @@ def test_burst_then_one_per_second_each_waiting_message_gets_its_own_time() -> N
     assert pacer.acquire("C1") == 3.0  # a newcomer queues behind the others still waiting
 
 
+def test_slots_never_run_further_ahead_than_the_queue_is_long() -> None:
+    """Posts given slots and then sent early in a pack (or skipped) never hand them back: a tail of
+    such slots must not keep a newcomer waiting when the queue is short."""
+    clock = Clock()
+    pacer = Pacer(rate=1.0, burst=3, clock=clock)
+    for _ in range(3):
+        assert pacer.acquire("C1", waiting=1) == 0.0  # the burst
+    waits = [pacer.acquire("C1", waiting=30 + n) for n in range(120)]  # a storm: each given a slot
+    assert waits[:3] == [1.0, 2.0, 3.0] and waits[-1] == 120.0  # a long queue: a slot each, in turn
+    clock.now += 1.0  # the storm left in packs meanwhile; one post now waits, alone
+    assert pacer.acquire("C1", waiting=1) == 0.0  # a free token: no slot needed
+    assert pacer.acquire("C1", waiting=1) == 1.0  # its turn, not the 119th second of a stale tail
+    assert pacer.acquire("C1", waiting=2) == 2.0  # and the next one behind it
+
+
 def simulate(pacer: Pacer, clock: Clock, messages: int, lag: float) -> list[float]:
     """The relay's loop: each message comes back when told (plus `lag`, a slow relay) until sent."""
     due = [(clock.now, m) for m in range(messages)]
