@@ -23,13 +23,16 @@ async def claim_due(
     lease_seconds: float = 60.0,
     target: str | None = None,
     resumed: dict[int, datetime] | None = None,
+    unanswered: str | None = None,
 ) -> list[OutboxMessage]:
     """Claim due rows for this relay; a lease lets another replica take over after a crash.
 
     The caller commits right after, so the claim is short: PostgreSQL skips rows another
     replica holds (FOR UPDATE SKIP LOCKED); SQLite's writer lock serializes claimers.
-    While a row is claimed, `next_attempt_at` holds when its lease began. A row still "sending"
-    whose lease lapsed may have reached Slack: its id and that time go into `resumed`.
+    While a row is claimed, `next_attempt_at` holds when its lease began. A row that may have
+    reached Slack goes into `resumed` with the time from which to look for it: one still "sending"
+    whose lease lapsed (from when that lease began), and one whose last attempt got no answer
+    (`last_error` starting with `unanswered`; from when it was queued, as any replica may claim it).
     """
     stmt = (
         select(OutboxMessage)
@@ -48,8 +51,11 @@ async def claim_due(
     rows = list((await session.execute(stmt)).scalars())
     until = now + timedelta(seconds=lease_seconds)
     for row in rows:
-        if row.status == "sending" and resumed is not None and row.id is not None:
-            resumed[row.id] = row.next_attempt_at
+        if resumed is not None and row.id is not None:
+            if row.status == "sending":
+                resumed[row.id] = row.next_attempt_at
+            elif unanswered and (row.last_error or "").startswith(unanswered):
+                resumed.setdefault(row.id, row.created_at)
         row.status, row.claimed_until, row.next_attempt_at = "sending", until, now
         session.add(row)
     return rows

@@ -96,7 +96,8 @@ class Relay(Recorder):
         target = None if self.breaker.allows_sending() else "callback"
         async with self.svc.db.session() as session:
             rows = await outbox.claim_due(session, now, limit=self.batch, target=target,
-                                          lease_seconds=CALL_TIMEOUT + LEASE_MARGIN, resumed=self._resumed)
+                                          lease_seconds=CALL_TIMEOUT + LEASE_MARGIN, resumed=self._resumed,
+                                          unanswered=f"{NO_ANSWER}:")
             rows = outbox.coalesce(session, [r for r in rows if r.id not in self._in_flight])
             groups: dict[str, list[list[OutboxMessage]]] = {}  # channel -> what to send, in order
             packable: dict[tuple[str, str | None, Kind], list[OutboxMessage]] = {}
@@ -143,6 +144,7 @@ class Relay(Recorder):
         assert row.id is not None
         reason = await needless(session, row)
         if reason is not None:  # before it takes a turn of the channel's budget
+            self._resumed.pop(row.id, None)
             outbox.settle(session, row, {"skipped": reason})
             return "skip"
         channel = row.payload.get("channel")
@@ -155,6 +157,11 @@ class Relay(Recorder):
                 return "wait"
             if route.thread_ts:
                 self._routes[row.id] = route
+        if row.id in self._resumed:
+            # It may be in Slack already: it goes alone, now, to be looked for before anything else
+            # (its turn of the budget is taken as it leaves, if it must be posted). Deferred or
+            # packed, it would be 'pending' again, and whoever claimed it next would not know.
+            return "send"
         if await self.packer.wanted(session, row, key, route, depths):
             return "pack"
         pace = await self._pace_key(session, key)

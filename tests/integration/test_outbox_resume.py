@@ -120,3 +120,26 @@ async def test_a_reminder_slack_already_has_is_found_in_the_channel_not_sent_aga
 async def _done_again(running: Running, outbox_id: int) -> bool:
     [row] = await rows(running, id=outbox_id)
     return row.status == "done"
+
+
+async def test_a_post_whose_answer_was_lost_is_looked_for_by_any_replica(running: Running,
+                                                                       fake_slack: FakeSlack) -> None:
+    """A post that got no answer (a timeout) may be in Slack, and the row is 'pending' for anyone to
+    retry: its `last_error` says so, and whichever relay claims it next (here a fresh one, as after
+    a restart) looks for it first instead of posting it again."""
+    status, body = await running.submit(restart("resume4"))
+    assert status == 201, body
+    await until(lambda: drained(running))
+    [dm] = [r for r in await rows(running, action_id=body["id"]) if r.channel_key == "U0SEARCH"
+            and r.method == "chat.postMessage"]
+    running.runtime.relay._resumed.clear()  # the relay that saw the timeout is gone
+    async with running.svc.db.session() as session:
+        await session.execute(update(OutboxMessage).where(col(OutboxMessage.id) == dm.id).values(
+            status="pending", next_attempt_at=running.svc.clock(), claimed_until=None, result=None,
+            sent_at=None, last_error="no answer: TimeoutError"))
+        await session.commit()
+    await until(lambda: _done_again(running, dm.id or 0))
+
+    assert len(about(fake_slack.posts("U0SEARCH"), "resume4")) == 1, "re-posted a post Slack already had"
+    [again] = await rows(running, id=dm.id)
+    assert again.result is not None and again.result.get("found_after_crash") is True
