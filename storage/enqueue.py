@@ -56,15 +56,19 @@ def enqueue(
     return row
 
 
+# Built once: their cache keys are memoized (a statement built per call computes its key every time).
+_INSERT = insert(OUTBOX)
+_INSERT_IDS = insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True)
+
+
 def _insert(session: Session, queued: list[Queued], *, ids: bool = False) -> None:
     """Insert rows now, in order; with `ids`, give each its id. Without, one executemany (with
     RETURNING in parameter order, SQLAlchemy sends SQLite one INSERT per row)."""
     values = [q.values for q in queued]
     if not ids:
-        session.connection().execute(insert(OUTBOX), values)
+        session.connection().execute(_INSERT, values)
         return
-    stmt = insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True)
-    for row, new_id in zip(queued, session.connection().execute(stmt, values).scalars().all(), strict=True):
+    for row, new_id in zip(queued, session.connection().execute(_INSERT_IDS, values).scalars().all(), strict=True):
         row.id = int(new_id)
 
 

@@ -18,13 +18,14 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.actions import idempotency
+from bot.actions.frozen import frozen_snapshot, ledger_json, stored_json
 from bot.actions.idempotency import Answer
 from bot.actions.serialize import action_json
 from bot.contract.errors import ApiError
 from bot.contract.schemas import ActionIn
 from bot.delivery.messages import Kind, send
 from bot.escalation.paging import Effects, advance
-from bot.escalation.snapshot import EscalationSnapshot, freeze
+from bot.escalation.snapshot import EscalationSnapshot
 from bot.policy.autonomy import InForce, PauseInForce, apply
 from bot.policy.rules import RuleMatch, evaluate
 from bot.services import Services
@@ -76,7 +77,8 @@ def prepare(svc: Services, agent: Agent, req: ActionIn, *, raw: dict[str, Any],
         match, pause = applied.match, applied.pause
     snapshot = None
     if match.mode != "forbidden":
-        snapshot = freeze(policy, req.service, match, violation=req.kind == "executed" and match.mode == "approve")
+        snapshot = frozen_snapshot(policy, req.service, match,
+                                   violation=req.kind == "executed" and match.mode == "approve")
     digest = idempotency.body_hash(raw) if idempotency_key else None
     return Prepared(agent, req, raw, idempotency_key, digest, now, match, snapshot, pause)
 
@@ -105,7 +107,7 @@ def build_action(prep: Prepared) -> Action | None:
         mode=prep.match.mode,
         status="pending",
         policy_violation=snapshot.violation,
-        frozen=snapshot.to_json(),
+        frozen=stored_json(snapshot),  # one dict per snapshot, shared (bot.actions.frozen)
         owner=snapshot.owner,
         created_at=now,
         updated_at=now,
@@ -144,7 +146,7 @@ async def write(session: AsyncSession, svc: Services, prep: Prepared, action: Ac
             "model": action.model,
             "mode": prep.match.mode,
             "policy_violation": action.policy_violation,
-            "frozen": action.frozen,
+            "frozen": ledger_json(prep.snapshot, action.frozen),  # converted once per snapshot
         },
         action_id=action.id,
         actor=f"agent:{agent.name}",

@@ -14,16 +14,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from bot.actions import batch_keys, first_steps
 from bot.actions import submit as single
-from bot.actions.idempotency import ABANDONED_AFTER, Answer
-from bot.actions.submit import Prepared, answer, build_action, count, raise_or_return, write
+from bot.actions.batch_keys import SINGLE, Result, _Single, stored
+from bot.actions.idempotency import Answer
+from bot.actions.submit import Prepared, answer, build_action, count, write
 from bot.actions.tokens import TokenCache
 from bot.contract.errors import ApiError
-from bot.escalation.plan import plan
-from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from storage.db import dropped, unavailable
 from storage.models import Action
@@ -42,14 +41,6 @@ def busy(message: str) -> ApiError:
 
 def unauthorized() -> ApiError:
     return ApiError(401, "unauthorized", "unknown or revoked token")
-
-
-class _Single:
-    """This submission goes through the single path after the batch (an abandoned key to take over)."""
-
-
-SINGLE = _Single()
-Result = Answer | ApiError | _Single
 
 
 @dataclass
@@ -201,11 +192,14 @@ class Writer:
                 for i, prep in enumerate(preps):
                     if prep.agent.id in dead:
                         results[i] = unauthorized()
-            key_ids, followers = await self._claim_keys(session, preps, results)
+            key_ids, followers = await batch_keys.claim(session, preps, results)
             work = [i for i, r in enumerate(results) if r is None and i not in followers]
             actions: dict[int, Action | None] = {i: build_action(preps[i]) for i in work}
-            await ingest.insert_actions(session, [a for a in actions.values() if a is not None])
-            recorded = await self._first_steps(session, preps, actions)
+            new = [a for a in actions.values() if a is not None]
+            now = {i: preps[i].now for i in work}
+            due = first_steps.plan_ahead(actions, now)  # their escalation state, before the INSERT
+            await ingest.insert_actions(session, new)
+            recorded = await first_steps.record(session, actions, due, now)
             effects: list[Callable[[], object]] = []
             for i in work:
                 action = actions[i]
@@ -213,96 +207,26 @@ class Writer:
                             recorded=recorded.get(action.id or 0) if action is not None else None)
             for effect in effects:  # the outbox rows, flushed at commit as multi-row INSERTs
                 effect()
-            stored: list[tuple[int, int, dict[str, Any]]] = []
+            first_steps.forget_settled(session, new)
+            answered: list[tuple[int, int, dict[str, Any]]] = []
             for i in work:
                 status, body = answer(svc, preps[i], actions[i])
                 results[i] = (status, body)
                 if i in key_ids:
-                    stored.append((key_ids[i], status, body))
-            await ingest.store_answers(session, stored)
+                    answered.append((key_ids[i], status, body))
+            await ingest.store_answers(session, answered)
             await session.commit()  # the ledger is chained here, under the head's lock, once
         for i in work:
             done = results[i]
             assert isinstance(done, tuple)
             count(svc, *done)
         for i, first in followers.items():
-            results[i] = self._follow(preps[i], preps[first], results[first])
+            results[i] = batch_keys.follow(preps[i], preps[first], results[first])
         return [_as_result(r) for r in results]
-
-    async def _claim_keys(self, session: Any, preps: list[Prepared], results: list[Result | None]
-                          ) -> tuple[dict[int, int], dict[int, int]]:
-        """Claim the batch's Idempotency-Keys in one statement. Returns (index -> claimed key row id,
-        follower index -> the index of the first submission with its key in this batch); a key held
-        already answers its submission here (stored answer, 409 in flight, 422 other body)."""
-        first: dict[tuple[int, str], int] = {}
-        followers: dict[int, int] = {}
-        for i, prep in enumerate(preps):
-            if prep.key is None or results[i] is not None:
-                continue
-            k = (int(prep.agent.id or 0), prep.key)
-            if k in first:
-                followers[i] = first[k]
-            else:
-                first[k] = i
-        claimed = await ingest.claim_keys(session, [(a, k, preps[i].digest or "") for (a, k), i in first.items()],
-                                          preps[0].now)
-        held = await ingest.held_keys(session, [k for k in first if k not in claimed])
-        key_ids: dict[int, int] = {}
-        for k, i in first.items():
-            if k in claimed:
-                key_ids[i] = claimed[k]
-                continue
-            row, prep = held.get(k), preps[i]
-            if row is None:  # freed since (a refused single-path request): let the single path run
-                results[i] = SINGLE
-            elif row.request_hash != prep.digest:
-                results[i] = ApiError(422, "idempotency_key_reused",
-                                      "this Idempotency-Key was used with a different request body")
-            elif row.in_flight:
-                fresh = prep.now - row.created_at < ABANDONED_AFTER
-                results[i] = ApiError(409, "idempotency_key_in_flight", "a request with this Idempotency-Key "
-                                      "is still being processed; retry later") if fresh else SINGLE
-            else:
-                assert row.status is not None and row.body is not None
-                results[i] = _stored(row.status, row.body)
-        return key_ids, followers
-
-    @staticmethod
-    async def _first_steps(session: Any, preps: list[Prepared], actions: dict[int, Action | None]
-                           ) -> dict[int, set[str]]:
-        """The steps due at once (the owner's page), for every new action in one INSERT."""
-        rows: list[tuple[int, str, str | None, datetime, datetime]] = []
-        for i, action in actions.items():
-            if action is None or action.status != "pending" or action.id is None:
-                continue
-            now = preps[i].now
-            for step in plan(snapshot_of(action).chain, action.created_at, {}, now).due:
-                rows.append((action.id, step.key, step.level, step.at, now))
-        recorded: dict[int, set[str]] = {}
-        for action_id, key in await ingest.record_first_steps(session, rows):
-            recorded.setdefault(action_id, set()).add(key)
-        return recorded
-
-    @staticmethod
-    def _follow(prep: Prepared, first: Prepared, result: Result | None) -> Result:
-        """A second submission with the first's key in the same batch: the same answer (the draft's
-        "same response"), or 422 if its body differs."""
-        if prep.digest != first.digest:
-            return ApiError(422, "idempotency_key_reused",
-                            "this Idempotency-Key was used with a different request body")
-        assert result is not None
-        return result
-
-
-def _stored(status: int, body: dict[str, Any]) -> Result:
-    try:
-        return raise_or_return(status, body)
-    except ApiError as exc:
-        return exc
 
 
 def _as_result(result: Result | None) -> Result:
     assert result is not None
     if isinstance(result, tuple) and result[0] >= 400:
-        return _stored(*result)
+        return stored(*result)
     return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -99,6 +100,24 @@ def hash_matches(prev_hash: str, content: dict[str, Any], expected: str) -> bool
         return False
 
 
+class Canonical(dict[str, Any]):
+    """A JSON object already in ledger form (`jsonable`) together with its RFC 8785 text: put in an
+    entry's data (top level), `append` neither converts nor encodes it again (a snapshot that many
+    entries share is converted once; bot.actions.frozen)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: dict[str, Any], text: str) -> None:
+        super().__init__(value)
+        self.text = text
+
+
+def canonical(value: dict[str, Any]) -> Canonical:
+    """`value` in ledger form with its RFC 8785 text, for entries that share it."""
+    clean = jsonable(value)
+    return Canonical(clean, canonical_json(clean))
+
+
 def jsonable(value: Any) -> Any:
     """Ledger data must hash the same before and after a database round trip (SQLite and
     PostgreSQL): datetimes become UTC ISO strings, non-finite floats and integers beyond JSON's
@@ -122,6 +141,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dict):
+        if type(value) is Canonical:
+            return value
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v) for v in value]
@@ -143,8 +164,25 @@ def _stdlib_is_canonical(value: Any) -> bool:
     return True
 
 
+# Stands for a Canonical value while the rest of an entry's data is encoded; random, so that no
+# string in the data can be mistaken for it.
+_SPLICE = f"\x00canonical-{uuid.uuid4().hex}-"
+
+
 def canonical_json(value: Any) -> str:
-    """RFC 8785 text of a jsonable value; the C-accelerated stdlib encoder when it gives the same."""
+    """RFC 8785 text of a jsonable value; the C-accelerated stdlib encoder when it gives the same.
+    Canonical values at the top level are spliced in as their text (a JSON object's text does not
+    depend on where it stands, and the keys keep their order)."""
+    if type(value) is dict and any(type(v) is Canonical for v in value.values()):
+        texts = {f"{_SPLICE}{k}": v.text for k, v in value.items() if type(v) is Canonical}
+        text = _canonical_json({k: f"{_SPLICE}{k}" if type(v) is Canonical else v for k, v in value.items()})
+        for marker, inner in texts.items():
+            text = text.replace(_jstr(marker), inner, 1)
+        return text
+    return _canonical_json(value)
+
+
+def _canonical_json(value: Any) -> str:
     if _stdlib_is_canonical(value):
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         try:

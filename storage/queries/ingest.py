@@ -30,7 +30,10 @@ async def insert_actions(session: AsyncSession, actions: list[Action]) -> None:
     ids are known before the INSERT (max + 1, ...), so SQLite gets one executemany instead."""
     if not actions:
         return
-    values = [{column: getattr(a, attr) for attr, column in _ACTION_FIELDS} for a in actions]
+    # Read from the objects' __dict__ (new_row filled every field): the instrumented getattr of ~30
+    # fields per row was ~2 % of ingest CPU.
+    values = [{column: fields[attr] if attr in fields else getattr(a, attr) for attr, column in _ACTION_FIELDS}
+              for a in actions for fields in (a.__dict__,)]
     if session.bind.dialect.name == "sqlite":
         last = (await session.execute(select(func.max(ACTIONS.c.id)))).scalar() or 0
         ids = list(range(last + 1, last + 1 + len(actions)))
@@ -56,9 +59,15 @@ class StoredKey:
     body: dict[str, Any] | None
 
 
-def _insert(session: AsyncSession) -> Any:
-    bind = session.bind
-    return pg_insert if bind is not None and bind.dialect.name == "postgresql" else sqlite_insert
+# ON CONFLICT statements have no cache key in SQLAlchemy (a dialect insert's `inherit_cache` is
+# False), so they are compiled on every execution. Built once per dialect and run as an executemany
+# (insertmanyvalues: still one multi-row INSERT .. RETURNING), the compiled form no longer grows
+# with the batch: one row's bind parameters instead of one set per key.
+_CLAIM = {
+    dialect: insert_(KEYS).on_conflict_do_nothing(index_elements=["agent_id", "key"])
+    .returning(KEYS.c.id, KEYS.c.agent_id, KEYS.c.key)
+    for dialect, insert_ in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
 
 
 async def claim_keys(
@@ -70,14 +79,9 @@ async def claim_keys(
     if not keys:
         return {}
     ordered = sorted(keys, key=lambda k: (k[0], k[1]))
-    stmt = (
-        _insert(session)(KEYS)
-        .values([{"agent_id": a, "key": k, "request_hash": h, "in_flight": True, "created_at": now}
-                 for a, k, h in ordered])
-        .on_conflict_do_nothing(index_elements=["agent_id", "key"])
-        .returning(KEYS.c.id, KEYS.c.agent_id, KEYS.c.key)
-    )
-    return {(int(a), str(k)): int(i) for i, a, k in (await session.execute(stmt)).all()}
+    stmt = _CLAIM[session.bind.dialect.name]
+    rows = [{"agent_id": a, "key": k, "request_hash": h, "in_flight": True, "created_at": now} for a, k, h in ordered]
+    return {(int(a), str(k)): int(i) for i, a, k in (await session.execute(stmt, rows)).all()}
 
 
 async def held_keys(session: AsyncSession, keys: list[tuple[int, str]]) -> dict[tuple[int, str], StoredKey]:
