@@ -188,7 +188,8 @@ class Runtime:
         await self.sweeper.stop()
         await self.writer.stop()
         if self.svc.scheduler.running:
-            self.svc.scheduler.shutdown(wait=False)
+            self.svc.scheduler.shutdown(wait=False)  # cancels the jobs running now...
+            await self.svc.jobs.unwound()  # ...which finish unwinding before the connections close
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.relay.close()
         await self.svc.db.dispose()

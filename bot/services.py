@@ -6,10 +6,12 @@ moving parts (relay, sweeper, long-poll waiters) live with the app factory (bot.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock, system_clock
@@ -46,8 +48,29 @@ HealthProbe = Callable[[], Awaitable[str]]
 MetricsRefresher = Callable[[], Awaitable[None]]
 
 
-def _scheduler() -> AsyncIOScheduler:
-    return AsyncIOScheduler(timezone="UTC")
+UNWIND_SECONDS = 10.0
+
+
+class AwaitableJobs(AsyncIOExecutor):
+    """APScheduler's asyncio executor, whose shutdown cancels the running jobs without waiting for
+    them: these are kept, so the app can await them (`unwound`) before it closes the database. A
+    job cancelled mid-query while the pool was being disposed hung the shutdown (seen in CI: the
+    trust rollup, on SQLite)."""
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        self.cancelled: list[asyncio.Future[Any]] = []
+
+    def shutdown(self, wait: bool = True) -> None:
+        self.cancelled = [f for f in self._pending_futures if not f.done()]
+        super().shutdown(wait)
+
+    async def unwound(self) -> None:
+        """The cancelled jobs have finished unwinding (bounded: a job stuck for good is not waited for)."""
+        if self.cancelled:
+            await asyncio.wait(self.cancelled, timeout=UNWIND_SECONDS)
+
+
 
 
 @dataclass
@@ -58,10 +81,15 @@ class Services:
     clock: Clock = system_clock
     slack: Any = None  # slack_sdk AsyncWebClient (None in CLI contexts without Slack)
     metrics: Metrics = field(default_factory=Metrics)
-    # The one scheduler of the process: the sweeper's interval job and the digest's cron job.
-    scheduler: AsyncIOScheduler = field(default_factory=_scheduler)
+    # The one scheduler of the process (the sweeper, the digest, the rollup, expiries) and the
+    # executor its jobs run in, awaited at shutdown.
+    jobs: AwaitableJobs = field(default_factory=AwaitableJobs)
+    scheduler: AsyncIOScheduler = field(init=False)
     decision_listeners: list[DecisionListener] = field(default_factory=list)
     health_probes: dict[str, HealthProbe] = field(default_factory=dict)
     metrics_refreshers: list[MetricsRefresher] = field(default_factory=list)
     autonomy: AutonomySource = field(default_factory=_NoAutonomy)
     decided_hooks: list[DecidedHook] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.scheduler = AsyncIOScheduler(timezone="UTC", executors={"default": self.jobs})
