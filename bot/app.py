@@ -188,8 +188,9 @@ class Runtime:
         await self.sweeper.stop()
         await self.writer.stop()
         if self.svc.scheduler.running:
-            self.svc.scheduler.shutdown(wait=False)  # cancels the jobs running now...
-            await self.svc.jobs.unwound()  # ...which finish unwinding before the connections close
+            self.svc.scheduler.pause()  # no new runs; the running ones end before anything closes
+            await self.svc.jobs.finished()
+            self.svc.scheduler.shutdown(wait=False)
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.relay.close()
         await self.svc.db.dispose()

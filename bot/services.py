@@ -53,24 +53,17 @@ UNWIND_SECONDS = 10.0
 
 class AwaitableJobs(AsyncIOExecutor):
     """APScheduler's asyncio executor, whose shutdown cancels the running jobs without waiting for
-    them: these are kept, so the app can await them (`unwound`) before it closes the database. A
-    job cancelled mid-query while the pool was being disposed hung the shutdown (seen in CI: the
-    trust rollup, on SQLite)."""
+    them. A job cancelled mid-query on SQLite (the trust rollup, run at every start, in its BEGIN
+    IMMEDIATE) left its connection to be terminated while the pool was disposed, and that never
+    returned: CI teardowns hung for 120 s. So the app lets the running jobs finish first
+    (`finished`, bounded), and only then shuts the scheduler down."""
 
-    def start(self, scheduler: Any, alias: str) -> None:
-        super().start(scheduler, alias)
-        self.cancelled: list[asyncio.Future[Any]] = []
-
-    def shutdown(self, wait: bool = True) -> None:
-        self.cancelled = [f for f in self._pending_futures if not f.done()]
-        super().shutdown(wait)
-
-    async def unwound(self) -> None:
-        """The cancelled jobs have finished unwinding (bounded: a job stuck for good is not waited for)."""
-        if self.cancelled:
-            await asyncio.wait(self.cancelled, timeout=UNWIND_SECONDS)
-
-
+    async def finished(self) -> None:
+        """The jobs running now have ended (those still running after UNWIND_SECONDS are left to
+        the shutdown's cancellation)."""
+        running = [f for f in self._pending_futures if not f.done()]
+        if running:
+            await asyncio.wait(running, timeout=UNWIND_SECONDS)
 
 
 @dataclass
