@@ -39,6 +39,16 @@ async def click(running: Running, action_id: int, verb: str = "approve", user: s
     assert resp.status == 200
 
 
+async def proposals(running: Running, tag: str, n: int) -> list[int]:
+    """`n` tier-1 proposals on checkout-api (summaries tagged `tag00`, `tag01`...), their ids."""
+    ids = []
+    for i in range(n):
+        status, body = await running.submit(proposal(summary=f"Scale checkout-api down {tag}{i:02d}"))
+        assert status == 201, body
+        ids.append(body["id"])
+    return ids
+
+
 def reminded_ids(call: Call) -> set[int]:
     """The actions a reminder (one, or a pack) names."""
     text = str(call.args.get("text") or "")
@@ -52,11 +62,7 @@ async def test_reminders_and_notes_pile_up_and_leave_packed(running: Running, fa
     fake_slack.post_limit = RateLimit(per_second=1.0, burst=5)  # Slack's limit, enforced
     running.runtime.relay.packer.when_deeper = 4
     fake_slack.down = True  # the backlog builds up during an outage
-    ids = []
-    for n in range(8):
-        status, body = await running.submit(proposal(summary=f"Scale checkout-api down deep{n:02d}"))
-        assert status == 201
-        ids.append(body["id"])
+    ids = await proposals(running, "deep", 8)
     # While Slack is down the sweeper keeps reminding the owner, once a second for each action.
     await until(lambda: _count(running, "reminder", at_least=20), within=20)
     early = ids[:3]
@@ -103,11 +109,7 @@ async def test_a_storms_leadership_cards_leave_packed_calling_leadership_once(
     fake_slack.post_limit = RateLimit(per_second=1.0, burst=5)
     running.runtime.relay.packer.when_deeper = 4
     fake_slack.down = True
-    ids = []
-    for n in range(10):
-        status, body = await running.submit(proposal(summary=f"Scale checkout-api down lead{n:02d}"))
-        assert status == 201
-        ids.append(body["id"])
+    ids = await proposals(running, "lead", 10)
     await until(lambda: _leadership_cards(running, len(ids)), within=20)  # escalated while Slack was down
     fake_slack.down = False
     await until(lambda: drained(running), within=40)
@@ -132,11 +134,7 @@ async def test_after_a_packed_backlog_a_new_page_goes_out_at_once(running: Runni
     the backlog drained must not wait behind them."""
     fake_slack.post_limit = RateLimit(per_second=1.0, burst=5)
     running.runtime.relay.packer.when_deeper = 4
-    ids = []
-    for n in range(12):
-        status, body = await running.submit(proposal(summary=f"Scale checkout-api down slot{n:02d}"))
-        assert status == 201
-        ids.append(body["id"])
+    ids = await proposals(running, "slot", 12)
     await until(lambda: _count(running, "reminder", at_least=40), within=30)
     for action_id in ids:
         await click(running, action_id)
