@@ -92,6 +92,7 @@ async def serve_raw(url: str, port: int) -> None:
 
 async def serve_countersign(url: str, port: int, ledger_on: bool, reuse_port: bool) -> None:
     from bot.app import create_app
+    from bot.cli.main import collect_less
     from bot.config import Settings
     from bot.policy.rules import parse_policy
     from storage.ledger import chain as ledger
@@ -118,6 +119,7 @@ async def serve_countersign(url: str, port: int, ledger_on: bool, reuse_port: bo
         await asyncio.to_thread(token_file.write_text, token)
 
     app.on_startup.append(add_agent)
+    collect_less(app)  # as `countersign serve` does
     await _run(app, port, reuse_port=reuse_port)
 
 

@@ -25,7 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 import handlers
 from bot import slack_guard as guard
 from bot.actions.tokens import TokenCache
-from bot.actions.writer import Writer
+from bot.actions.writer import LANES, Writer
 from bot.api import paging_health
 from bot.api import routes as api
 from bot.api.longpoll import DecisionWaiters
@@ -214,7 +214,7 @@ def create_app(
     bolt = build_bolt(svc, workspace)
     relay = Relay(svc, handlers.render, paging.fail_level)
     waiters = DecisionWaiters(svc)
-    writer = Writer(svc, TokenCache(svc))
+    writer = Writer(svc, TokenCache(svc), lanes=LANES.get(svc.db.dialect, 1))
     runtime = Runtime(svc, bolt, relay, Sweeper(svc), waiters, writer, migrate=migrate, background=background,
                       workspace=workspace)
     svc.decision_listeners.append(waiters.notify)  # a decision wakes the long polls waiting for it

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage import json_text
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "countersign_read_only"
 URGENT = "countersign_urgent"  # a short write that must not queue behind a burst (the outbox done-mark)
@@ -150,13 +152,16 @@ def _configure_sqlite(engine: AsyncEngine, writers: WriterQueue) -> None:
         _release(record.info)
 
 
+JSON_CODEC: dict[str, Any] = {"json_serializer": json_text.dumps, "json_deserializer": json_text.loads}
+
+
 class Database:
     """One engine and its session factory. `dialect` is "sqlite" or "postgresql"."""
 
     def __init__(self, url: str, *, pool_size: int = 10, lock_timeout_ms: int = LOCK_TIMEOUT_MS,
                  statement_timeout_ms: int = STATEMENT_TIMEOUT_MS, pool_timeout: float = POOL_TIMEOUT_SECONDS) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"pool_pre_ping": False}
+        kwargs: dict[str, Any] = {"pool_pre_ping": False, **JSON_CODEC}
         if url.startswith("postgresql"):
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout,
                           connect_args={"server_settings": {"lock_timeout": str(lock_timeout_ms),
@@ -171,8 +176,8 @@ class Database:
         self.read_sessions = async_sessionmaker(self.read_engine, class_=AsyncSession, expire_on_commit=False)
         # The outbox done-mark: its own small pool, so it never waits for a connection behind a burst
         # of submissions, and on SQLite the head of the (shared) writer queue.
-        self._urgent_base = create_async_engine(url, **({"pool_size": 2, "max_overflow": 2}
-                                                         if self.dialect == "postgresql" else {}))
+        self._urgent_base = create_async_engine(url, **JSON_CODEC, **({"pool_size": 2, "max_overflow": 2}
+                                                                       if self.dialect == "postgresql" else {}))
         if self.dialect == "sqlite":
             _configure_sqlite(self._urgent_base, writers)
         self.urgent_engine = self._urgent_base.execution_options(**{URGENT: True})

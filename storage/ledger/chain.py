@@ -13,6 +13,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+import orjson
 import rfc8785
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
@@ -114,8 +115,9 @@ class Canonical(dict[str, Any]):
 
 def canonical(value: dict[str, Any]) -> Canonical:
     """`value` in ledger form with its RFC 8785 text, for entries that share it."""
-    clean = jsonable(value)
-    return Canonical(clean, canonical_json(clean))
+    odd: list[bool] = []
+    clean = _clean(value, odd)
+    return Canonical(clean, _encode(clean, plain=not odd))
 
 
 def jsonable(value: Any) -> Any:
@@ -123,6 +125,14 @@ def jsonable(value: Any) -> Any:
     PostgreSQL): datetimes become UTC ISO strings, non-finite floats and integers beyond JSON's
     safe range become strings, integral floats integers (the same JSON number), tuples become
     lists, keys become strings."""
+    return _clean(value, [])
+
+
+def _clean(value: Any, odd: list[bool]) -> Any:
+    """jsonable(value); on the way, appends to `odd` when orjson's sorted compact JSON of the
+    result would not be RFC 8785 byte for byte: a float that is integral or outside [1e-4, 1e16)
+    (Python and orjson write 1.0 / 1e-05, RFC 8785 writes 1 / 0.00001), or a key outside the BMP
+    (sorted by code point, RFC 8785 sorts by UTF-16 unit). One walk serves both (it was two)."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -132,8 +142,12 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
-        # RFC 8785 writes 900.0 as 900 anyway: as an int the stdlib's fast encoder can be used.
-        return int(value) if value.is_integer() and abs(value) <= MAX_SAFE_INT else value
+        # RFC 8785 writes 900.0 as 900 anyway: as an int the fast encoder can be used.
+        if value.is_integer() and abs(value) <= MAX_SAFE_INT:
+            return int(value)
+        if value.is_integer() or not 1e-4 <= abs(value) < 1e16:
+            odd.append(True)
+        return value
     if isinstance(value, datetime):
         return utc_iso(value) if value.tzinfo is not None else value.isoformat()
     if isinstance(value, date):
@@ -143,25 +157,23 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         if type(value) is Canonical:
             return value
-        return {str(k): jsonable(v) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            key = str(k)
+            if not key.isascii() and max(map(ord, key)) >= 0x10000:
+                odd.append(True)
+            out[key] = _clean(v, odd)
+        return out
     if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(v) for v in value]
+        return [_clean(v, odd) for v in value]
     return str(value)
 
 
 def _stdlib_is_canonical(value: Any) -> bool:
-    """Is the stdlib's sorted compact JSON of this (jsonable) value byte for byte RFC 8785?
-
-    Yes unless a float is integral or outside [1e-4, 1e16) (Python writes 1.0 / 1e-05, RFC 8785
-    writes 1 / 0.00001), or a key outside the BMP sorts differently in UTF-16."""
-    if isinstance(value, float):
-        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
-    if isinstance(value, dict):
-        return all((k.isascii() or max(map(ord, k)) < 0x10000) and _stdlib_is_canonical(v)
-                   for k, v in value.items())
-    if isinstance(value, list):
-        return all(_stdlib_is_canonical(v) for v in value)
-    return True
+    """Would orjson's sorted compact JSON of this (jsonable) value be RFC 8785 byte for byte?"""
+    odd: list[bool] = []
+    _clean(value, odd)
+    return not odd
 
 
 # Stands for a Canonical value while the rest of an entry's data is encoded; random, so that no
@@ -170,25 +182,33 @@ _SPLICE = f"\x00canonical-{uuid.uuid4().hex}-"
 
 
 def canonical_json(value: Any) -> str:
-    """RFC 8785 text of a jsonable value; the C-accelerated stdlib encoder when it gives the same.
-    Canonical values at the top level are spliced in as their text (a JSON object's text does not
-    depend on where it stands, and the keys keep their order)."""
+    """RFC 8785 text of a jsonable value (orjson when it gives the same bytes)."""
+    odd: list[bool] = []
+    clean = _clean(value, odd)  # the same value for jsonable input; 0.0 becomes 0, as RFC 8785 writes it
+    return _encode(clean, plain=not odd)
+
+
+def _encode(value: Any, *, plain: bool) -> str:
+    """RFC 8785 text of a jsonable value; `plain`: orjson's sorted compact JSON is RFC 8785 for it
+    (checked by `_clean`; for strings, integers, booleans, null and such floats orjson's bytes and
+    RFC 8785's agree: tests/unit/test_ledger_canonical.py). Canonical values at the top level are
+    spliced in as their text (a JSON object's text does not depend on where it stands, and the
+    keys keep their order)."""
     if type(value) is dict and any(type(v) is Canonical for v in value.values()):
         texts = {f"{_SPLICE}{k}": v.text for k, v in value.items() if type(v) is Canonical}
-        text = _canonical_json({k: f"{_SPLICE}{k}" if type(v) is Canonical else v for k, v in value.items()})
+        text = _encode_plain({k: f"{_SPLICE}{k}" if type(v) is Canonical else v for k, v in value.items()},
+                             plain)
         for marker, inner in texts.items():
             text = text.replace(_jstr(marker), inner, 1)
         return text
-    return _canonical_json(value)
+    return _encode_plain(value, plain)
 
 
-def _canonical_json(value: Any) -> str:
-    if _stdlib_is_canonical(value):
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def _encode_plain(value: Any, plain: bool) -> str:
+    if plain:
         try:
-            text.encode()
-            return text
-        except UnicodeEncodeError:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError:
             pass  # a lone surrogate: let rfc8785 refuse it
     return rfc8785.dumps(value).decode()
 
@@ -235,7 +255,8 @@ def _write(session: Session, pending: list[tuple[LedgerEntry, str]]) -> None:
             seq += 1
             content = assemble(seq, utc_iso(entry.at), entry.event, entry.action_id, entry.actor, data_json)
             digest = hashlib.sha256(prev.encode() + content).hexdigest()
-            entry.seq, entry.prev_hash, entry.hash = seq, prev, digest
+            # A transient row (never in a session): its __dict__ directly, not three instrumented sets.
+            vars(entry).update(seq=seq, prev_hash=prev, hash=digest)
             # Data is stored as its RFC 8785 text, so verification hashes what it reads without
             # parsing it (storage.ledger_verify).
             rows.append((seq, store_at(entry.at), entry.event, entry.action_id, entry.actor, data_json, prev,
@@ -281,10 +302,11 @@ async def append(
     when = at or utcnow()
     # Stored and hashed as UTC: a naive or zoned `at` must read back as the same instant and text.
     when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
-    clean = jsonable(data or {})
+    odd: list[bool] = []
+    clean = _clean(data or {}, odd)
     entry = new_row(LedgerEntry, seq=0, at=when, event=event, action_id=action_id, actor=actor, data=clean,
                     prev_hash="", hash="")
-    item = (entry, canonical_json(clean))
+    item = (entry, _encode(clean, plain=not odd))
     if session.sync_session.in_nested_transaction():
         await session.run_sync(_write, [item])
     else:

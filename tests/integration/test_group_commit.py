@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from bot.actions.submit import Prepared
-from bot.actions.writer import Writer
+from bot.actions.writer import LANES, SECOND_LANE_DEPTH, Writer
 from bot.api.routes import WRITER
 from bot.policy.rules import Policy, parse_policy
 from storage.ledger.verify import verify
@@ -54,10 +54,19 @@ async def until_queued(writer: Writer, n: int) -> None:
     raise AssertionError(f"{n} submissions never queued")
 
 
+async def one_lane(writer: Writer) -> None:
+    """Restart the writer with one lane: a deep queue would otherwise open a second lane on
+    PostgreSQL (bot.actions.writer.SECOND_LANE_DEPTH) and split what these tests hold together."""
+    await writer.stop()
+    writer.lanes = 1
+    writer.start()
+
+
 async def hold_then_batch(running: Running, bodies: list[dict[str, Any]],
                           headers: list[dict[str, str] | None] | None = None) -> list[tuple[int, dict[str, Any]]]:
     """Submit one request, hold the writer on it, queue `bodies`, release: they form one batch."""
     writer, gate = writer_of(running), Gate()
+    await one_lane(writer)
     writer.before_batch = gate
     first = asyncio.create_task(running.submit(proposal(summary="opens the gate")))
     await asyncio.wait_for(gate.waiting.wait(), 10)
@@ -206,3 +215,31 @@ async def test_revoked_token_is_refused_even_when_cached(running: Running) -> No
     status, body = await running.submit(proposal(), token=token)
     assert status == 401 and body["error"]["code"] == "unauthorized"
     assert (await running.submit(proposal()))[0] == 201  # the others' cached tokens still work
+
+
+async def test_a_deep_queue_opens_a_second_lane_on_postgresql(running: Running) -> None:
+    """While one batch waits (here: held), a queue of SECOND_LANE_DEPTH or more is written by a
+    second batch in its own transaction, and answered, before the first commits; both verify."""
+    writer = writer_of(running)
+    assert writer.lanes == LANES[running.svc.db.dialect]
+    if writer.lanes == 1:
+        pytest.skip("SQLite has one writer: one lane")
+    gate = Gate()
+
+    async def hold_first(batch: list[Prepared]) -> None:
+        if any(p.req.summary == "held" for p in batch):
+            await gate(batch)
+
+    writer.before_batch = hold_first
+    try:
+        first = asyncio.create_task(running.submit(proposal(summary="held")))
+        await asyncio.wait_for(gate.waiting.wait(), 10)
+        deep = [running.submit(proposal(summary=f"deep {i}")) for i in range(SECOND_LANE_DEPTH + 4)]
+        answers = await asyncio.wait_for(asyncio.gather(*deep), 20)  # one lane would wait for the gate
+        assert [s for s, _ in answers] == [201] * len(deep) and not first.done()
+        gate.open.set()
+        assert (await first)[0] == 201
+    finally:
+        writer.before_batch = None
+        gate.open.set()
+    assert (await verify(running.svc.db.engine)).ok
