@@ -152,7 +152,7 @@ def _configure_sqlite(engine: AsyncEngine, writers: WriterQueue) -> None:
         _release(record.info)
 
 
-JSON_CODEC: dict[str, Any] = {"json_serializer": json_text.dumps, "json_deserializer": json_text.loads}
+JSON_CODEC: dict[str, Any] = {"json_serializer": json_text.dumps}
 
 
 class Database:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.column_arrays import ColumnArrays
 from storage.models import OutboxMessage, utcnow
 
 OUTBOX: Any = OutboxMessage.__table__  # type: ignore[attr-defined]
@@ -59,6 +60,10 @@ def enqueue(
 # Built once: their cache keys are memoized (a statement built per call computes its key every time).
 _INSERT = insert(OUTBOX)
 _INSERT_IDS = insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True)
+# The fields `enqueue` fills, in its order.
+_COLUMNS = ["target", "method", "payload", "action_id", "purpose", "dedupe_key", "channel_key", "status", "attempts",
+            "next_attempt_at", "created_at"]
+_ARRAYS = ColumnArrays(OUTBOX, _COLUMNS)
 
 
 def _insert(session: Session, queued: list[Queued], *, ids: bool = False) -> None:
@@ -66,7 +71,11 @@ def _insert(session: Session, queued: list[Queued], *, ids: bool = False) -> Non
     RETURNING in parameter order, SQLAlchemy sends SQLite one INSERT per row)."""
     values = [q.values for q in queued]
     if not ids:
-        session.connection().execute(_INSERT, values)
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":  # one INSERT of column arrays (storage.column_arrays)
+            _ARRAYS.insert(connection, [tuple(v[c] for c in _COLUMNS) for v in values])
+        else:
+            connection.execute(_INSERT, values)
         return
     for row, new_id in zip(queued, session.connection().execute(_INSERT_IDS, values).scalars().all(), strict=True):
         row.id = int(new_id)

@@ -13,14 +13,31 @@ from __future__ import annotations
 from typing import Any
 
 from bot.escalation.snapshot import EscalationSnapshot, freeze
-from bot.policy.rules import Policy, RuleMatch
+from bot.policy.rules import Policy, RuleMatch, evaluate
 from storage.ledger import chain as ledger
 
 _MAX = 256  # distinct (policy, service, rule, mode) in use at once: a handful
 # (policy id, service, rule index, mode, violation) -> (the policy, the rule's dict, the snapshot)
 _SNAPSHOTS: dict[tuple[int, str, int | None, str, bool], tuple[Policy, dict[str, Any], EscalationSnapshot]] = {}
+# (policy id, service, action type, environment, kind) -> (the policy, its match)
+_MATCHES: dict[tuple[int, str, str, str, str | None], tuple[Policy, RuleMatch]] = {}
 # id(snapshot) -> (the snapshot, its stored JSON, that JSON in ledger form)
 _STORED: dict[int, tuple[EscalationSnapshot, dict[str, Any], ledger.Canonical]] = {}
+
+
+def rule_match(policy: Policy, service: str, action_type: str, environment: str, kind: str | None) -> RuleMatch:
+    """`evaluate(...)` once per distinct question of a loaded policy: a match is immutable (frozen
+    model; its rule dict is never changed in place, bot.policy.autonomy copies it), and evaluating
+    built it anew with the rule's model_dump each time (~16 us a submission)."""
+    key = (id(policy), service, action_type, environment, kind)
+    hit = _MATCHES.get(key)
+    if hit is not None and hit[0] is policy:  # an id is only reused once its policy is gone
+        return hit[1]
+    match = evaluate(policy, service, action_type, environment, kind)
+    if len(_MATCHES) >= _MAX * 16:
+        _MATCHES.clear()
+    _MATCHES[key] = (policy, match)
+    return match
 
 
 def frozen_snapshot(policy: Policy, service: str, match: RuleMatch, *, violation: bool) -> EscalationSnapshot:

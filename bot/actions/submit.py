@@ -18,7 +18,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.actions import idempotency
-from bot.actions.frozen import frozen_snapshot, ledger_json, stored_json
+from bot.actions.frozen import frozen_snapshot, ledger_json, rule_match, stored_json
 from bot.actions.idempotency import Answer
 from bot.actions.serialize import action_json
 from bot.contract.errors import ApiError
@@ -27,7 +27,7 @@ from bot.delivery.messages import Kind, send
 from bot.escalation.paging import Effects, advance
 from bot.escalation.snapshot import EscalationSnapshot
 from bot.policy.autonomy import InForce, PauseInForce, apply
-from bot.policy.rules import RuleMatch, evaluate
+from bot.policy.rules import RuleMatch
 from bot.services import Services
 from storage.ledger import chain as ledger
 from storage.models import Action, Agent
@@ -69,7 +69,7 @@ def prepare(svc: Services, agent: Agent, req: ActionIn, *, raw: dict[str, Any],
         svc.metrics.actions_refused.labels("unknown_service").inc()
         raise ApiError(422, "unknown_service",
                        f"service {req.service!r} is not in the policy (known: {known})", field="service")
-    match = evaluate(policy, req.service, req.action_type, req.environment, req.kind)
+    match = rule_match(policy, req.service, req.action_type, req.environment, req.kind)  # memoised
     pause = None
     if in_force is not None:  # grants and pauses in force (bot.autonomy.state): frozen in like the rule
         applied = apply(match, in_force, agent=agent.name, service=req.service, action_type=req.action_type,

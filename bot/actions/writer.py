@@ -178,6 +178,7 @@ class Writer:
         for item in items:
             if not item.future.done():
                 item.future.set_exception(error)
+                item.future.exception()  # retrieved: a client that went away leaves no "never retrieved" log
 
     async def _write(self, items: list[_Item]) -> None:
         preps = [item.prep for item in items]

@@ -127,7 +127,7 @@ async def _read_json(request: web.Request) -> Any:
     raw = await request.read()
     if len(raw) > MAX_BODY_BYTES:
         raise _too_large()
-    try:
+    try:  # (not orjson: it reads integers beyond 64 bits as floats, silently changing the value)
         text = raw.decode("utf-8")
         return json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:

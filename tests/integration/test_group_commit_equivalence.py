@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot.actions.submit import Prepared, prepare, submit_prepared
 from bot.actions.tokens import TokenCache
@@ -24,7 +26,7 @@ from bot.contract.schemas import ActionIn
 from bot.services import Services
 from storage.ledger import chain as ledger
 from storage.models import Action, Agent, EscalationStep, IdempotencyKey, LedgerEntry, OutboxMessage
-from tests.conftest import make_settings
+from tests.conftest import PG_ADMIN_URL, make_settings
 from tests.conftest import test_policy as fast_policy
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -54,6 +56,11 @@ _TEMPLATE: dict[str, bytes] = {}  # a migrated, empty SQLite database: copied, n
 
 
 async def services(url: str) -> tuple[Services, Agent]:
+    if url.startswith("postgresql"):
+        svc = build_services(make_settings(url, "http://127.0.0.1:9/"), policy=fast_policy())
+        await svc.db.migrate()
+        await svc.db.dispose()
+        return await _agent(url)
     path = Path(url.split("///", 1)[1])
     if "db" not in _TEMPLATE:
         svc = build_services(make_settings(url, "http://127.0.0.1:9/"), policy=fast_policy())
@@ -61,6 +68,10 @@ async def services(url: str) -> tuple[Services, Agent]:
         await svc.db.dispose()
         _TEMPLATE["db"] = await asyncio.to_thread(path.read_bytes)
     await asyncio.to_thread(path.write_bytes, _TEMPLATE["db"])
+    return await _agent(url)
+
+
+async def _agent(url: str) -> tuple[Services, Agent]:
     svc = build_services(make_settings(url, "http://127.0.0.1:9/"), policy=fast_policy(), clock=lambda: NOW)
     async with svc.db.session() as session:  # the same agent, byte for byte, in both databases
         agent = Agent(name="agent", token_hash="h", token_prefix="cs_fixed", callback_secret="whsec_fixed")
@@ -103,7 +114,18 @@ async def rows(svc: Services) -> dict[str, list[Any]]:
             result = await session.execute(select(table).order_by(*table.primary_key.columns))
             found[name] = [{k: v for k, v in row._mapping.items() if k not in skip} for row in result]
     found["keys"].sort(key=lambda r: (r["agent_id"], r["key"]))  # claimed in key order by a batch
+    if svc.db.dialect == "postgresql":  # the JSON columns' stored text too (JSON null vs NULL, spacing)
+        async with svc.db.read_session() as session:
+            for name, sql in JSON_TEXT.items():
+                found[f"{name} as text"] = [tuple(r) for r in (await session.execute(text(sql))).all()]
     return found
+
+
+JSON_TEXT = {
+    "actions": "SELECT evidence::text, model::text, metadata::text, frozen::text FROM actions ORDER BY id",
+    "outbox": "SELECT payload::text FROM outbox ORDER BY id",
+    "keys": "SELECT key, response_body::text FROM idempotency_keys ORDER BY agent_id, key",
+}
 
 
 async def single_path(url: str, items: list[Item]) -> tuple[list[tuple[int, str]], dict[str, list[Any]]]:
@@ -163,3 +185,29 @@ def test_a_mixed_batch_agrees() -> None:
              ("approve", "k1", 0, False), ("violation", None, 2, False), ("approve", "k1", 1, False),
              ("unknown", None, 0, False), ("acknowledge", "k2", 1, False)])
     compare([("approve", None, 0, False), ("approve", None, 1, True), ("autonomous", None, 2, False)])
+
+
+MIXED: list[Item] = [("approve", "k1", 0, False), ("forbidden", None, 0, False), ("autonomous", "k2", 1, False),
+                     ("approve", "k1", 0, False), ("violation", None, 2, False), ("approve", "k1", 1, False),
+                     ("unknown", None, 0, False), ("acknowledge", "k2", 1, False), ("approve", None, 2, False)]
+# (No poisoned item: a rolled-back batch consumed ids of PostgreSQL's sequence, so the ids would differ.)
+
+
+async def test_a_mixed_batch_agrees_on_postgresql(database_url: str) -> None:
+    """On PostgreSQL the batch path inserts actions, steps and outbox rows as column arrays
+    (storage.column_arrays), the single path through the ORM: the same rows, the same JSON text."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's insert path; SQLite is compared by the properties above")
+    other = f"cs_{database_url.rsplit('/', 1)[1][3:]}_b"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{other}"')
+    try:
+        one = await single_path(database_url, MIXED)
+        many = await batch_path(f"{database_url.rsplit('/', 1)[0]}/{other}", MIXED)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+        await admin.close()
+    assert [s for s, _ in one[0]] == [201, 403, 201, 201, 201, 422, 422, 422, 201]
+    assert many[0] == one[0]
+    assert many[1] == one[1]
+    assert one[1]["actions as text"][0][1] == "null"  # Python None in a JSON column is JSON null, as before

@@ -218,3 +218,20 @@ def test_policy_files_in_the_repository_are_valid() -> None:
     files = [p for p in root.glob("*.y*ml") if "policy" in p.name] + list(root.glob("examples/*policy*.y*ml"))
     for path in files:
         load_policy(path)
+
+
+def test_rule_match_remembers_evaluate_per_loaded_policy() -> None:
+    """Ingest asks bot.actions.frozen.rule_match, not evaluate: the same answers, and a reloaded
+    policy (another object) is asked again, never answered from the old one."""
+    from bot.actions.frozen import rule_match
+
+    old = parse_policy(FAST)
+    new = parse_policy(FAST.replace("  - mode: autonomous", "  - mode: approve"))
+    questions = [(s, a, e, k) for s in ("checkout-api", "search", "batch", "nowhere")
+                 for a in ("scale_down", "restart", "drop_database") for e in ("production", "staging")
+                 for k in ("proposed", "executed", None)]
+    for q in questions:
+        assert rule_match(old, *q) == evaluate(old, *q) and rule_match(old, *q) is rule_match(old, *q)
+        assert rule_match(new, *q) == evaluate(new, *q)
+    assert rule_match(old, "batch", "cleanup", "staging", "proposed").mode == "autonomous"
+    assert rule_match(new, "batch", "cleanup", "staging", "proposed").mode == "approve"
