@@ -13,7 +13,8 @@ Ids come back in parameter order the way SQLAlchemy gets them on PostgreSQL (its
 `ANY_AUTOINCREMENT` sentinel): the rows are inserted ORDER BY their ordinal, so the sequence hands
 out ascending ids in that order, and the returned ids are sorted.
 
-SQLite keeps SQLAlchemy's executemany: sqlite3 runs it in C without a round trip per row.
+On SQLite (no arrays) the same rows go as one executemany of a fixed INSERT, the values converted
+the same way; statements that return rows stay with SQLAlchemy there.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ColumnArrays:
         self.table, self.columns = table, list(columns)
         self.returning, self.on_conflict = list(returning), list(on_conflict)
         self._built: tuple[str, list[Callable[[Any], Any] | None]] | None = None
+        self._sqlite: tuple[str, list[Callable[[Any], Any] | None]] | None = None
 
     def _build(self, connection: Connection) -> tuple[str, list[Callable[[Any], Any] | None]]:
         if self._built is None:
@@ -61,6 +63,8 @@ class ColumnArrays:
         through `run_sync`); the returned records, if the statement returns any."""
         if not rows:
             return []
+        if connection.dialect.name == "sqlite":
+            return self._executemany(connection, rows)
         sql, processors = self._build(connection)
         arrays = [list(column) if process is None else [process(v) for v in column]
                   for process, column in zip(processors, zip(*rows, strict=True), strict=True)]
@@ -68,6 +72,28 @@ class ColumnArrays:
         # (IntegrityError, a lock or statement timeout, a dropped connection) as for any statement.
         result = connection.exec_driver_sql(sql, tuple(arrays))
         return list(result.all()) if self.returning else []
+
+    def _executemany(self, connection: Connection, rows: Sequence[Sequence[Any]]) -> list[Any]:
+        """SQLite: the same rows as one executemany of a fixed statement (sqlite3 loops in C), each
+        value through its column's bind processor, without SQLAlchemy's per-row parameter dicts."""
+        assert not self.returning and not self.on_conflict, "SQLite: plain inserts only"
+        if self._sqlite is None:
+            dialect = connection.dialect
+            quote = dialect.identifier_preparer.quote
+            cols = [self.table.c[name] for name in self.columns]
+            self._sqlite = (f"INSERT INTO {quote(self.table.name)} ({', '.join(quote(c.name) for c in cols)}) "
+                            f"VALUES ({', '.join('?' * len(cols))})",
+                            [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols])
+        sql, processors = self._sqlite
+        converting = [(i, p) for i, p in enumerate(processors) if p is not None]
+        prepared = []
+        for row in rows:
+            values = list(row)
+            for i, process in converting:
+                values[i] = process(values[i])
+            prepared.append(tuple(values))
+        connection.exec_driver_sql(sql, prepared)
+        return []
 
     def ids(self, connection: Connection, rows: Sequence[Sequence[Any]]) -> list[int]:
         """Insert `rows` and return their ids (the first returned column), in the rows' order."""

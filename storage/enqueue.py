@@ -57,8 +57,7 @@ def enqueue(
     return row
 
 
-# Built once: their cache keys are memoized (a statement built per call computes its key every time).
-_INSERT = insert(OUTBOX)
+# Built once: its cache key is memoized (a statement built per call computes its key every time).
 _INSERT_IDS = insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True)
 # The fields `enqueue` fills, in its order.
 _COLUMNS = ["target", "method", "payload", "action_id", "purpose", "dedupe_key", "channel_key", "status", "attempts",
@@ -67,15 +66,12 @@ _ARRAYS = ColumnArrays(OUTBOX, _COLUMNS)
 
 
 def _insert(session: Session, queued: list[Queued], *, ids: bool = False) -> None:
-    """Insert rows now, in order; with `ids`, give each its id. Without, one executemany (with
+    """Insert rows now, in order; with `ids`, give each its id. Without, one statement (with
     RETURNING in parameter order, SQLAlchemy sends SQLite one INSERT per row)."""
     values = [q.values for q in queued]
     if not ids:
-        connection = session.connection()
-        if connection.dialect.name == "postgresql":  # one INSERT of column arrays (storage.column_arrays)
-            _ARRAYS.insert(connection, [tuple(v[c] for c in _COLUMNS) for v in values])
-        else:
-            connection.execute(_INSERT, values)
+        # One INSERT of column arrays (PostgreSQL) or one plain executemany (SQLite): storage.column_arrays
+        _ARRAYS.insert(session.connection(), [tuple(v[c] for c in _COLUMNS) for v in values])
         return
     for row, new_id in zip(queued, session.connection().execute(_INSERT_IDS, values).scalars().all(), strict=True):
         row.id = int(new_id)

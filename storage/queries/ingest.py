@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, inspect, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, func, inspect, select, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col
@@ -23,6 +23,7 @@ ACTIONS: Table = Action.__table__  # type: ignore[attr-defined]
 _ACTION_FIELDS = [(prop.key, prop.columns[0].key) for prop in inspect(Action).column_attrs if prop.key != "id"]
 _ACTION_COLUMNS = [column for _, column in _ACTION_FIELDS]
 _ACTION_ARRAYS = ColumnArrays(ACTIONS, _ACTION_COLUMNS, returning=["id"])
+_ACTIONS_WITH_IDS = ColumnArrays(ACTIONS, ["id", *_ACTION_COLUMNS])  # SQLite: ids known under its lock
 
 
 async def insert_actions(session: AsyncSession, actions: list[Action]) -> None:
@@ -39,7 +40,8 @@ async def insert_actions(session: AsyncSession, actions: list[Action]) -> None:
     if session.bind.dialect.name == "sqlite":
         last = (await session.execute(select(func.max(ACTIONS.c.id)))).scalar() or 0
         ids = list(range(last + 1, last + 1 + len(actions)))
-        await session.execute(insert(ACTIONS), [{"id": i, **v} for i, v in zip(ids, values, strict=True)])
+        rows = [(i, *(v[column] for column in _ACTION_COLUMNS)) for i, v in zip(ids, values, strict=True)]
+        await session.run_sync(lambda sync: _ACTIONS_WITH_IDS.insert(sync.connection(), rows))
     else:  # PostgreSQL: one INSERT of column arrays, ids in order (storage.column_arrays)
         rows = [tuple(v[column] for column in _ACTION_COLUMNS) for v in values]
         ids = await session.run_sync(lambda sync: _ACTION_ARRAYS.ids(sync.connection(), rows))
@@ -110,9 +112,28 @@ _STORE = (update(KEYS).where(KEYS.c.id == bindparam("key_id"))
           .values(in_flight=False, response_status=bindparam("status"), response_body=bindparam("body")))
 
 
+# PostgreSQL: one UPDATE joined to column arrays (as storage.column_arrays inserts), the bodies
+# encoded by the column's own bind processor.
+_STORE_ARRAYS = ("UPDATE idempotency_keys AS k SET in_flight = false, response_status = t.s, response_body = t.b::json "
+                 "FROM unnest($1::integer[], $2::integer[], $3::text[]) AS t(i, s, b) WHERE k.id = t.i")
+
+
+def _store_arrays(connection: Connection, answers: list[tuple[int, int, dict[str, Any]]]) -> None:
+    dialect = connection.dialect
+    encode = KEYS.c.response_body.type.dialect_impl(dialect).bind_processor(dialect)
+    assert encode is not None  # JSON always has one: the serializer
+    connection.exec_driver_sql(_STORE_ARRAYS, ([i for i, _, _ in answers], [s for _, s, _ in answers],
+                                               [encode(b) for _, _, b in answers]))
+
+
 async def store_answers(session: AsyncSession, answers: list[tuple[int, int, dict[str, Any]]]) -> None:
-    """(key row id, status, body) for every key this batch answered: one executemany UPDATE."""
-    if answers:
+    """(key row id, status, body) for every key this batch answered: one UPDATE (PostgreSQL) or one
+    executemany UPDATE (SQLite)."""
+    if not answers:
+        return
+    if session.bind.dialect.name == "postgresql":
+        await session.run_sync(lambda sync: _store_arrays(sync.connection(), answers))
+    else:
         await session.execute(_STORE, [{"key_id": i, "status": s, "body": b} for i, s, b in answers])
 
 
@@ -146,11 +167,6 @@ async def record_first_steps(
     caches it; an ON CONFLICT insert has no cache key and was compiled again for every batch.)"""
     if not steps:
         return set()
-    if session.bind.dialect.name == "postgresql":
-        rows = [(a, s, lv, due, at, max(0.0, (at - due).total_seconds()), None) for a, s, lv, due, at in steps]
-        await session.run_sync(lambda sync: _STEP_ARRAYS.insert(sync.connection(), rows))
-    else:
-        await session.execute(insert(STEPS), [
-            {"action_id": a, "step": s, "level": lv, "due_at": due, "fired_at": at,
-             "late_seconds": max(0.0, (at - due).total_seconds()), "note": None} for a, s, lv, due, at in steps])
+    rows = [(a, s, lv, due, at, max(0.0, (at - due).total_seconds()), None) for a, s, lv, due, at in steps]
+    await session.run_sync(lambda sync: _STEP_ARRAYS.insert(sync.connection(), rows))
     return {(a, s) for a, s, *_ in steps}
