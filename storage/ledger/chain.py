@@ -251,16 +251,20 @@ def _write(session: Session, pending: list[tuple[LedgerEntry, str]]) -> None:
 
     def chain(seq: int, prev: str) -> list[tuple[Any, ...]]:
         rows = []
+        times: dict[datetime, tuple[str, Any]] = {}  # a submission's entries share their `at`
         for entry, data_json in pending:
             seq += 1
-            content = assemble(seq, utc_iso(entry.at), entry.event, entry.action_id, entry.actor, data_json)
+            fields = vars(entry)  # a transient row (never in a session): its __dict__, not instrumented gets
+            at, event, action_id, actor = fields["at"], fields["event"], fields["action_id"], fields["actor"]
+            if at not in times:
+                times[at] = (utc_iso(at), store_at(at))
+            at_iso, stored_at = times[at]
+            content = assemble(seq, at_iso, event, action_id, actor, data_json)
             digest = hashlib.sha256(prev.encode() + content).hexdigest()
-            # A transient row (never in a session): its __dict__ directly, not three instrumented sets.
-            vars(entry).update(seq=seq, prev_hash=prev, hash=digest)
+            fields.update(seq=seq, prev_hash=prev, hash=digest)
             # Data is stored as its RFC 8785 text, so verification hashes what it reads without
             # parsing it (storage.ledger_verify).
-            rows.append((seq, store_at(entry.at), entry.event, entry.action_id, entry.actor, data_json, prev,
-                         digest))
+            rows.append((seq, stored_at, event, action_id, actor, data_json, prev, digest))
             prev = digest
         return rows
 
