@@ -1,7 +1,7 @@
 """The group-commit writer's cost per submission, without HTTP: prepare + `Writer.write_batch`.
 
     python -m bench.ingest_cost --database postgresql [--batch 32] [--batches 200] [--keys]
-    python -m bench.ingest_cost --database postgresql --instructions [--keys]
+    python -m bench.ingest_cost --database postgresql --instructions [--keys] [--no-ledger]
 
 The first form prints CPU time per submission (this machine's load moves it by ±20 %). The second
 counts instructions with valgrind (cachegrind), which the load does not move: the same command
@@ -29,7 +29,7 @@ import asyncpg
 from bench.bench_ingest import BODY, PG_ADMIN
 
 
-async def measure(database: str, batch: int, batches: int, keys: bool) -> None:
+async def measure(database: str, batch: int, batches: int, keys: bool, ledger_on: bool = True) -> None:
     from bot.actions.submit import prepare
     from bot.actions.tokens import TokenCache
     from bot.actions.writer import Writer
@@ -39,6 +39,13 @@ async def measure(database: str, batch: int, batches: int, keys: bool) -> None:
     from tests.conftest import make_settings
     from tests.conftest import test_policy as fast_policy
 
+    if not ledger_on:  # as the benchmark's ledger-off server (bench.bench_ingest): `append` a no-op
+        from storage.ledger import chain
+
+        async def no_append(*_: object, **__: object) -> None:
+            return None
+
+        chain.append = no_append  # type: ignore[assignment]
     name = f"cs_cost_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
         if database == "sqlite":
@@ -68,7 +75,8 @@ async def measure(database: str, batch: int, batches: int, keys: bool) -> None:
                     assert all(isinstance(a, tuple) and a[0] == 201 for a in answers), answers[:1]
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             n = batch * batches
-            print(f"{database}{' keyed' if keys else ''}, batches of {batch}: CPU {1e6 * cpu / n:.0f} µs "
+            label = database + (" keyed" if keys else "") + ("" if ledger_on else ", ledger off")
+            print(f"{label}, batches of {batch}: CPU {1e6 * cpu / n:.0f} µs "
                   f"a submission (wall {1e6 * wall / n:.0f} µs)")
         finally:
             await svc.db.dispose()
@@ -78,11 +86,11 @@ async def measure(database: str, batch: int, batches: int, keys: bool) -> None:
                 await admin.close()
 
 
-def instructions(database: str, batch: int, keys: bool) -> None:
+def instructions(database: str, batch: int, keys: bool, ledger_on: bool = True) -> None:
     def count(batches: int) -> int:
         command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
                    sys.executable, "-m", "bench.ingest_cost", "--database", database, "--batch", str(batch),
-                   "--batches", str(batches)] + (["--keys"] if keys else [])
+                   "--batches", str(batches)] + (["--keys"] if keys else []) + ([] if ledger_on else ["--no-ledger"])
         out = subprocess.run(command, capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONHASHSEED": "0"}).stderr
         found = re.search(r"I\s+refs:\s+([\d,]+)", out)
@@ -90,7 +98,7 @@ def instructions(database: str, batch: int, keys: bool) -> None:
         return int(found.group(1).replace(",", ""))
 
     extra = count(12) - count(2)
-    print(f"{database}{' keyed' if keys else ''}, batches of {batch}: "
+    print(f"{database}{' keyed' if keys else ''}{'' if ledger_on else ', ledger off'}, batches of {batch}: "
           f"{extra // (10 * batch):,} instructions a submission (prepare + write_batch)")
 
 
@@ -100,12 +108,13 @@ def cli() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--keys", action="store_true", help="an Idempotency-Key on every submission")
+    parser.add_argument("--no-ledger", action="store_true", help="ledger.append a no-op (its share)")
     parser.add_argument("--instructions", action="store_true", help="count instructions with valgrind")
     args = parser.parse_args()
     if args.instructions:
-        instructions(args.database, args.batch, args.keys)
+        instructions(args.database, args.batch, args.keys, not args.no_ledger)
     else:
-        asyncio.run(measure(args.database, args.batch, args.batches, args.keys))
+        asyncio.run(measure(args.database, args.batch, args.batches, args.keys, not args.no_ledger))
 
 
 if __name__ == "__main__":
