@@ -169,13 +169,6 @@ def _clean(value: Any, odd: list[bool]) -> Any:
     return str(value)
 
 
-def _stdlib_is_canonical(value: Any) -> bool:
-    """Would orjson's sorted compact JSON of this (jsonable) value be RFC 8785 byte for byte?"""
-    odd: list[bool] = []
-    _clean(value, odd)
-    return not odd
-
-
 # Stands for a Canonical value while the rest of an entry's data is encoded; random, so that no
 # string in the data can be mistaken for it.
 _SPLICE = f"\x00canonical-{uuid.uuid4().hex}-"
