@@ -35,6 +35,7 @@ import rfc8785
 from bench.common import fresh_database
 from bench.ingest_variants import measure_ingest
 from storage.db import Database
+from storage.ledger import canonical
 from storage.ledger import chain as ledger
 from storage.ledger.verify import verify
 
@@ -71,7 +72,7 @@ def synthetic_chain(n: int) -> Iterator[tuple[int, datetime, str, int | None, st
         data_json = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         if seq % 1000 == 1:
             assert data_json.encode() == rfc8785.dumps(data)
-        content = ledger.assemble(seq, ledger.utc_iso(at), event, action_id, actor, data_json)
+        content = canonical.assemble(seq, canonical.utc_iso(at), event, action_id, actor, data_json)
         digest = hashlib.sha256(prev.encode() + content).hexdigest()
         yield seq, at, event, action_id, actor, data_json, prev, digest
         prev = digest

@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.escalation.snapshot import EscalationSnapshot, freeze
 from bot.policy.rules import Policy, RuleMatch, evaluate
-from storage.ledger import chain as ledger
+from storage.ledger.canonical import Canonical, canonical
 
 _MAX = 256  # distinct (policy, service, rule, mode) in use at once: a handful
 # (policy id, service, rule index, mode, violation) -> (the policy, the rule's dict, the snapshot)
@@ -22,7 +22,7 @@ _SNAPSHOTS: dict[tuple[int, str, int | None, str, bool], tuple[Policy, dict[str,
 # (policy id, service, action type, environment, kind) -> (the policy, its match)
 _MATCHES: dict[tuple[int, str, str, str, str | None], tuple[Policy, RuleMatch]] = {}
 # id(snapshot) -> (the snapshot, its stored JSON, that JSON in ledger form)
-_STORED: dict[int, tuple[EscalationSnapshot, dict[str, Any], ledger.Canonical]] = {}
+_STORED: dict[int, tuple[EscalationSnapshot, dict[str, Any], Canonical]] = {}
 
 
 def rule_match(policy: Policy, service: str, action_type: str, environment: str, kind: str | None) -> RuleMatch:
@@ -54,13 +54,13 @@ def frozen_snapshot(policy: Policy, service: str, match: RuleMatch, *, violation
     return snapshot
 
 
-def _stored(snapshot: EscalationSnapshot) -> tuple[EscalationSnapshot, dict[str, Any], ledger.Canonical]:
+def _stored(snapshot: EscalationSnapshot) -> tuple[EscalationSnapshot, dict[str, Any], Canonical]:
     hit = _STORED.get(id(snapshot))
     if hit is None or hit[0] is not snapshot:  # an id is only reused once its snapshot is gone
         frozen = snapshot.to_json()
         if len(_STORED) >= _MAX:
             _STORED.clear()
-        hit = _STORED[id(snapshot)] = (snapshot, frozen, ledger.canonical(frozen))
+        hit = _STORED[id(snapshot)] = (snapshot, frozen, canonical(frozen))
     return hit
 
 

@@ -20,6 +20,7 @@ from storage.db import Database
 from storage.enqueue import Queued, write_queued
 from storage.ledger import chain as ledger
 from storage.ledger import read as ledger_read
+from storage.ledger.canonical import chain_hash, content_of, utc_iso
 from storage.ledger.verify import Verification, format_anchor, verify
 from storage.models import OutboxMessage
 
@@ -51,7 +52,7 @@ async def queue_anchor(session: AsyncSession, channel: str, *, now: datetime, re
     await ledger.append(session, "anchor.published",
                         {"seq": seq, "hash": hash_, "channel": channel, "reason": reason}, at=now)
     msg = send(session, Kind.ANCHOR, channel=channel, purpose="anchor", dedupe_key=dedupe_key,
-               seq=seq, hash=hash_, at=ledger.utc_iso(now), reason=reason, anchor=format_anchor(seq, hash_))
+               seq=seq, hash=hash_, at=utc_iso(now), reason=reason, anchor=format_anchor(seq, hash_))
     await write_queued(session)  # the caller reports the row's id
     return seq, hash_, msg
 
@@ -108,7 +109,7 @@ def export_record(row: Any) -> dict[str, Any]:
     seq, at, event, action_id, actor, data, prev_hash, hash_, service = row
     if service is None and action_id is None and isinstance(data, dict):
         service = data.get("service")
-    return {"seq": seq, "at": ledger.utc_iso(at), "event": event, "action_id": action_id, "actor": actor,
+    return {"seq": seq, "at": utc_iso(at), "event": event, "action_id": action_id, "actor": actor,
             "service": service, "data": data, "prev_hash": prev_hash, "hash": hash_}
 
 
@@ -166,6 +167,6 @@ def read_export(lines: TextIO, fmt: str) -> list[dict[str, Any]]:
 
 def entry_checks_out(record: dict[str, Any]) -> bool:
     """Does an exported entry hash to its `hash` given its `prev_hash`? (What an auditor reruns.)"""
-    content = ledger.content_of(record["seq"], record["at"], record["event"], record["action_id"],
+    content = content_of(record["seq"], record["at"], record["event"], record["action_id"],
                                 record["actor"], record["data"])
-    return ledger.chain_hash(record["prev_hash"], content) == record["hash"]
+    return chain_hash(record["prev_hash"], content) == record["hash"]

@@ -12,7 +12,7 @@ from bot.actions.decisions import may_respond
 from bot.actions.rules import allowed_responses
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
-from storage.ledger.chain import GENESIS, content_of, hash_matches
+from storage.ledger.canonical import GENESIS, content_of, hash_matches
 from storage.models import Action, Response
 from storage.queries import actions as repo
 from storage.queries import autonomy as autonomy_q

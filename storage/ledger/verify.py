@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.ledger.chain import GENESIS, assemble, hash_matches, utc_iso
+from storage.ledger.canonical import GENESIS, assemble, hash_matches, utc_iso
 from storage.ledger.read import read_head, snapshot, stream_chain
 from storage.models import LedgerEntry
 

@@ -22,6 +22,7 @@ from bot.demo.fakeslack import FakeSlack
 from bot.policy.rules import policy_hash
 from bot.reports import audit
 from storage.db import Database
+from storage.ledger import canonical
 from storage.ledger import chain as ledger
 from storage.ledger.verify import Verification, format_anchor, parse_anchor, verify
 from storage.models import LedgerEntry, LedgerHead
@@ -84,7 +85,7 @@ def forged(seq: int, prev_hash: str, **content: Any) -> dict[str, Any]:
     values = {"seq": seq, "at": at, "event": "decision", "action_id": 1, "actor": "U0MALLORY",
               "data": {"outcome": "approved"}, **content}
     values["prev_hash"] = prev_hash
-    values["hash"] = ledger.chain_hash(prev_hash, ledger.content_of(
+    values["hash"] = canonical.chain_hash(prev_hash, canonical.content_of(
         seq, at, values["event"], values["action_id"], values["actor"], values["data"]))
     return values
 
@@ -172,6 +173,19 @@ async def test_a_rewrite_of_the_whole_table_is_caught_by_the_anchor(db: Database
     assert beyond.problem is not None and beyond.problem.kind == "removed"
 
 
+async def test_a_removed_head_row_is_seeded_again_and_nothing_is_lost(db: Database) -> None:
+    async with db.session() as session:  # the migration seeds the head; someone removed it
+        await session.execute(text("DELETE FROM ledger_head"))
+        await session.commit()
+    async with db.session() as session:
+        first = await ledger.append(session, "test.event", {"i": 1})
+        second = await ledger.append(session, "test.event", {"i": 2})
+        await session.commit()
+    assert (first.seq, first.prev_hash, second.seq, second.prev_hash) == (1, ledger.GENESIS, 2, first.hash)
+    result = await verify(db.engine)
+    assert result.ok and result.entries == 2 and result.head == (2, second.hash)
+
+
 async def test_the_database_refuses_update_and_delete(db: Database) -> None:
     await build_chain(db, 3)
     attempts = ["UPDATE ledger SET actor = 'x' WHERE seq = 2", "DELETE FROM ledger WHERE seq = 3"]
@@ -225,9 +239,10 @@ async def test_times_and_floats_hash_the_same_after_a_round_trip(db: Database) -
     hashes = await build_chain(db, 8)
     for entry, expected in zip(await rows(db), hashes, strict=True):
         assert entry.at.tzinfo is not None and entry.at.utcoffset() == timedelta(0)
-        assert ledger.chain_hash(entry.prev_hash, ledger.entry_content(entry)) == expected
+        assert canonical.chain_hash(entry.prev_hash, canonical.content_of(
+            entry.seq, entry.at, entry.event, entry.action_id, entry.actor, entry.data)) == expected
     second = (await rows(db))[1]  # appended with at=12:00:01.123456+05:30
-    assert ledger.utc_iso(second.at) == "2026-03-01T06:30:01.123456+00:00"
+    assert canonical.utc_iso(second.at) == "2026-03-01T06:30:01.123456+00:00"
 
 
 @settings(max_examples=200, deadline=None)
@@ -244,20 +259,20 @@ def test_assembled_bytes_are_rfc8785(seq: int, action_id: int | None, actor: str
                                      data: dict[str, Any]) -> None:
     """The append/verify fast path builds the canonical bytes by hand; they must be RFC 8785's."""
     at = "2026-03-01T06:30:01.123456+00:00"
-    content = ledger.content_of(seq, at, event, action_id, actor, data)
+    content = canonical.content_of(seq, at, event, action_id, actor, data)
     try:
         expected = rfc8785.dumps(content)
         data_json = rfc8785.dumps(data).decode()
     except (rfc8785.CanonicalizationError, UnicodeEncodeError):
         return  # e.g. a lone surrogate: append refuses it outright
-    assert ledger.assemble(seq, at, event, action_id, actor, data_json) == expected
-    assert ledger.canonical_json(data) == data_json  # the stdlib fast path agrees, or steps aside
-    assert ledger.hash_matches("0" * 64, content, ledger.chain_hash("0" * 64, content))
+    assert canonical.assemble(seq, at, event, action_id, actor, data_json) == expected
+    assert canonical.canonical_json(data) == data_json  # the stdlib fast path agrees, or steps aside
+    assert canonical.hash_matches("0" * 64, content, canonical.chain_hash("0" * 64, content))
 
 
 def test_jsonable_keeps_only_what_survives_both_databases() -> None:
     zoned = datetime(2026, 1, 1, 5, tzinfo=timezone(timedelta(hours=2)))
-    out = ledger.jsonable({1: (2**60, float("nan"), zoned), "d": {"e": frozenset({1})}})
+    out = canonical.jsonable({1: (2**60, float("nan"), zoned), "d": {"e": frozenset({1})}})
     assert out == {"1": [str(2**60), "nan", "2026-01-01T03:00:00.000000+00:00"], "d": {"e": [1]}}
 
 

@@ -1,6 +1,6 @@
 """The ledger's data text is RFC 8785 byte for byte, whichever encoder wrote it: orjson's sorted
 compact JSON where `_clean` found nothing it writes differently, the rfc8785 package otherwise, and
-a shared snapshot spliced in as its own text (storage.ledger.chain)."""
+a shared snapshot spliced in as its own text (storage.ledger.canonical)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.ledger import chain as ledger
+from storage.ledger import canonical as ledger
 
 KEYS = st.text(max_size=6)  # any code point: non-BMP keys sort differently in UTF-16
 LEAVES = (st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
