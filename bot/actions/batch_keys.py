@@ -1,6 +1,11 @@
-"""A group-committed batch's Idempotency-Keys (bot.actions.writer): claimed in one statement, a key
-held already answered from its stored response, and a second submission of the same key in the
-same batch answered like the first."""
+"""A group-committed batch's Idempotency-Keys (bot.actions.writer): a key held already answered from
+its stored response, a second submission of the same key in the same batch answered like the
+first, and the free keys written with their answers in one statement at the end of the batch.
+
+Optimistic first (`check`, then `write_answers`): one SELECT and one INSERT, where claiming first
+took an INSERT and an UPDATE of every key row (the UPDATE rewrote each row with its body: on
+PostgreSQL the larger part of what a keyed submission cost the database). If another transaction
+took one of the keys in between, the batch is written again, claiming first (`claim`)."""
 
 from __future__ import annotations
 
@@ -20,11 +25,10 @@ SINGLE = _Single()
 Result = Answer | ApiError | _Single
 
 
-async def claim(session: Any, preps: list[Prepared], results: list[Result | None]
-                ) -> tuple[dict[int, int], dict[int, int]]:
-    """Claim the batch's Idempotency-Keys in one statement. Returns (index -> claimed key row id,
-    follower index -> the index of the first submission with its key in this batch); a key held
-    already answers its submission here (stored answer, 409 in flight, 422 other body)."""
+def _firsts(preps: list[Prepared], results: list[Result | None]
+            ) -> tuple[dict[tuple[int, str], int], dict[int, int]]:
+    """(agent id, key) -> the index of its first submission in the batch; follower index -> that
+    first index (a second submission of the same key in the same batch)."""
     first: dict[tuple[int, str], int] = {}
     followers: dict[int, int] = {}
     for i, prep in enumerate(preps):
@@ -35,6 +39,60 @@ async def claim(session: Any, preps: list[Prepared], results: list[Result | None
             followers[i] = first[k]
         else:
             first[k] = i
+    return first, followers
+
+
+def _answer_held(prep: Prepared, row: ingest.StoredKey | None) -> Result:
+    """The answer of a submission whose key is held already (stored answer, 409 in flight, 422 other
+    body), or SINGLE: the key was freed since or was abandoned, the single path takes it over."""
+    if row is None:  # freed since (a refused single-path request): let the single path run
+        return SINGLE
+    if row.request_hash != prep.digest:
+        return ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+    if row.in_flight:
+        fresh = prep.now - row.created_at < ABANDONED_AFTER
+        return ApiError(409, "idempotency_key_in_flight", "a request with this Idempotency-Key "
+                        "is still being processed; retry later") if fresh else SINGLE
+    assert row.status is not None and row.body is not None
+    return stored(row.status, row.body)
+
+
+async def check(session: Any, preps: list[Prepared], results: list[Result | None]
+                ) -> tuple[dict[int, tuple[int, str]], dict[int, int]]:
+    """Optimistic: read which of the batch's keys are held (one SELECT) and answer those here. Returns
+    (index -> its free (agent id, key), written with the answer at the end: `write_answers`;
+    follower index -> its first index). No claim row is written first and none is updated after."""
+    first, followers = _firsts(preps, results)
+    held = await ingest.held_keys(session, list(first))
+    free: dict[int, tuple[int, str]] = {}
+    for k, i in first.items():
+        if k in held:
+            results[i] = _answer_held(preps[i], held[k])
+        else:
+            free[i] = k
+    return free, followers
+
+
+class KeysRaced(Exception):
+    """A key the batch found free was claimed by another transaction before the batch wrote it: the
+    batch is rolled back and written again with its keys claimed first (`claim`)."""
+
+
+async def write_answers(session: Any, preps: list[Prepared], free: dict[int, tuple[int, str]],
+                        answers: dict[int, Answer]) -> None:
+    """The free keys with their answers, in one statement; raises KeysRaced if one was taken meanwhile."""
+    rows = [(a, k, preps[i].digest or "", *answers[i]) for i, (a, k) in free.items() if i in answers]
+    written = await ingest.insert_answered_keys(session, rows, preps[0].now)
+    if len(written) != len(rows):
+        raise KeysRaced(f"{len(rows) - len(written)} of {len(rows)} keys were claimed meanwhile")
+
+
+async def claim(session: Any, preps: list[Prepared], results: list[Result | None]
+                ) -> tuple[dict[int, int], dict[int, int]]:
+    """Pessimistic (after KeysRaced): claim the batch's Idempotency-Keys in one statement first.
+    Returns (index -> claimed key row id, follower index -> its first index); a key held already
+    answers its submission here."""
+    first, followers = _firsts(preps, results)
     claimed = await ingest.claim_keys(session, [(a, k, preps[i].digest or "") for (a, k), i in first.items()],
                                       preps[0].now)
     held = await ingest.held_keys(session, [k for k in first if k not in claimed])
@@ -42,20 +100,8 @@ async def claim(session: Any, preps: list[Prepared], results: list[Result | None
     for k, i in first.items():
         if k in claimed:
             key_ids[i] = claimed[k]
-            continue
-        row, prep = held.get(k), preps[i]
-        if row is None:  # freed since (a refused single-path request): let the single path run
-            results[i] = SINGLE
-        elif row.request_hash != prep.digest:
-            results[i] = ApiError(422, "idempotency_key_reused",
-                                  "this Idempotency-Key was used with a different request body")
-        elif row.in_flight:
-            fresh = prep.now - row.created_at < ABANDONED_AFTER
-            results[i] = ApiError(409, "idempotency_key_in_flight", "a request with this Idempotency-Key "
-                                  "is still being processed; retry later") if fresh else SINGLE
         else:
-            assert row.status is not None and row.body is not None
-            results[i] = stored(row.status, row.body)
+            results[i] = _answer_held(preps[i], held.get(k))
     return key_ids, followers
 
 

@@ -223,14 +223,19 @@ class Writer:
     async def _batch_retrying(self, preps: list[Prepared]) -> list[Result]:
         try:
             return await self._batch(preps)
+        except batch_keys.KeysRaced as exc:
+            log.info("%s: the batch is written again, its keys claimed first", exc)
+            return await self._batch(preps, optimistic=False)
         except Exception as exc:
             if not dropped(exc):
                 raise
             log.warning("the connection dropped under a batch of %d: retrying once", len(preps))
             return await self._batch(preps)
 
-    async def _batch(self, preps: list[Prepared]) -> list[Result]:
-        """Write the batch in one transaction; the answer of each submission, in order."""
+    async def _batch(self, preps: list[Prepared], *, optimistic: bool = True) -> list[Result]:
+        """Write the batch in one transaction; the answer of each submission, in order. `optimistic`:
+        its free Idempotency-Keys are written with their answers at the end (bot.actions.batch_keys),
+        else claimed first."""
         svc = self.svc
         results: list[Result | None] = [None] * len(preps)
         async with svc.db.session() as session:
@@ -240,7 +245,12 @@ class Writer:
                 for i, prep in enumerate(preps):
                     if prep.agent.id in dead:
                         results[i] = unauthorized()
-            key_ids, followers = await batch_keys.claim(session, preps, results)
+            free: dict[int, tuple[int, str]] = {}
+            key_ids: dict[int, int] = {}
+            if optimistic:
+                free, followers = await batch_keys.check(session, preps, results)
+            else:
+                key_ids, followers = await batch_keys.claim(session, preps, results)
             work = [i for i, r in enumerate(results) if r is None and i not in followers]
             actions: dict[int, Action | None] = {i: build_action(preps[i]) for i in work}
             new = [a for a in actions.values() if a is not None]
@@ -257,12 +267,14 @@ class Writer:
                 effect()
             first_steps.forget_settled(session, new)
             answered: list[tuple[int, int, dict[str, Any]]] = []
+            answers: dict[int, Answer] = {}
             for i in work:
                 status, body = answer(svc, preps[i], actions[i])
-                results[i] = (status, body)
+                results[i] = answers[i] = (status, body)
                 if i in key_ids:
                     answered.append((key_ids[i], status, body))
             await ingest.store_answers(session, answered)
+            await batch_keys.write_answers(session, preps, free, answers)
             await session.commit()  # the ledger is chained here, under the head's lock, once
         for i in work:
             done = results[i]

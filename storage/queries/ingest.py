@@ -97,6 +97,33 @@ _CLAIM_ARRAYS = ColumnArrays(KEYS, ["agent_id", "key", "request_hash", "in_fligh
                              returning=["id", "agent_id", "key"], on_conflict=["agent_id", "key"])
 
 
+# Keys written with their answers at the end of a batch that found them free (one statement, no
+# claim before and no UPDATE after): a key that another transaction claimed meanwhile is not written.
+_ANSWERED = ["agent_id", "key", "request_hash", "in_flight", "response_status", "response_body", "created_at"]
+_ANSWERED_ARRAYS = ColumnArrays(KEYS, _ANSWERED, returning=["agent_id", "key"], on_conflict=["agent_id", "key"])
+_ANSWERED_SQLITE = (sqlite_insert(KEYS).on_conflict_do_nothing(index_elements=["agent_id", "key"])
+                    .returning(KEYS.c.agent_id, KEYS.c.key))
+
+
+async def insert_answered_keys(session: AsyncSession, answered: list[tuple[int, str, str, int, dict[str, Any]]],
+                               now: datetime) -> set[tuple[int, str]]:
+    """(agent id, key, request hash, status, body) of keys free when the batch began, written with
+    their answers in key order (two batches lock the unique index in the same order: no deadlock;
+    one that holds a key makes the other wait for its commit). Returns the (agent id, key) pairs
+    written: a pair missing was claimed by another transaction meanwhile."""
+    if not answered:
+        return set()
+    ordered = sorted(answered, key=lambda a: (a[0], a[1]))
+    if session.bind.dialect.name == "postgresql":
+        rows = [(a, k, h, False, s, b, now) for a, k, h, s, b in ordered]
+        written = await session.run_sync(lambda sync: _ANSWERED_ARRAYS.insert(sync.connection(), rows))
+    else:
+        params = [{"agent_id": a, "key": k, "request_hash": h, "in_flight": False, "response_status": s,
+                   "response_body": b, "created_at": now} for a, k, h, s, b in ordered]
+        written = list((await session.execute(_ANSWERED_SQLITE, params)).all())
+    return {(int(a), str(k)) for a, k in written}
+
+
 async def held_keys(session: AsyncSession, keys: list[tuple[int, str]]) -> dict[tuple[int, str], StoredKey]:
     """The rows of keys held already (for their stored answers)."""
     if not keys:

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlmodel import col
 
+from bot.actions.idempotency import body_hash
 from bot.actions.submit import Prepared
 from bot.actions.writer import LANES, SECOND_LANE_DEPTH, Writer
 from bot.api.routes import WRITER
 from bot.policy.rules import Policy, parse_policy
 from storage.ledger.verify import verify
-from storage.models import Action, Agent, EscalationStep, LedgerEntry, OutboxMessage
+from storage.models import Action, Agent, EscalationStep, IdempotencyKey, LedgerEntry, OutboxMessage
 from tests.conftest import Running, proposal
 from tests.policies import CALM
 
@@ -242,4 +244,44 @@ async def test_a_deep_queue_opens_a_second_lane_on_postgresql(running: Running) 
     finally:
         writer.before_batch = None
         gate.open.set()
+    assert (await verify(running.svc.db.engine)).ok
+
+
+async def test_a_key_taken_while_the_batch_ran_is_claimed_first_on_the_batchs_second_try(
+        running: Running, caplog: pytest.LogCaptureFixture) -> None:
+    """A batch writes its free Idempotency-Keys with their answers at the end (bot.actions.batch_keys).
+    Here another transaction takes one of them after the batch found it free: the batch waits for
+    that transaction, is rolled back, and is written again with its keys claimed first. The raced
+    request is answered 409 (the other holder is still in flight), the others 201, each action once.
+    PostgreSQL only: on SQLite the batch holds the one writer lock from its first statement."""
+    if running.svc.db.dialect != "postgresql":
+        pytest.skip("SQLite's writer lock leaves no room for the race")
+    caplog.set_level(logging.INFO, logger="countersign.writer")
+    raced, free = proposal(summary="raced"), proposal(summary="free key")
+    async with running.svc.db.session() as session:
+        agent_id = (await session.execute(select(col(Agent.id)))).scalars().first()
+    async with running.svc.db.session() as holder:  # claims "raced" and keeps its transaction open
+        holder.add(IdempotencyKey(agent_id=agent_id, key="raced", request_hash=body_hash(raced),  # type: ignore[arg-type]
+                                  created_at=running.svc.clock()))
+        await holder.flush()
+        batch = asyncio.create_task(hold_then_batch(
+            running, [raced, free, proposal(summary="no key")],
+            [{"Idempotency-Key": "raced"}, {"Idempotency-Key": "free"}, None]))
+        async with running.svc.db.read_session() as watcher:  # the batch's INSERT waits on the holder
+            for _ in range(1000):
+                waiting = (await watcher.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"))).scalar_one()
+                if waiting or batch.done():
+                    break
+                await asyncio.sleep(0.01)
+        assert waiting and not batch.done()
+        await holder.commit()
+    (s1, b1), (s2, b2), (s3, _) = await asyncio.wait_for(batch, 20)
+    assert (s1, s2, s3) == (409, 201, 201) and b1["error"]["code"] == "idempotency_key_in_flight"
+    assert "claimed meanwhile" in caplog.text
+    _, listed = await running.get("/v1/actions?limit=50")
+    summaries = [a["summary"] for a in listed["items"]]
+    assert "raced" not in summaries and summaries.count("free key") == summaries.count("no key") == 1
+    assert await running.submit(free, headers={"Idempotency-Key": "free"}) == (201, b2)  # its stored answer
     assert (await verify(running.svc.db.engine)).ok
