@@ -57,13 +57,18 @@ def _answer_held(prep: Prepared, row: ingest.StoredKey | None) -> Result:
     return stored(row.status, row.body)
 
 
-async def check(session: Any, preps: list[Prepared], results: list[Result | None]
-                ) -> tuple[dict[int, tuple[int, str]], dict[int, int]]:
-    """Optimistic: read which of the batch's keys are held (one SELECT) and answer those here. Returns
-    (index -> its free (agent id, key), written with the answer at the end: `write_answers`;
-    follower index -> its first index). No claim row is written first and none is updated after."""
+def keys_of(preps: list[Prepared]) -> list[tuple[int, str]]:
+    """The batch's distinct (agent id, key) pairs: the keys whose rows `check` needs (read with the
+    batch's first statement, storage.queries.ingest.batch_start)."""
+    return list(dict.fromkeys((int(p.agent.id or 0), p.key) for p in preps if p.key is not None))
+
+
+def check(preps: list[Prepared], results: list[Result | None], held: dict[tuple[int, str], ingest.StoredKey]
+          ) -> tuple[dict[int, tuple[int, str]], dict[int, int]]:
+    """Optimistic: answer the submissions whose keys are `held` already here. Returns (index -> its
+    free (agent id, key), written with the answer at the end: `write_answers`; follower index -> its
+    first index). No claim row is written first and none is updated after."""
     first, followers = _firsts(preps, results)
-    held = await ingest.held_keys(session, list(first))
     free: dict[int, tuple[int, str]] = {}
     for k, i in first.items():
         if k in held:

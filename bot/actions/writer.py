@@ -239,7 +239,8 @@ class Writer:
         svc = self.svc
         results: list[Result | None] = [None] * len(preps)
         async with svc.db.session() as session:
-            stamp = await ingest.revocation_stamp(session)
+            # One round trip: the revocation stamp and, optimistic, the batch's keys held already.
+            stamp, held = await ingest.batch_start(session, batch_keys.keys_of(preps) if optimistic else [])
             if self.tokens.saw_stamp(stamp):
                 dead = await ingest.revoked_among(session, {p.agent.id for p in preps if p.agent.id is not None})
                 for i, prep in enumerate(preps):
@@ -248,7 +249,7 @@ class Writer:
             free: dict[int, tuple[int, str]] = {}
             key_ids: dict[int, int] = {}
             if optimistic:
-                free, followers = await batch_keys.check(session, preps, results)
+                free, followers = batch_keys.check(preps, results, held)
             else:
                 key_ids, followers = await batch_keys.claim(session, preps, results)
             work = [i for i, r in enumerate(results) if r is None and i not in followers]

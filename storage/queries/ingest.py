@@ -101,8 +101,9 @@ _CLAIM_ARRAYS = ColumnArrays(KEYS, ["agent_id", "key", "request_hash", "in_fligh
 # claim before and no UPDATE after): a key that another transaction claimed meanwhile is not written.
 _ANSWERED = ["agent_id", "key", "request_hash", "in_flight", "response_status", "response_body", "created_at"]
 _ANSWERED_ARRAYS = ColumnArrays(KEYS, _ANSWERED, returning=["agent_id", "key"], on_conflict=["agent_id", "key"])
-_ANSWERED_SQLITE = (sqlite_insert(KEYS).on_conflict_do_nothing(index_elements=["agent_id", "key"])
-                    .returning(KEYS.c.agent_id, KEYS.c.key))
+# SQLite: the batch holds the one writer lock since its first statement, so a key it found free is
+# still free: a plain executemany (a conflict would be a bug, and fails the batch like any error).
+_ANSWERED_PLAIN = ColumnArrays(KEYS, _ANSWERED)
 
 
 async def insert_answered_keys(session: AsyncSession, answered: list[tuple[int, str, str, int, dict[str, Any]]],
@@ -113,26 +114,28 @@ async def insert_answered_keys(session: AsyncSession, answered: list[tuple[int, 
     written: a pair missing was claimed by another transaction meanwhile."""
     if not answered:
         return set()
-    ordered = sorted(answered, key=lambda a: (a[0], a[1]))
+    rows = [(a, k, h, False, s, b, now) for a, k, h, s, b in sorted(answered, key=lambda a: (a[0], a[1]))]
     if session.bind.dialect.name == "postgresql":
-        rows = [(a, k, h, False, s, b, now) for a, k, h, s, b in ordered]
         written = await session.run_sync(lambda sync: _ANSWERED_ARRAYS.insert(sync.connection(), rows))
-    else:
-        params = [{"agent_id": a, "key": k, "request_hash": h, "in_flight": False, "response_status": s,
-                   "response_body": b, "created_at": now} for a, k, h, s, b in ordered]
-        written = list((await session.execute(_ANSWERED_SQLITE, params)).all())
-    return {(int(a), str(k)) for a, k in written}
+        return {(int(a), str(k)) for a, k in written}
+    await session.run_sync(lambda sync: _ANSWERED_PLAIN.insert(sync.connection(), rows))
+    return {(a, k) for a, k, *_ in rows}
+
+
+_HELD_COLUMNS = (KEYS.c.id, KEYS.c.agent_id, KEYS.c.key, KEYS.c.request_hash, KEYS.c.in_flight, KEYS.c.created_at,
+                 KEYS.c.response_status, KEYS.c.response_body)
+_HELD = select(*_HELD_COLUMNS).where(tuple_(KEYS.c.agent_id, KEYS.c.key).in_(bindparam("keys", expanding=True)))
+
+
+def _stored_keys(rows: Any) -> dict[tuple[int, str], StoredKey]:
+    return {(int(a), str(k)): StoredKey(int(i), h, bool(f), c, s, b) for i, a, k, h, f, c, s, b in rows}
 
 
 async def held_keys(session: AsyncSession, keys: list[tuple[int, str]]) -> dict[tuple[int, str], StoredKey]:
     """The rows of keys held already (for their stored answers)."""
     if not keys:
         return {}
-    stmt = select(KEYS.c.id, KEYS.c.agent_id, KEYS.c.key, KEYS.c.request_hash, KEYS.c.in_flight,
-                  KEYS.c.created_at, KEYS.c.response_status, KEYS.c.response_body).where(
-        tuple_(KEYS.c.agent_id, KEYS.c.key).in_(keys))
-    return {(int(a), str(k)): StoredKey(int(i), h, bool(f), c, s, b)
-            for i, a, k, h, f, c, s, b in (await session.execute(stmt)).all()}
+    return _stored_keys((await session.execute(_HELD, {"keys": keys})).all())
 
 
 _STORE = (update(KEYS).where(KEYS.c.id == bindparam("key_id"))
@@ -164,14 +167,20 @@ async def store_answers(session: AsyncSession, answers: list[tuple[int, int, dic
         await session.execute(_STORE, [{"key_id": i, "status": s, "body": b} for i, s, b in answers])
 
 
-_REVOKED = select(func.count()).select_from(AGENTS).where(AGENTS.c.revoked_at.is_not(None))
+# The revocation stamp (one row) joined to the rows of the keys held already: built once.
+_STAMP = select(func.count()).select_from(AGENTS).where(AGENTS.c.revoked_at.is_not(None)).subquery("stamp")
+_HELD_AMONG = tuple_(KEYS.c.agent_id, KEYS.c.key).in_(bindparam("keys", expanding=True))
+_START = select(_STAMP.c[0], *_HELD_COLUMNS).select_from(_STAMP.outerjoin(KEYS, _HELD_AMONG))
 
 
-async def revocation_stamp(session: AsyncSession) -> int:
-    """How many agents were ever revoked: `agents revoke` bumps it by one (agents are never
-    un-revoked or deleted), so a changed stamp means some cached token may be dead. Read once per
-    batch, so the statement is built once."""
-    return int((await session.execute(_REVOKED)).scalar_one())
+async def batch_start(session: AsyncSession, keys: list[tuple[int, str]]
+                      ) -> tuple[int, dict[tuple[int, str], StoredKey]]:
+    """A batch's first statement, one round trip: the revocation stamp, i.e. how many agents were
+    ever revoked (`agents revoke` bumps it by one; agents are never un-revoked or deleted, so a
+    changed stamp means some cached token may be dead), and the rows of those of `keys` held
+    already (`held_keys`)."""
+    rows = (await session.execute(_START, {"keys": keys})).all()
+    return int(rows[0][0]), _stored_keys(row[1:] for row in rows if row[1] is not None)
 
 
 async def revoked_among(session: AsyncSession, agent_ids: set[int]) -> set[int]:
