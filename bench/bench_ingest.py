@@ -9,7 +9,9 @@ outbox, the escalation step), group-committed (bot.actions.writer). Each server 
 process (`--serve`); the load generator in this one. Scenarios: 32 and 256 concurrent clients,
 32 with an Idempotency-Key on every request, and 32 with the ledger switched off (benchmark only).
 Rounds interleave (raw, ours, raw, ours) so that other work on the machine falls on both sides;
-each ratio is ours / raw of the same round. Background workers are off (no Slack here).
+each ratio is ours / raw of the same round. Background workers are off (no Slack here). Each
+load also reports the CPU every request cost the server, PostgreSQL and the load generator
+(bench.cpu_use): steadier than throughput on a shared machine, and it says where a cost lands.
 Results: bench/results/bench_ingest.md.
 """
 
@@ -30,10 +32,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
+
+from bench.cpu_use import CpuMeter, CpuUse
+from bench.ingest_servers import serve_countersign, serve_raw
 
 PG_ADMIN = os.environ.get("COUNTERSIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 RESULTS = Path(__file__).parent / "results" / "bench_ingest.md"
@@ -48,90 +52,6 @@ BODY = {
 }
 
 
-# --- the servers (run in a child process) ----------------------------------------------------------
-
-
-async def serve_raw(url: str, port: int) -> None:
-    """One INSERT and one commit per request, straight on the driver."""
-    from aiohttp import web
-
-    create = "CREATE TABLE IF NOT EXISTS raw_rows (id {}, body TEXT NOT NULL)"
-    if url.startswith("sqlite"):
-        import aiosqlite
-
-        conn = await aiosqlite.connect(url.split("///", 1)[1], isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
-            await conn.execute(f"PRAGMA {pragma}")
-        await conn.execute(create.format("INTEGER PRIMARY KEY AUTOINCREMENT"))
-        lock = asyncio.Lock()
-
-        async def insert(text: str) -> int:
-            async with lock:  # one transaction at a time, as SQLite has one writer
-                await conn.execute("BEGIN IMMEDIATE")
-                cursor = await conn.execute("INSERT INTO raw_rows (body) VALUES (?) RETURNING id", (text,))
-                row = await cursor.fetchone()
-                await conn.execute("COMMIT")
-            assert row is not None
-            return int(row[0])
-    else:
-        pool = await asyncpg.create_pool(url.replace("+asyncpg", ""), min_size=10, max_size=20)
-        await pool.execute(create.format("BIGSERIAL PRIMARY KEY"))
-
-        async def insert(text: str) -> int:
-            return int(await pool.fetchval("INSERT INTO raw_rows (body) VALUES ($1) RETURNING id", text))
-
-    async def handler(request: web.Request) -> web.Response:
-        body = json.loads(await request.read())
-        new_id = await insert(json.dumps(body))
-        return web.json_response({"id": new_id, "status": "pending"}, status=201)
-
-    app = web.Application()
-    app.router.add_post("/v1/actions", handler)
-    await _run(app, port)
-
-
-async def serve_countersign(url: str, port: int, ledger_on: bool, reuse_port: bool) -> None:
-    from bot.app import create_app
-    from bot.cli.main import collect_less
-    from bot.config import Settings
-    from bot.policy.rules import parse_policy
-    from storage.ledger import chain as ledger
-    from storage.queries import agents
-    from tests.policies import FAST
-
-    if not ledger_on:  # benchmark only: the same app with `ledger.append` a no-op
-        async def no_append(*_: Any, **__: Any) -> None:
-            return None
-
-        ledger.append = no_append  # type: ignore[assignment]
-    settings = Settings(SLACK_BOT_TOKEN="xoxb-bench", SLACK_SIGNING_SECRET="s", SLACK_API_URL="http://127.0.0.1:9/",
-                        DATABASE_URL=url, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, policy=parse_policy(FAST), background=False)
-    from bot.api.routes import SERVICES
-
-    async def add_agent(_: Any) -> None:
-        token_file = Path(os.environ["BENCH_TOKEN_FILE"])
-        if await asyncio.to_thread(token_file.exists):  # a second worker: the first made the agent
-            return
-        async with app[SERVICES].db.session() as session:
-            _, token = await agents.create(session, f"bench-{uuid.uuid4().hex[:6]}")
-            await session.commit()
-        await asyncio.to_thread(token_file.write_text, token)
-
-    app.on_startup.append(add_agent)
-    collect_less(app)  # as `countersign serve` does
-    await _run(app, port, reuse_port=reuse_port)
-
-
-async def _run(app: Any, port: int, *, reuse_port: bool = False) -> None:
-    from aiohttp import web
-
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=reuse_port or None).start()
-    await asyncio.Event().wait()
-
-
 # --- the load generator ------------------------------------------------------------------------
 
 
@@ -141,6 +61,33 @@ class Figures:
     p50: float
     p99: float
     errors: int
+    cpu: CpuUse | None = None  # per request, set by `measured`
+
+
+WARM_UP = 50  # requests before the clock starts
+
+
+def cpu_text(cpu: CpuUse | None) -> str:
+    if cpu is None:
+        return "?"
+    database = "" if cpu.database is None else f" + db {cpu.database:.0f}"
+    return f"server {cpu.server:.0f}{database} + load {cpu.load:.0f}"
+
+
+def median_cpu(figures: list[Figures]) -> CpuUse:
+    """Field by field, the median of the rounds' CPU per request."""
+    uses = [f.cpu for f in figures if f.cpu is not None]
+    database = [u.database for u in uses if u.database is not None]
+    return CpuUse(statistics.median(u.server for u in uses), statistics.median(database) if database else None,
+                  statistics.median(u.load for u in uses))
+
+
+async def measured(server: Server, n: int, concurrency: int, keys: bool) -> Figures:
+    """`load` with the CPU it cost each process, per request (warm-up included in both counts)."""
+    meter = CpuMeter([p.pid for p in server.procs], postgres=server.kind == "postgresql")
+    figures = await load(server.url, server.token, n, concurrency, keys)
+    figures.cpu = meter.per_request(n + WARM_UP)
+    return figures
 
 
 async def load(url: str, token: str, n: int, concurrency: int, keys: bool) -> Figures:
@@ -166,7 +113,7 @@ async def load(url: str, token: str, n: int, concurrency: int, keys: bool) -> Fi
                     errors += 1
                 latencies.append(time.perf_counter() - started)
 
-        for _ in range(50):  # warm-up
+        for _ in range(WARM_UP):
             await post()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -271,13 +218,13 @@ async def measure(kind: str, args: argparse.Namespace, tmp: str, say: Callable[[
     for r in range(args.rounds):
         for name, which, conc, keys, workers in scenarios(kind, [int(w) for w in args.workers.split(",")]):
             async with Server("raw", kind, tmp) as raw_server:
-                raw = await load(raw_server.url, raw_server.token, args.n, conc, False)
+                raw = await measured(raw_server, args.n, conc, False)
             async with Server(which, kind, tmp, workers) as ours_server:
-                ours = await load(ours_server.url, ours_server.token, args.n, conc, keys)
+                ours = await measured(ours_server, args.n, conc, keys)
             found.setdefault(name, []).append((raw, ours))
             say(f"{kind} round {r + 1} {name}: raw {raw.rate:.0f}/s p99 {raw.p99:.1f} ms | countersign "
                 f"{ours.rate:.0f}/s p50 {ours.p50:.1f} ms p99 {ours.p99:.1f} ms errors {ours.errors} | "
-                f"ratio {ours.rate / raw.rate:.2f}")
+                f"ratio {ours.rate / raw.rate:.2f} | CPU µs/request {cpu_text(ours.cpu)} (raw {cpu_text(raw.cpu)})")
     return found
 
 
@@ -288,17 +235,20 @@ async def main(args: argparse.Namespace) -> None:
         for kind in args.databases.split(","):
             found = await measure(kind, args, tmp, lambda line: print(line, flush=True))
             keyless = statistics.median(o.rate for _, o in found["32 concurrent"])
+            keyless_cpu = median_cpu([o for _, o in found["32 concurrent"]]).total
             for name, pairs in found.items():
                 ratios = [o.rate / r.rate for r, o in pairs]
                 ours = [o for _, o in pairs]
                 extra = ""
                 if "Idempotency-Key" in name or "ledger off" in name:
                     rel = statistics.median(o.rate for o in ours) / keyless
-                    extra = f"{rel:.2f} × keyless-with-ledger"
+                    extra = (f"{rel:.2f} × keyless-with-ledger; CPU per request "
+                             f"{median_cpu(ours).total / keyless_cpu:.2f} ×")
                 line = (f"| {kind} | {name} | {statistics.median(r.rate for r, _ in pairs):.0f} | "
                         f"{statistics.median(o.rate for o in ours):.0f} | "
                         f"{' / '.join(f'{x:.2f}' for x in ratios)} | {statistics.median(o.p50 for o in ours):.1f} | "
-                        f"{max(o.p99 for o in ours):.1f} | {sum(o.errors for o in ours)} | {extra} |")
+                        f"{max(o.p99 for o in ours):.1f} | {sum(o.errors for o in ours)} | "
+                        f"{cpu_text(median_cpu(ours))} (raw {cpu_text(median_cpu([r for r, _ in pairs]))}) | {extra} |")
                 print(line, flush=True)
                 table.append(line)
     lines = [
@@ -315,9 +265,12 @@ async def main(args: argparse.Namespace) -> None:
         "and one commit per request, run right before each countersign round at the same concurrency. "
         "Ratio = countersign / raw throughput of the same round (one per round).",
         "",
+        "CPU = microseconds of CPU per request (median of the rounds) of the server process(es), of "
+        "PostgreSQL's processes and of the load generator, from /proc (bench.cpu_use).",
+        "",
         "| database | scenario | raw /s | countersign /s | ratio per round | p50 ms | worst p99 ms | errors "
-        "| vs keyless |",
-        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+        "| CPU µs per request (raw) | vs keyless |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
         *table,
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
