@@ -9,25 +9,18 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bot.autonomy import pauses, results
-from bot.contract.errors import ApiError
-from bot.contract.schemas import ResultIn, check_json, field_problems
+from bot.contract.schemas import ResultIn, field_problems
 from bot.contract.serialize import iso
 from bot.services import Services
 from storage.models import Agent
 
 
 def register(app: web.Application, services_key: web.AppKey[Services], agent_key: web.RequestKey[Agent],
-             read_json: Any, bad_request: Any, action_id: Any) -> None:
+             read_object: Any, bad_request: Any, action_id: Any) -> None:
     async def post_result(request: web.Request) -> web.Response:
         svc = request.app[services_key]
         ident = action_id(request)
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "invalid_request", "the body must be a JSON object",
-                           fields=[{"field": "body", "message": "a JSON object"}])
-        problem = check_json(body)
-        if problem is not None:
-            raise bad_request([problem])
+        body = await read_object(request)  # a JSON object, checked (bot.api.routes)
         try:
             req = ResultIn.model_validate(body)
         except ValidationError as exc:

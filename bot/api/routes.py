@@ -25,7 +25,7 @@ from bot.api import results as api_results
 from bot.autonomy.results import result_json
 from bot.contract import callback_target
 from bot.contract.errors import ApiError
-from bot.contract.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, field_problems
+from bot.contract.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, check_needed, field_problems
 from bot.services import Services
 from storage import json_text
 from storage.db import unavailable
@@ -115,7 +115,21 @@ def _bad_request(problems: list[FieldProblem]) -> ApiError:
     return ApiError(400, "invalid_request", summary, fields=[p.model_dump() for p in problems])
 
 
-async def _read_json(request: web.Request) -> Any:
+async def _read_object(request: web.Request) -> dict[str, Any]:
+    """The body: a JSON object, with nothing in it that no schema catches (`check_json`: too deep, a
+    NUL, a lone surrogate), else the 4xx that says what is wrong."""
+    body, text = await _read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", f"the body must be a JSON object, not {type(body).__name__}",
+                       fields=[{"field": "body", "message": "a JSON object"}])
+    problem = check_json(body) if check_needed(text) else None
+    if problem is not None:
+        raise _bad_request([problem])
+    return body
+
+
+async def _read_json(request: web.Request) -> tuple[Any, str]:
+    """The parsed body and its text."""
     ctype = request.content_type  # aiohttp answers application/octet-stream when none was sent
     if ctype not in JSON_TYPES and not ctype.endswith("+json"):
         raise ApiError(415, "unsupported_media_type",
@@ -129,7 +143,7 @@ async def _read_json(request: web.Request) -> Any:
         raise _too_large()
     try:  # (not orjson: it reads integers beyond 64 bits as floats, silently changing the value)
         text = raw.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text), text
     except UnicodeDecodeError as exc:
         raise ApiError(400, "invalid_json", f"the body is not UTF-8 (byte {exc.start})") from None
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
@@ -139,6 +153,9 @@ async def _read_json(request: web.Request) -> Any:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads(..., kw) builds one a call
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -153,13 +170,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 async def post_action(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     key = _idempotency_key(request)
-    body = await _read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_request", f"the body must be a JSON object, not {type(body).__name__}",
-                       fields=[{"field": "body", "message": "a JSON object"}])
-    problem = check_json(body)
-    if problem is not None:
-        raise _bad_request([problem])
+    body = await _read_object(request)
     try:
         req = ActionIn.model_validate(body, context={"now": svc.clock()})
     except ValidationError as exc:
@@ -293,7 +304,7 @@ def add_routes(app: web.Application, waiters: api_decision.DecisionWaiters) -> N
     app.router.add_get("/v1/actions", list_actions)
     app.router.add_get("/v1/actions/{id}", get_action)
     api_decision.register(app, SERVICES, waiters, AGENT)  # GET /v1/actions/{id}/decision?wait=N (long poll)
-    api_results.register(app, SERVICES, AGENT, _read_json, _bad_request, _action_id)  # result, pauses
+    api_results.register(app, SERVICES, AGENT, _read_object, _bad_request, _action_id)  # result, pauses
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

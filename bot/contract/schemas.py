@@ -152,6 +152,15 @@ def field_problems(exc: ValidationError) -> list[FieldProblem]:
 MAX_DEPTH = 32
 
 
+def check_needed(text: str) -> bool:
+    """Could `check_json` find a problem in what this JSON text parses to? Only through a `\\u`
+    escape (the one way to write a NUL or a lone surrogate: JSON refuses raw control characters,
+    and UTF-8 has no surrogates) or more than MAX_DEPTH brackets (the only way to nest deeper).
+    Conservative: a text for which this is False parses to a body `check_json` passes, so the walk
+    over every value of every ordinary request is skipped."""
+    return "\\u" in text or text.count("{") + text.count("[") > MAX_DEPTH
+
+
 def _bad_text(text: str) -> str | None:
     if "\x00" in text:
         return "NUL characters are not allowed in text"
