@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from bot.api.body import bad_request, read_object
 from bot.autonomy import pauses, results
 from bot.contract.schemas import ResultIn, field_problems
 from bot.contract.serialize import iso
@@ -16,11 +17,11 @@ from storage.models import Agent
 
 
 def register(app: web.Application, services_key: web.AppKey[Services], agent_key: web.RequestKey[Agent],
-             read_object: Any, bad_request: Any, action_id: Any) -> None:
+             action_id: Any) -> None:
     async def post_result(request: web.Request) -> web.Response:
         svc = request.app[services_key]
         ident = action_id(request)
-        body = await read_object(request)  # a JSON object, checked (bot.api.routes)
+        body = await read_object(request)
         try:
             req = ResultIn.model_validate(body)
         except ValidationError as exc:

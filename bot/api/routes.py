@@ -7,7 +7,6 @@ Handlers are thin: parse, call one domain function, render JSON. Every error has
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -22,10 +21,11 @@ from bot.actions.submit import prepare
 from bot.actions.writer import RETRY_AFTER_SECONDS, Writer
 from bot.api import longpoll as api_decision
 from bot.api import results as api_results
+from bot.api.body import bad_request, idempotency_key, read_object, too_large
 from bot.autonomy.results import result_json
 from bot.contract import callback_target
 from bot.contract.errors import ApiError
-from bot.contract.schemas import MAX_BODY_BYTES, ActionIn, FieldProblem, check_json, check_needed, field_problems
+from bot.contract.schemas import ActionIn, field_problems
 from bot.services import Services
 from storage import json_text
 from storage.db import unavailable
@@ -64,7 +64,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
         return json_response(exc.body(), status=exc.status, headers=headers)
     except web.HTTPRequestEntityTooLarge:
-        return _json_error(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes (1 MiB)")
+        return json_response(too_large().body(), status=413)
     except web.HTTPException as exc:
         if exc.status < 400 or request.path.startswith("/slack"):
             raise
@@ -102,79 +102,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-# JSON, and curl's default for `-d` (so the README's one-liner works without a header).
-JSON_TYPES = {"application/json", "application/x-www-form-urlencoded", "application/octet-stream"}
-
-
-def _too_large() -> ApiError:
-    return ApiError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes (1 MiB)")
-
-
-def _bad_request(problems: list[FieldProblem]) -> ApiError:
-    summary = "; ".join(f"{p.field}: {p.message}" for p in problems)
-    return ApiError(400, "invalid_request", summary, fields=[p.model_dump() for p in problems])
-
-
-async def _read_object(request: web.Request) -> dict[str, Any]:
-    """The body: a JSON object, with nothing in it that no schema catches (`check_json`: too deep, a
-    NUL, a lone surrogate), else the 4xx that says what is wrong."""
-    body, text = await _read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_request", f"the body must be a JSON object, not {type(body).__name__}",
-                       fields=[{"field": "body", "message": "a JSON object"}])
-    problem = check_json(body) if check_needed(text) else None
-    if problem is not None:
-        raise _bad_request([problem])
-    return body
-
-
-async def _read_json(request: web.Request) -> tuple[Any, str]:
-    """The parsed body and its text."""
-    ctype = request.content_type  # aiohttp answers application/octet-stream when none was sent
-    if ctype not in JSON_TYPES and not ctype.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type",
-                       f"Content-Type: send application/json, not {ctype}", field="Content-Type")
-    # A declared length over the limit is refused before reading; a lying or chunked one is caught
-    # by aiohttp's client_max_size while reading (HTTPRequestEntityTooLarge, see the middleware).
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise _too_large()
-    raw = await request.read()
-    if len(raw) > MAX_BODY_BYTES:
-        raise _too_large()
-    try:  # (not orjson: it reads integers beyond 64 bits as floats, silently changing the value)
-        text = raw.decode("utf-8")
-        return _DECODER.decode(text), text
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not UTF-8 (byte {exc.start})") from None
-    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads(..., kw) builds one a call
-
-
-def _idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= 255 and key.isascii() and key.isprintable()):
-        expected = "1 to 255 printable ASCII characters"
-        raise ApiError(400, "invalid_request", f"Idempotency-Key: {expected}",
-                       fields=[{"field": "Idempotency-Key", "message": expected}])
-    return key
-
-
 async def post_action(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    key = _idempotency_key(request)
-    body = await _read_object(request)
+    key = idempotency_key(request)
+    body = await read_object(request)
     try:
         req = ActionIn.model_validate(body, context={"now": svc.clock()})
     except ValidationError as exc:
-        raise _bad_request(field_problems(exc)) from None
+        raise bad_request(field_problems(exc)) from None
     if req.callback_url is not None:
         refused = await callback_target.refusal(str(req.callback_url), svc.settings.callback_allow_list,
                                                 strict=False)
@@ -304,7 +239,7 @@ def add_routes(app: web.Application, waiters: api_decision.DecisionWaiters) -> N
     app.router.add_get("/v1/actions", list_actions)
     app.router.add_get("/v1/actions/{id}", get_action)
     api_decision.register(app, SERVICES, waiters, AGENT)  # GET /v1/actions/{id}/decision?wait=N (long poll)
-    api_results.register(app, SERVICES, AGENT, _read_object, _bad_request, _action_id)  # result, pauses
+    api_results.register(app, SERVICES, AGENT, _action_id)  # result, pauses
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
