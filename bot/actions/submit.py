@@ -50,6 +50,9 @@ class Prepared:
     match: RuleMatch
     snapshot: EscalationSnapshot | None  # None: the policy forbids it
     pause: PauseInForce | None = None  # the pause that made it `approve` (the 201's `paused`)
+    # The token cache's epoch when its agent was looked up there (bot.actions.tokens); None: read
+    # from the database. The writer re-checks the agent of a submission from an older epoch.
+    auth_epoch: int | None = None
 
     def refusal(self) -> ApiError:
         req = self.req
@@ -58,7 +61,8 @@ class Prepared:
 
 
 def prepare(svc: Services, agent: Agent, req: ActionIn, *, raw: dict[str, Any],
-            idempotency_key: str | None = None, in_force: InForce | None = None) -> Prepared:
+            idempotency_key: str | None = None, in_force: InForce | None = None,
+            auth_epoch: int | None = None) -> Prepared:
     """Everything that needs no database, before a submission queues for the writer: the agent was
     authenticated (bot.actions.tokens) and the body validated (ActionIn) by the route; here the
     policy is evaluated (the one call of `evaluate` at ingest) and the escalation chain frozen.
@@ -80,7 +84,7 @@ def prepare(svc: Services, agent: Agent, req: ActionIn, *, raw: dict[str, Any],
         snapshot = frozen_snapshot(policy, req.service, match,
                                    violation=req.kind == "executed" and match.mode == "approve")
     digest = idempotency.body_hash(raw) if idempotency_key else None
-    return Prepared(agent, req, raw, idempotency_key, digest, now, match, snapshot, pause)
+    return Prepared(agent, req, raw, idempotency_key, digest, now, match, snapshot, pause, auth_epoch)
 
 
 def build_action(prep: Prepared) -> Action | None:

@@ -2,7 +2,10 @@
 
 Revocation stays immediate for every process: the group-commit writer reads the revocation stamp
 (how many agents were ever revoked; `agents revoke` bumps it) once per batch, in the batch's
-transaction, and when it moved re-checks that batch's agents and empties the cache. A token
+transaction, and when it moved re-checks that batch's agents and empties the cache, starting a new
+`epoch`. A submission remembers the epoch its token was looked up in; a batch re-checks the agents
+of any submission from an older epoch too: one taken by the other lane, or a batch written again
+after a rollback, read the moved stamp only after another batch had already recorded it. A token
 revoked before a batch's transaction began can therefore never be written by it (see
 bot.actions.writer).
 """
@@ -23,6 +26,7 @@ class TokenCache:
         self.svc, self.size = svc, size
         self._agents: OrderedDict[str, Agent] = OrderedDict()
         self.stamp: int | None = None  # the revocation stamp the cache was last checked against
+        self.epoch = 0  # bumped each time the stamp moved and the cache was emptied
 
     async def agent(self, token: str) -> Agent | None:
         """The agent of a live token; a miss reads the database (a revoked or unknown token is
@@ -46,5 +50,6 @@ class TokenCache:
         moved = stamp != self.stamp  # the first batch re-checks too: the cache filled before it
         if moved:
             self._agents.clear()
+            self.epoch += 1
         self.stamp = stamp
         return moved

@@ -241,7 +241,9 @@ class Writer:
         async with svc.db.session() as session:
             # One round trip: the revocation stamp and, optimistic, the batch's keys held already.
             stamp, held = await ingest.batch_start(session, batch_keys.keys_of(preps) if optimistic else [])
-            if self.tokens.saw_stamp(stamp):
+            moved = self.tokens.saw_stamp(stamp)
+            epoch = self.tokens.epoch
+            if moved or any(p.auth_epoch is not None and p.auth_epoch < epoch for p in preps):
                 dead = await ingest.revoked_among(session, {p.agent.id for p in preps if p.agent.id is not None})
                 for i, prep in enumerate(preps):
                     if prep.agent.id in dead:

@@ -38,6 +38,7 @@ log = logging.getLogger("countersign.api")
 SERVICES = web.AppKey("services", Services)
 WRITER = web.AppKey("writer", Writer)  # the group-commit writer (bot.actions.writer) and its token cache
 AGENT = web.RequestKey("agent", Agent)
+AUTH_EPOCH = web.RequestKey("auth_epoch", int)  # the token cache's epoch at the lookup (bot.actions.tokens)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Every JSON answer through orjson (storage.json_text): the 201's json.dumps was ~2 % of ingest CPU.
 json_response = partial(web.json_response, dumps=json_text.dumps)
@@ -92,7 +93,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     svc = request.app[SERVICES]
     if request.method == "POST" and request.path == "/v1/actions":
         # Cached: the writer re-checks revocations in the batch's own transaction (bot.actions.tokens).
-        agent = await request.app[WRITER].tokens.agent(token.strip())
+        tokens = request.app[WRITER].tokens
+        request[AUTH_EPOCH] = tokens.epoch  # read before the lookup: a clear during it makes it older
+        agent = await tokens.agent(token.strip())
     else:
         async with svc.db.read_session() as session:
             agent = await agents.by_token(session, token.strip())
@@ -117,7 +120,8 @@ async def post_action(request: web.Request) -> web.Response:
             raise ApiError(422, "callback_url_refused", f"callback_url: {refused}",
                            fields=[{"field": "callback_url", "message": refused}])
     in_force = await svc.autonomy.current()  # grants and pauses (cached; bot.autonomy.state)
-    prepared = prepare(svc, request[AGENT], req, raw=body, idempotency_key=key, in_force=in_force)
+    prepared = prepare(svc, request[AGENT], req, raw=body, idempotency_key=key, in_force=in_force,
+                       auth_epoch=request.get(AUTH_EPOCH))
     status, out = await request.app[WRITER].submit(prepared)
     log.info("action %s accepted: %s %s on %s -> %s", out["id"], req.kind, req.action_type, req.service,
              out["mode"], extra={"action_id": out["id"]})

@@ -14,9 +14,11 @@ from sqlalchemy import func, select, text
 from sqlmodel import col
 
 from bot.actions.idempotency import body_hash
-from bot.actions.submit import Prepared
+from bot.actions.submit import Prepared, prepare
 from bot.actions.writer import LANES, SECOND_LANE_DEPTH, Writer
 from bot.api.routes import WRITER
+from bot.contract.errors import ApiError
+from bot.contract.schemas import ActionIn
 from bot.policy.rules import Policy, parse_policy
 from storage.ledger.verify import verify
 from storage.models import Action, Agent, EscalationStep, IdempotencyKey, LedgerEntry, OutboxMessage
@@ -285,3 +287,29 @@ async def test_a_key_taken_while_the_batch_ran_is_claimed_first_on_the_batchs_se
     assert "raced" not in summaries and summaries.count("free key") == summaries.count("no key") == 1
     assert await running.submit(free, headers={"Idempotency-Key": "free"}) == (201, b2)  # its stored answer
     assert (await verify(running.svc.db.engine)).ok
+
+
+async def test_a_cached_token_is_rechecked_by_a_batch_that_did_not_see_the_stamp_move(running: Running) -> None:
+    """Only the first batch to read a moved revocation stamp sees it move (the other lane, or a batch
+    written again after a rollback, reads it later). A submission whose token was looked up in the
+    cache before that batch emptied it is still re-checked by whichever batch writes it."""
+    writer = writer_of(running)
+    token, _ = await running.add_agent("short-lived")
+    assert (await running.submit(proposal(), token=token))[0] == 201  # cached; the stamp recorded
+    looked_up_in = writer.tokens.epoch
+    agent = await writer.tokens.agent(token)  # as the auth middleware got it, from the cache
+    assert agent is not None
+    async with running.svc.db.session() as session:  # as `agents revoke` does (any process)
+        from storage.queries import agents
+
+        await agents.revoke(session, "short-lived")
+        await session.commit()
+    assert (await running.submit(proposal()))[0] == 201  # another batch reads the moved stamp first
+    assert writer.tokens.epoch > looked_up_in
+    body = proposal(summary="authenticated before the revocation was seen")
+    late = prepare(running.svc, agent, ActionIn.model_validate(body, context={"now": running.svc.clock()}),
+                   raw=body, auth_epoch=looked_up_in)
+    [result] = await writer.write_batch([late])
+    assert isinstance(result, ApiError) and result.status == 401
+    _, listed = await running.get("/v1/actions?limit=50")
+    assert body["summary"] not in [a["summary"] for a in listed["items"]]
