@@ -30,7 +30,7 @@ COLUMNS: tuple[Any, ...] = (LedgerEntry.seq, LedgerEntry.at, LedgerEntry.event, 
 class Entry:
     """An entry appended in this transaction: chained (seq, prev_hash, hash) when it commits. A
     plain object, not a LedgerEntry row: building an ORM row per entry was a sixth of the ledger's
-    cost at ingest, and the rows are written by one statement on the driver anyway."""
+    cost at ingest, and the rows are written by one statement anyway (storage.ledger.driver)."""
 
     at: datetime
     event: str
@@ -47,8 +47,8 @@ HEAD_TABLE: Any = LedgerHead.__table__  # type: ignore[attr-defined]
 _PENDING = "countersign.ledger_pending"  # session.info key: entries this transaction will append
 
 
-# Built once (their cache keys are memoized) and run on the Core connection: this read runs once
-# per ingest batch, and building it plus the ORM's execute path cost ~3 % of ingest CPU.
+# The head read and locked for `locked_head` (the anchor publisher: bot.reports.audit); built once.
+# Appending does not read it here: the commit-time writes do (storage.ledger.driver).
 _HEAD = select(HEAD_TABLE.c.seq, HEAD_TABLE.c.hash).where(HEAD_TABLE.c.id == 1)
 _HEAD_LOCKED = _HEAD.with_for_update()
 
