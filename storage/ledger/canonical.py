@@ -154,8 +154,12 @@ def _clean(value: Any, odd: list[bool]) -> Any:
     if kind is list:
         return [v if type(v) in _PLAIN else _clean(v, odd) for v in value]
     if kind is int:
-        return value if -MAX_SAFE_INT <= value <= MAX_SAFE_INT else str(value)
+        return _safe_int(value)
     return _clean_other(value, odd)
+
+
+def _safe_int(value: int) -> int | str:
+    return value if -MAX_SAFE_INT <= value <= MAX_SAFE_INT else str(value)
 
 
 def _key(key: Any, odd: list[bool]) -> str:
@@ -171,7 +175,7 @@ def _clean_other(value: Any, odd: list[bool]) -> Any:
     if isinstance(value, str):
         return str(value) if isinstance(value, Enum) else value  # a StrEnum hashes as its value
     if isinstance(value, int):
-        return value if -MAX_SAFE_INT <= value <= MAX_SAFE_INT else str(value)
+        return _safe_int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
@@ -201,20 +205,14 @@ def _encode(value: Any, *, plain: bool) -> str:
     (checked by `_clean`; for strings, integers, booleans, null and such floats orjson's bytes and
     RFC 8785's agree: tests/unit/test_ledger_canonical.py). Canonical values at the top level go in
     as their text (a JSON object's text does not depend on where it stands)."""
-    if type(value) is dict and any(type(v) is Canonical for v in value.values()):
-        if plain:
-            spliced = {k: v.fragment if type(v) is Canonical else v for k, v in value.items()}
-            try:
-                return orjson.dumps(spliced, option=orjson.OPT_SORT_KEYS).decode()
-            except TypeError:
-                pass  # a lone surrogate: let rfc8785 refuse it
-        return _spliced_rfc8785(value)
+    shared = type(value) is dict and any(type(v) is Canonical for v in value.values())
     if plain:
+        verbatim = {k: v.fragment if type(v) is Canonical else v for k, v in value.items()} if shared else value
         try:
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+            return orjson.dumps(verbatim, option=orjson.OPT_SORT_KEYS).decode()
         except TypeError:
-            pass
-    return rfc8785.dumps(value).decode()
+            pass  # a lone surrogate: let rfc8785 refuse it
+    return _spliced_rfc8785(value) if shared else rfc8785.dumps(value).decode()
 
 
 def _spliced_rfc8785(value: dict[str, Any]) -> str:

@@ -124,7 +124,8 @@ async def insert_answered_keys(session: AsyncSession, answered: list[tuple[int, 
 
 _HELD_COLUMNS = (KEYS.c.id, KEYS.c.agent_id, KEYS.c.key, KEYS.c.request_hash, KEYS.c.in_flight, KEYS.c.created_at,
                  KEYS.c.response_status, KEYS.c.response_body)
-_HELD = select(*_HELD_COLUMNS).where(tuple_(KEYS.c.agent_id, KEYS.c.key).in_(bindparam("keys", expanding=True)))
+_HELD_AMONG = tuple_(KEYS.c.agent_id, KEYS.c.key).in_(bindparam("keys", expanding=True))
+_HELD = select(*_HELD_COLUMNS).where(_HELD_AMONG)
 
 
 def _stored_keys(rows: Any) -> dict[tuple[int, str], StoredKey]:
@@ -169,7 +170,6 @@ async def store_answers(session: AsyncSession, answers: list[tuple[int, int, dic
 
 # The revocation stamp (one row) joined to the rows of the keys held already: built once.
 _STAMP = select(func.count()).select_from(AGENTS).where(AGENTS.c.revoked_at.is_not(None)).subquery("stamp")
-_HELD_AMONG = tuple_(KEYS.c.agent_id, KEYS.c.key).in_(bindparam("keys", expanding=True))
 _START = select(_STAMP.c[0], *_HELD_COLUMNS).select_from(_STAMP.outerjoin(KEYS, _HELD_AMONG))
 
 
