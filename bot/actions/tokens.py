@@ -7,14 +7,21 @@ transaction, and when it moved re-checks that batch's agents and empties the cac
 of any submission from an older epoch too: one taken by the other lane, or a batch written again
 after a rollback, read the moved stamp only after another batch had already recorded it. A token
 revoked before a batch's transaction began can therefore never be written by it (see
-bot.actions.writer).
+bot.actions.writer). A lookup that an emptying overtook is answered but not cached: it may have
+read the token before the revocation, and a later request would take it from the cache in the new
+epoch, unchecked.
+
+Concurrent misses of one token in one epoch share one read (a burst from a new agent is one query,
+not one per request), and a read on a connection that dropped is tried once more on a fresh one.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 
 from bot.services import Services
+from storage.db import dropped
 from storage.models import Agent
 from storage.queries import agents
 
@@ -27,6 +34,7 @@ class TokenCache:
         self._agents: OrderedDict[str, Agent] = OrderedDict()
         self.stamp: int | None = None  # the revocation stamp the cache was last checked against
         self.epoch = 0  # bumped each time the stamp moved and the cache was emptied
+        self._reading: dict[tuple[str, int], asyncio.Future[Agent | None]] = {}  # (digest, epoch)
 
     async def agent(self, token: str) -> Agent | None:
         """The agent of a live token; a miss reads the database (a revoked or unknown token is
@@ -36,13 +44,34 @@ class TokenCache:
         if found is not None:
             self._agents.move_to_end(digest)
             return found
-        async with self.svc.db.read_session() as session:
-            found = await agents.by_token(session, token)
-        if found is not None:
+        key = (digest, self.epoch)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.ensure_future(self._read(token, digest, self.epoch))
+            reading.add_done_callback(lambda done: self._done_reading(key, done))
+        return await asyncio.shield(reading)  # one caller going away does not cancel the others' read
+
+    def _done_reading(self, key: tuple[str, int], done: asyncio.Future[Agent | None]) -> None:
+        self._reading.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: callers that went away leave no "never retrieved" log
+
+    async def _read(self, token: str, digest: str, epoch: int) -> Agent | None:
+        try:
+            found = await self._by_token(token)
+        except Exception as exc:
+            if not dropped(exc):
+                raise
+            found = await self._by_token(token)  # the pool was emptied of dead connections: a fresh one
+        if found is not None and epoch == self.epoch:
             self._agents[digest] = found
             if len(self._agents) > self.size:
                 self._agents.popitem(last=False)
         return found
+
+    async def _by_token(self, token: str) -> Agent | None:
+        async with self.svc.db.read_session() as session:
+            return await agents.by_token(session, token)
 
     def saw_stamp(self, stamp: int) -> bool:
         """Record the stamp a batch read; True if it moved (a revocation since): the cache is emptied

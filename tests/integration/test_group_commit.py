@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -15,8 +14,7 @@ from sqlmodel import col
 
 from bot.actions.idempotency import body_hash
 from bot.actions.submit import Prepared, prepare
-from bot.actions.writer import LANES, SECOND_LANE_DEPTH, Writer
-from bot.api.routes import WRITER
+from bot.actions.writer import LANES, SECOND_LANE_DEPTH
 from bot.contract.errors import ApiError
 from bot.contract.schemas import ActionIn
 from bot.policy.rules import Policy, parse_policy
@@ -24,6 +22,7 @@ from storage.ledger.verify import verify
 from storage.models import Action, Agent, EscalationStep, IdempotencyKey, LedgerEntry, OutboxMessage
 from tests.conftest import Running, proposal
 from tests.policies import CALM
+from tests.writer_helpers import Gate, hold_then_batch, until_queued, writer_of
 
 
 @pytest.fixture
@@ -31,56 +30,6 @@ def policy() -> Policy:
     """These tests compare 201 bodies with later GETs and count rows: a 1 s reminder (FAST) that
     fired in between on a loaded machine changed `next_at` and added rows."""
     return parse_policy(CALM, "calm-policy.yml")
-
-
-def writer_of(running: Running) -> Writer:
-    return running.app[WRITER]
-
-
-class Gate:
-    """Holds the writer before its next batch until released, so that what queues meanwhile is
-    written as one batch."""
-
-    def __init__(self) -> None:
-        self.open = asyncio.Event()
-        self.waiting = asyncio.Event()
-
-    async def __call__(self, _: list[Prepared]) -> None:
-        self.waiting.set()
-        await self.open.wait()
-
-
-async def until_queued(writer: Writer, n: int) -> None:
-    for _ in range(1000):  # noqa: ASYNC110  (the queue has no event to wait on)
-        if writer.waiting >= n:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{n} submissions never queued")
-
-
-async def one_lane(writer: Writer) -> None:
-    """Restart the writer with one lane: a deep queue would otherwise open a second lane on
-    PostgreSQL (bot.actions.writer.SECOND_LANE_DEPTH) and split what these tests hold together."""
-    await writer.stop()
-    writer.lanes = 1
-    writer.start()
-
-
-async def hold_then_batch(running: Running, bodies: list[dict[str, Any]],
-                          headers: list[dict[str, str] | None] | None = None) -> list[tuple[int, dict[str, Any]]]:
-    """Submit one request, hold the writer on it, queue `bodies`, release: they form one batch."""
-    writer, gate = writer_of(running), Gate()
-    await one_lane(writer)
-    writer.before_batch = gate
-    first = asyncio.create_task(running.submit(proposal(summary="opens the gate")))
-    await asyncio.wait_for(gate.waiting.wait(), 10)
-    writer.before_batch = None
-    hdrs = headers or [None] * len(bodies)
-    tasks = [asyncio.create_task(running.submit(b, headers=h)) for b, h in zip(bodies, hdrs, strict=True)]
-    await until_queued(writer, len(bodies))
-    gate.open.set()
-    assert (await first)[0] == 201
-    return list(await asyncio.gather(*tasks))
 
 
 async def counts(running: Running) -> dict[str, int]:
@@ -269,14 +218,15 @@ async def test_a_key_taken_while_the_batch_ran_is_claimed_first_on_the_batchs_se
         batch = asyncio.create_task(hold_then_batch(
             running, [raced, free, proposal(summary="no key")],
             [{"Idempotency-Key": "raced"}, {"Idempotency-Key": "free"}, None]))
-        async with running.svc.db.read_session() as watcher:  # the batch's INSERT waits on the holder
-            for _ in range(1000):
+        for _ in range(1000):  # the batch's INSERT waits on the holder
+            # A new transaction each time: PostgreSQL keeps one pg_stat_activity snapshot a transaction.
+            async with running.svc.db.read_session() as watcher:
                 waiting = (await watcher.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                     " AND datname = current_database()"))).scalar_one()
-                if waiting or batch.done():
-                    break
-                await asyncio.sleep(0.01)
+            if waiting or batch.done():
+                break
+            await asyncio.sleep(0.01)
         assert waiting and not batch.done()
         await holder.commit()
     (s1, b1), (s2, b2), (s3, _) = await asyncio.wait_for(batch, 20)
