@@ -21,7 +21,7 @@ from bot.actions import idempotency
 from bot.actions.frozen import frozen_snapshot, ledger_json, rule_match, stored_json
 from bot.actions.idempotency import Answer
 from bot.actions.serialize import action_json
-from bot.contract.errors import ApiError
+from bot.contract.errors import ApiError, unauthorized
 from bot.contract.schemas import ActionIn
 from bot.delivery.messages import Kind, send
 from bot.escalation.paging import Effects, advance
@@ -31,6 +31,7 @@ from bot.policy.rules import RuleMatch
 from bot.services import Services
 from storage.ledger import chain as ledger
 from storage.models import Action, Agent
+from storage.queries import ingest
 from storage.rows import new_row
 
 # Refusals at ingest, by their error code: a rule forbids the action, or the policy lacks its service.
@@ -214,6 +215,11 @@ async def submit_prepared(svc: Services, prep: Prepared) -> Answer:
 
 async def _single(svc: Services, prep: Prepared, key_row_id: int | None) -> Answer:
     async with svc.db.session() as session:
+        # The token may come from the cache (bot.actions.tokens), and this path is also the fallback
+        # of a batch that failed (its revocation check rolled back with it): check it here, in the
+        # transaction that writes, as a batch does.
+        if prep.agent.id is not None and await ingest.revoked_among(session, {prep.agent.id}):
+            raise unauthorized()
         action = build_action(prep)
         if action is not None:
             session.add(action)

@@ -23,7 +23,7 @@ from bot.actions.batch_keys import SINGLE, Result, _Single, stored
 from bot.actions.idempotency import Answer
 from bot.actions.submit import Prepared, answer, build_action, count, write
 from bot.actions.tokens import TokenCache
-from bot.contract.errors import ApiError
+from bot.contract.errors import ApiError, unauthorized
 from bot.services import Services
 from storage.db import dropped, unavailable
 from storage.models import Action
@@ -46,10 +46,6 @@ RETRY_AFTER_SECONDS = 1
 def busy(message: str) -> ApiError:
     return ApiError(503, "unavailable", f"{message}; nothing was stored, retry with the same Idempotency-Key",
                     retry_after=RETRY_AFTER_SECONDS)
-
-
-def unauthorized() -> ApiError:
-    return ApiError(401, "unauthorized", "unknown or revoked token")
 
 
 @dataclass

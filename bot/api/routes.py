@@ -24,7 +24,7 @@ from bot.api import results as api_results
 from bot.api.body import bad_request, idempotency_key, read_object, too_large
 from bot.autonomy.results import result_json
 from bot.contract import callback_target
-from bot.contract.errors import ApiError
+from bot.contract.errors import ApiError, unauthorized
 from bot.contract.schemas import ActionIn, field_problems
 from bot.services import Services
 from storage import json_text
@@ -100,7 +100,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         async with svc.db.read_session() as session:
             agent = await agents.by_token(session, token.strip())
     if agent is None:
-        raise ApiError(401, "unauthorized", "unknown or revoked token")
+        raise unauthorized()
     request[AGENT] = agent
     return await handler(request)
 

@@ -12,3 +12,9 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+def unauthorized() -> ApiError:
+    """A token that is unknown or revoked (checked at the door, and again where a submission is
+    written: bot.actions.writer, bot.actions.submit)."""
+    return ApiError(401, "unauthorized", "unknown or revoked token")

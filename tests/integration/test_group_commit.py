@@ -20,9 +20,10 @@ from bot.contract.schemas import ActionIn
 from bot.policy.rules import Policy, parse_policy
 from storage.ledger.verify import verify
 from storage.models import Action, Agent, EscalationStep, IdempotencyKey, LedgerEntry, OutboxMessage
+from storage.queries import agents
 from tests.conftest import Running, proposal
 from tests.policies import CALM
-from tests.writer_helpers import Gate, hold_then_batch, until_queued, writer_of
+from tests.writer_helpers import Gate, hold_then_batch, one_lane, until_queued, writer_of
 
 
 @pytest.fixture
@@ -86,6 +87,41 @@ async def test_one_poisoned_submission_never_fails_the_others(running: Running) 
     summaries = [b["summary"] for s, b in answers if s == 201]
     _, listed = await running.get("/v1/actions?limit=50")
     assert sorted(summaries) == sorted(a["summary"] for a in listed["items"] if a["summary"].startswith("good"))
+
+
+async def test_a_revoked_token_in_a_batch_that_fell_back_to_the_single_path_is_refused(running: Running) -> None:
+    """The batch found the revoked agent, then failed on a poisoned submission and rolled back; each
+    submission is written again alone, and the single path checks the agent again itself."""
+    ghost = Agent(id=987654321, name="ghost", token_hash="x", token_prefix="x", callback_secret="x")
+    token, _ = await running.add_agent("short-lived")
+    for _ in range(2):  # the first batch ever empties the cache (bot.actions.tokens); the second keeps it
+        assert (await running.submit(proposal(), token=token))[0] == 201
+
+    async def poison(batch: list[Prepared]) -> None:
+        for i, prep in enumerate(batch):
+            if prep.req.summary == "poison":
+                batch[i] = dataclasses.replace(prep, agent=ghost)
+
+    writer, gate = writer_of(running), Gate()
+    await one_lane(writer)
+    writer.before_batch = gate
+    first = asyncio.create_task(running.submit(proposal(summary="opens the gate")))
+    await asyncio.wait_for(gate.waiting.wait(), 10)
+    writer.before_batch = poison
+    async with running.svc.db.session() as session:
+        await agents.revoke(session, "short-lived")
+        await session.commit()
+    tasks = [asyncio.create_task(running.submit(proposal(summary="poison"))),
+             asyncio.create_task(running.submit(proposal(summary="revoked meanwhile"), token=token)),
+             asyncio.create_task(running.submit(proposal(summary="good")))]
+    await until_queued(writer, 3)
+    gate.open.set()
+    assert (await first)[0] == 201
+    (s1, _), (s2, b2), (s3, _) = await asyncio.gather(*tasks)
+    assert (s1, s2, s3) == (500, 401, 201) and b2["error"]["code"] == "unauthorized"
+    assert writer.batch_sizes[-1] == 3
+    _, listed = await running.get("/v1/actions?limit=50")
+    assert "revoked meanwhile" not in [a["summary"] for a in listed["items"]]
 
 
 async def test_same_key_twice_in_one_batch_gives_one_action(running: Running) -> None:
@@ -161,8 +197,6 @@ async def test_revoked_token_is_refused_even_when_cached(running: Running) -> No
     token, _ = await running.add_agent("short-lived")
     assert (await running.submit(proposal(), token=token))[0] == 201  # now in the token cache
     async with running.svc.db.session() as session:  # as `agents revoke` does (any process)
-        from storage.queries import agents
-
         await agents.revoke(session, "short-lived")
         await session.commit()
     status, body = await running.submit(proposal(), token=token)
@@ -250,8 +284,6 @@ async def test_a_cached_token_is_rechecked_by_a_batch_that_did_not_see_the_stamp
     agent = await writer.tokens.agent(token)  # as the auth middleware got it, from the cache
     assert agent is not None
     async with running.svc.db.session() as session:  # as `agents revoke` does (any process)
-        from storage.queries import agents
-
         await agents.revoke(session, "short-lived")
         await session.commit()
     assert (await running.submit(proposal()))[0] == 201  # another batch reads the moved stamp first
