@@ -28,7 +28,7 @@ from bot.contract.errors import ApiError, unauthorized
 from bot.contract.schemas import ActionIn, field_problems
 from bot.services import Services
 from storage import json_text
-from storage.db import unavailable
+from storage.db import dropped, unavailable
 from storage.models import Agent
 from storage.queries import actions as repo
 from storage.queries import agents, paging
@@ -58,9 +58,22 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _read_again_if_dropped(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A read whose pooled connection had died (a database restart or failover) runs once more: the
+    pool let its dead connections go when the first failed, and a read changes nothing. Writes have
+    their own retry (bot.actions.writer) or are answered 503 with Retry-After."""
     try:
         return await handler(request)
+    except Exception as exc:
+        if request.method not in ("GET", "HEAD") or not dropped(exc):
+            raise
+        log.warning("the connection dropped under %s %s: reading again", request.method, request.path)
+        return await handler(request)
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await _read_again_if_dropped(request, handler)
     except ApiError as exc:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
         return json_response(exc.body(), status=exc.status, headers=headers)

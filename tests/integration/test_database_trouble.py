@@ -98,6 +98,20 @@ async def test_a_batch_whose_connection_died_is_written_again_on_a_fresh_one(
         assert (await running.get(f"/v1/actions/{body['id']}"))[1]["summary"] == body["summary"]
 
 
+async def test_a_read_whose_connection_died_is_read_again(pg_url: str, running: Running) -> None:
+    """After a database restart the pool still holds dead connections: a GET that draws one is
+    answered from a fresh one, not with a 503."""
+    status, _, created = await post(running, proposal(summary="before the restart"))
+    assert status == 201
+    admin = await asyncpg.connect(plain(pg_url))
+    try:
+        await kill_backends(admin, pg_url)
+    finally:
+        await admin.close()
+    status, listed = await running.get("/v1/actions?limit=10")
+    assert status == 200 and [a["id"] for a in listed["items"]] == [created["id"]]
+
+
 async def test_a_table_locked_longer_than_the_timeouts_gives_503_quickly(
         pg_url: str, fake_slack: FakeSlack, policy: Policy) -> None:
     database = Database(pg_url, lock_timeout_ms=500, statement_timeout_ms=2_000, pool_timeout=1.0)
