@@ -27,7 +27,7 @@ from bot.delivery.messages import Kind, send
 from bot.escalation.paging import Effects, advance
 from bot.escalation.snapshot import EscalationSnapshot
 from bot.policy.autonomy import InForce, PauseInForce, apply
-from bot.policy.rules import RuleMatch
+from bot.policy.rules import RuleMatch, rule_label
 from bot.services import Services
 from storage.ledger import chain as ledger
 from storage.models import Action, Agent
@@ -121,7 +121,7 @@ def build_action(prep: Prepared) -> Action | None:
         action.status, action.outcome = "recorded", "recorded"
         action.accountability, action.decision_via, action.decision_level = "policy", "policy", "owner"
         action.decided_at, action.decided_by, action.decided_by_name = now, snapshot.owner, "owner"
-        action.decision_reason = f"autonomous under rule {prep.match.index}: the service owner owns the rule"
+        action.decision_reason = f"autonomous under {rule_label(prep.match.index)}: the service owner owns the rule"
     return action
 
 

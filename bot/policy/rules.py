@@ -273,6 +273,12 @@ class RuleMatch(_Strict):
     rule: dict[str, Any]
 
 
+def rule_label(index: int | None) -> str:
+    """A rule as people read it: counted from 1, as it stands in the policy file (`policy check`,
+    the cards, decision reasons). The API's `rule.index` counts from 0."""
+    return f"rule {index + 1}" if index is not None else "no rule matched (fallback)"
+
+
 # With no matching rule and no default rule, ask a human: never let the AI act alone by accident.
 FALLBACK_MODE: Mode = "approve"
 

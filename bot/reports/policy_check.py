@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.escalation.snapshot import freeze
-from bot.policy.rules import Policy, evaluate
+from bot.policy.rules import Policy, evaluate, rule_label
 
 
 def _action_types(policy: Policy) -> list[str]:
@@ -32,6 +32,5 @@ def report(policy: Policy, source: str) -> str:
         for env in ("production", "staging"):
             for action_type in types:
                 m = evaluate(policy, name, action_type, env)
-                rule = f"rule {m.index + 1}" if m.index is not None else "no rule matched (fallback)"
-                lines.append(f"  {env:<10} {action_type:<20} -> {m.mode:<11} ({rule})")
+                lines.append(f"  {env:<10} {action_type:<20} -> {m.mode:<11} ({rule_label(m.index)})")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.actions.rules import allowed_responses
 from bot.escalation.snapshot import snapshot_of
+from bot.policy.rules import rule_label
 from handlers.blocks.kit import (
     SECTION_MAX,
     Block,
@@ -260,7 +261,7 @@ def action_card(
         blocks.append(section(result_line(result)))
     blocks.append(
         context(
-            f"Action {action.id} · rule #{snapshot_of(action).rule_index} · "
+            f"Action {action.id} · {rule_label(snapshot_of(action).rule_index)} · "
             f"full record: `/ai-actions show {action.id}`"
             + (f" · {link(page_url, 'open the action page')}" if page_url else "")
         )

@@ -116,6 +116,8 @@ async def test_autonomous_action_is_recorded_with_policy_accountability(running:
     status, out = await post(running, proposal(service="search"))
     assert status == 201 and out["status"] == "recorded" and out["mode"] == "autonomous"
     assert out["decision"]["accountability"] == "policy" and out["decision"]["via"] == "policy"
+    # The catch-all is the policy file's fourth rule, as `countersign policy check` numbers it.
+    assert "under rule 4:" in out["decision"]["reason"] and out["rule"]["index"] == 3
 
 
 # --- POST /v1/actions: bad input names the field -----------------------------------------------

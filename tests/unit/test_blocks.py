@@ -102,6 +102,14 @@ def test_proposed_card_has_everything_needed_to_decide() -> None:
     assert "Scale checkout-api" in msg["text"]
 
 
+def test_the_card_counts_rules_as_the_policy_file_and_policy_check_do() -> None:
+    """rule_index 1 is the file's second rule: `countersign policy check` says "rule 2"."""
+    assert "Action 42 · rule 2 ·" in dump(blocks.action_card(make(), "remediator", people=PEOPLE, audience="owner"))
+    fallback = make(frozen={**FROZEN, "rule_index": None})
+    assert "no rule matched (fallback)" in dump(blocks.action_card(fallback, "remediator", people=PEOPLE,
+                                                                    audience="owner"))
+
+
 def test_executed_card_asks_for_acknowledge_or_override() -> None:
     msg = valid(blocks.action_card(make(kind="executed", mode="acknowledge"), "remediator"))
     assert [b["action_id"] for b in buttons(msg)] == ["acknowledge", "override"]
