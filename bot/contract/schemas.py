@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticUseDefault
 
 MAX_BODY_BYTES = 1024 * 1024
 # An executed action's time may run ahead of ours by clock skew, not by more.
@@ -45,6 +46,14 @@ def _visible_required(value: str) -> str:
 
 def _text(max_length: int, *, required: bool = True) -> Any:
     return Field(min_length=1 if required else 0, max_length=max_length)
+
+
+def _null_is_absent(value: Any) -> Any:
+    """An optional field sent as JSON null takes its default, as if it were left out (a client that
+    serialises None: `"environment": null` is production, `"evidence": null` no evidence)."""
+    if value is None:
+        raise PydanticUseDefault()
+    return value
 
 
 class Evidence(BaseModel):
@@ -80,6 +89,7 @@ class ActionIn(BaseModel):
     metadata: dict[str, Any] | None = None
 
     texts_visible = field_validator("summary", "action_type", "rationale")(_visible_required)
+    null_is_absent = field_validator("environment", "evidence", mode="before")(_null_is_absent)
 
     @field_validator("confidence", mode="before")
     @classmethod
@@ -204,3 +214,4 @@ class ResultIn(BaseModel):
     result: Literal["succeeded", "failed", "rolled_back"]
     detail: str | None = Field(default=None, max_length=20000)
     evidence: list[Evidence] = Field(default_factory=list, max_length=50)
+    null_is_absent = field_validator("evidence", mode="before")(_null_is_absent)

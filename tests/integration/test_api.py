@@ -120,6 +120,14 @@ async def test_autonomous_action_is_recorded_with_policy_accountability(running:
     assert "under rule 4:" in out["decision"]["reason"] and out["rule"]["index"] == 3
 
 
+async def test_an_optional_field_sent_as_null_takes_its_default(running: Running) -> None:
+    """A client that serialises None: `environment` null is production, `evidence` null is none."""
+    status, out = await post(running, proposal(environment=None, evidence=None, confidence=None))
+    assert status == 201, out
+    _, got = await get(running, f"/v1/actions/{out['id']}", "/v1/actions/{id}")
+    assert got["environment"] == "production" and got["evidence"] == [] and got["confidence"] is None
+
+
 # --- POST /v1/actions: bad input names the field -----------------------------------------------
 
 
