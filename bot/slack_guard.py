@@ -81,8 +81,11 @@ class Workspace:
 
 
 def verify(secret: str, raw: bytes, headers: Any) -> bool:
-    return SignatureVerifier(secret).is_valid(
-        raw.decode("utf-8", "replace"), headers.get("X-Slack-Request-Timestamp"), headers.get("X-Slack-Signature"))
+    try:
+        return SignatureVerifier(secret).is_valid(
+            raw.decode("utf-8", "replace"), headers.get("X-Slack-Request-Timestamp"), headers.get("X-Slack-Signature"))
+    except ValueError:  # slack_sdk's int() of a timestamp that is not a whole number ("abc", "1e10")
+        return False
 
 
 def parse(raw: bytes, content_type: str) -> dict[str, Any]:

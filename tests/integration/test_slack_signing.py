@@ -24,6 +24,11 @@ async def test_forged_and_stale_requests_are_rejected(running: Running, fake_sla
     assert stale.status == 401
     unsigned = await running.http.post(f"{running.url}/slack/events", data={"payload": json.dumps(payload)})
     assert unsigned.status == 401
+    for odd in ("abc", "", "1e10", "1796476064.52", "12 34"):  # not a whole number: 401, never a 500
+        headers = {"X-Slack-Signature": "v0=00", "X-Slack-Request-Timestamp": odd}
+        async with running.http.post(f"{running.url}/slack/events", data={"payload": json.dumps(payload)},
+                                     headers=headers) as resp:
+            assert resp.status == 401, (odd, resp.status)
 
     await asyncio.sleep(0.3)  # had any of them been dispatched, the click would have decided by now
     assert (await action_state(running, body["id"]))["status"] == "pending"
