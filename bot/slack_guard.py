@@ -129,6 +129,19 @@ def _string(value: Any, name: str, *, required: bool = False, limit: int = MAX_V
         raise Malformed(f"{name} is longer than {limit} characters")
 
 
+def _check_view(view: dict[str, Any]) -> None:
+    """What bolt and the modal listeners read of a submitted view: its type (bolt's routing), and
+    each input's `value`, a string when present (a reason is `.strip()`ped)."""
+    _string(view.get("type"), "view.type", required=True, limit=100)
+    _string(view.get("callback_id"), "view.callback_id", limit=255)
+    _string(view.get("private_metadata"), "view.private_metadata", limit=3000)
+    values = _object(_object(view.get("state"), "view.state").get("values"), "view.state.values")
+    for block_id, block in values.items():
+        for input_id, element in _object(block, f"view.state.values.{block_id}", required=True).items():
+            where = f"view.state.values.{block_id}.{input_id}"
+            _string(_object(element, where, required=True).get("value"), f"{where}.value")
+
+
 def _check_shapes(body: dict[str, Any]) -> None:
     kind = body.get("type")
     for key in ("team", "enterprise", "channel", "container", "view"):
@@ -148,7 +161,7 @@ def _check_shapes(body: dict[str, Any]) -> None:
             if isinstance(value, str) and value.isdigit() and len(value) > MAX_DIGITS:
                 raise Malformed(f"actions.{i}.value: more than {MAX_DIGITS} digits is not an action id")
     if kind in ("view_submission", "view_closed"):
-        _object(body.get("view"), "view", required=True)
+        _check_view(_object(body.get("view"), "view", required=True))
     if "command" in body:
         _string(body.get("command"), "command", required=True, limit=100)
         _string(body.get("user_id"), "user_id", required=True, limit=100)

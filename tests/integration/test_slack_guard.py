@@ -92,6 +92,13 @@ MALFORMED: list[tuple[str, dict[str, str] | str]] = [
     ("team is a number", {"payload": json.dumps({**_click("1"), "team": 5})}),
     ("view_submission without view", {"payload": json.dumps({"type": "view_submission",
                                                               "user": {"id": "U0OWNER"}, "team": {"id": "T1"}})}),
+    ("view_submission whose view has no type", {"payload": json.dumps({
+        "type": "view_submission", "user": {"id": "U0OWNER"}, "team": {"id": "T1"},
+        "view": {"callback_id": "override_modal", "state": {"values": {}}}})}),
+    ("override reason that is a number", {"payload": json.dumps({
+        "type": "view_submission", "user": {"id": "U0OWNER"}, "team": {"id": "T1"},
+        "view": {"type": "modal", "callback_id": "override_modal", "private_metadata": "{}",
+                 "state": {"values": {"reason": {"reason_input": {"type": "plain_text_input", "value": 123}}}}}})}),
     ("slash command with a 5,000-digit id", {"command": "/ai-actions", "text": "show " + "7" * 5000,
                                             "user_id": "U0OWNER", "team_id": "T1", "channel_id": "C1"}),
 ]
