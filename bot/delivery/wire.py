@@ -173,6 +173,8 @@ class Wire:
             level = card_level(copy.purpose)
             if len(packs[copy.ts]) > 1:  # this card shares its message: redraw the whole pack
                 args = await self.render(self.svc, {"kind": Kind.CARD_PACK.value, "action_ids": packs[copy.ts]})
+            elif copy.purpose == Kind.FYI.value:  # an autonomous action's FYI: it shows the result too
+                args = await self.render(self.svc, {**payload, "kind": Kind.FYI, "channel": copy.channel})
             else:
                 args = await self.render(self.svc, {**payload, "kind": Kind.CARD, "channel": copy.channel,
                                                     "purpose": copy.purpose, "level": level})
@@ -222,6 +224,13 @@ def tagged(message: dict[str, Any]) -> set[int]:
     return {int(i) for i in ids if isinstance(i, int | str) and str(i).isdigit()}
 
 
+def _updatable(row: OutboxMessage, unit_size: int) -> bool:
+    """A message later redrawn in place (its copy remembered): a card (alone or in a pack), or an
+    FYI sent alone (an FYI pack is a line per action, and is left as posted)."""
+    kind = row.payload.get("kind")
+    return kind == Kind.CARD or (kind == Kind.FYI and row.purpose == Kind.FYI.value and unit_size == 1)
+
+
 class Recorder:
     """What came back: every attempt recorded, the row moved to done, retried (backoff) or failed
     (and a failed page handed to escalation). Mixed into the relay, which owns `svc`."""
@@ -246,7 +255,7 @@ class Recorder:
             await outbox.mark_done(session, unit, status_code=code, result=result, at=now)
             if result.get("ts"):
                 await repo.remember_messages(session, [(m.action_id or 0, m.purpose or "card") for m in unit
-                                                       if m.target == "slack" and m.payload.get("kind") == Kind.CARD],
+                                                       if m.target == "slack" and _updatable(m, len(unit))],
                                              result["channel"], result["ts"])
             threaded = Counter(r.storm_id for r in routes if r is not None and r.storm_id is not None)
             for storm_id, n in threaded.items() if result.get("ts") else ():

@@ -15,7 +15,8 @@ from bot.actions.decisions import respond
 from bot.clock import FakeClock
 from bot.demo.fakeslack import FakeSlack
 from bot.policy.rules import Policy
-from storage.models import LedgerEntry, Pause
+from storage.models import LedgerEntry, Pause, SlackMessage
+from storage.queries import actions as repo
 from tests.conftest import Running, proposal
 from tests.conftest import test_policy as make_policy
 from tests.policies import AUTONOMY
@@ -59,6 +60,11 @@ async def ledger_events(running: Running, prefix: str) -> list[LedgerEntry]:
         return list(rows.scalars())
 
 
+async def _copies(running: Running, action_id: int) -> list[SlackMessage]:
+    async with running.svc.db.session() as session:
+        return await repo.slack_messages(session, action_id)
+
+
 def texts(fake_slack: FakeSlack, channel: str) -> list[str]:
     return [json.dumps(c.args) for c in fake_slack.posts(channel)]
 
@@ -87,6 +93,20 @@ async def test_result_is_stored_once_shown_on_get_and_a_failure_is_announced(
     # Every copy of the card shows it.
     await fake_slack.wait_for(lambda: [c for c in fake_slack.calls_to("chat.update") if "Result reported" in
                                        json.dumps(c.args)])
+
+
+async def test_an_autonomous_actions_fyi_is_redrawn_with_its_result(running: Running, fake_slack: FakeSlack) -> None:
+    """SPEC: the result is shown "on the cards": for an autonomous action that is its FYI."""
+    status, action = await running.submit(proposal(service="search", kind="executed", summary="Scaled search"))
+    assert status == 201 and action["mode"] == "autonomous"
+    await fake_slack.wait_for(lambda: fake_slack.posts("C0SEARCH"))
+    [copy] = await until(lambda: _copies(running, action["id"]))  # where the FYI lives, once it was sent
+    assert (copy.purpose, copy.channel) == ("fyi", "C0SEARCH")
+    assert (await post_result(running, action["id"], {"result": "succeeded"}))[0] == 200
+    [update] = await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.update", channel="C0SEARCH"))
+    assert update.args["ts"] == copy.ts
+    assert "Scaled search" in json.dumps(update.args) and "Result reported" in json.dumps(update.args)
+    assert "Approve" not in json.dumps(update.args)  # still an FYI, not turned into a card
 
 
 async def test_a_result_is_refused_for_a_denied_proposal_bad_body_and_another_agent(running: Running) -> None:
