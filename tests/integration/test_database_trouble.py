@@ -5,7 +5,6 @@ every 201 is stored."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any
 
@@ -77,10 +76,9 @@ async def test_backends_killed_mid_load_give_201_or_503_never_500(pg_url: str, r
 
 
 async def test_a_batch_whose_connection_died_is_written_again_on_a_fresh_one(
-        pg_url: str, running: Running, caplog: pytest.LogCaptureFixture) -> None:
+        pg_url: str, running: Running) -> None:
     """The pool's connections are killed while the writer holds a batch: its first statement finds
     its connection dead, and the batch is written again, once, on a new connection: all 201."""
-    caplog.set_level(logging.WARNING, logger="countersign.writer")
     admin = await asyncpg.connect(plain(pg_url))
 
     async def kill_then_release(preps: list[Prepared]) -> None:
@@ -92,8 +90,9 @@ async def test_a_batch_whose_connection_died_is_written_again_on_a_fresh_one(
     finally:
         writer_of(running).before_batch = None
         await admin.close()
+    # All 201: the batch was retried on a fresh connection, or (when the sweeper drew a dead one first
+    # and the pool let them all go) its first try already got one. Without the retry: 503s.
     assert [s for s, _, _ in answers] == [201] * 5
-    assert "the connection dropped under a batch" in caplog.text
     for _, _, body in answers:
         assert (await running.get(f"/v1/actions/{body['id']}"))[1]["summary"] == body["summary"]
 
