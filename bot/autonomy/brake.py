@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from bot.autonomy import grants, pauses
+from bot.autonomy import pauses
 from bot.policy.autonomy import brake_trips
 from bot.services import Services
 from storage.models import Pause
@@ -56,6 +56,5 @@ async def after_decision(svc: Services, action_id: int) -> None:
             return
         action, agent = found
         await check(svc, action.agent_id, agent.name, action.service)
-        await grants.demote_if_due(svc, agent.name, action.service, action.action_type, action.environment)
     except Exception:  # the decision stands whatever happens here; the next override checks again
         log.exception("brake check after action %s failed", action_id)

@@ -1,6 +1,7 @@
-"""Grants: a person grants (or dismisses) a suggested promotion; countersign applies a demotion at once
-(it only ever tightens). Each is a row with who, when, until and the figures, and a ledger entry; it
-expires by itself (bot.autonomy.pauses.sweep records that) or is revoked.
+"""Grants: a leadership user or an admin grants (or dismisses) a suggested promotion or demotion
+(SPEC: suggestions with Grant / Dismiss; what stops an agent at once, with nobody asked, is the brake).
+Each is a row with who, when, until and the figures, and a ledger entry; it expires by itself
+(bot.autonomy.pauses.sweep records that) or is revoked.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from bot.autonomy.pauses import announce, invalidate_cache
 from bot.autonomy.trust import current_suggestions
 from bot.delivery.directory import resolve_all
-from bot.policy.autonomy import Suggestion, demotion, mode_now
+from bot.policy.autonomy import Suggestion
 from bot.services import Services
 from storage.ledger import chain as ledger
 from storage.models import AutonomyGrant
@@ -89,28 +90,3 @@ async def revoke(svc: Services, grant_id: int, by: str) -> AutonomyGrant:
         await session.commit()
     invalidate_cache(svc)
     return row
-
-
-async def demote_if_due(svc: Services, agent_name: str, service: str, action_type: str, environment: str) -> None:
-    """After an override or a failed result: apply a demotion at once when the short window's
-    figures reach `autonomy.demote` (it only tightens, so nobody has to approve it)."""
-    autonomy = svc.policy.autonomy
-    if autonomy is None:
-        return
-    from bot.autonomy.trust import records
-    from storage.queries import trust as trust_q
-
-    now = svc.clock()
-    async with svc.db.read_session() as session:
-        agent_id = await trust_q.agent_id_by_name(session, agent_name)
-        found = await records(session, now - timedelta(seconds=autonomy.demote.window), now, agent_id=agent_id,
-                              service=service)
-    for record in found:
-        if (record.action_type, record.environment) != (action_type, environment):
-            continue
-        s = demotion(record, mode_now(svc.policy, await svc.autonomy.current(), record, now), autonomy)
-        if s is not None:
-            try:
-                await _store(svc, s, "countersign", "granted")
-            except Exception:  # another replica demoted it at the same moment
-                log.info("demotion of %s already applied", s.token())

@@ -25,7 +25,7 @@ from storage.queries import trust as trust_q
 
 log = logging.getLogger("countersign.autonomy")
 MAX_PAUSE = timedelta(days=30)
-_LOOKS_LIKE_DURATION = re.compile(r"^\d")
+_LOOKS_LIKE_DURATION = re.compile(r"^[-+]?\d")  # `-5m` is a bad duration, not the reason's first word
 
 
 class Refused(Exception):
@@ -77,7 +77,7 @@ async def parse_pause(svc: Services, args: list[str], now: datetime) -> PauseReq
             seconds = parse_duration(rest[0])
         except ValueError:
             raise Refused(f"Cannot read the duration `{rest[0]}`: use e.g. `30m`, `2h`, `3d`.") from None
-        if seconds <= 0 or timedelta(seconds=seconds) > MAX_PAUSE:
+        if seconds <= 0 or seconds > MAX_PAUSE.total_seconds():  # before timedelta: `99999999999d` overflows it
             raise Refused(f"The duration `{rest[0]}` must be more than 0 and at most 30 days.")
         until, rest = now + timedelta(seconds=seconds), rest[1:]
     reason = " ".join(rest).strip()
@@ -97,10 +97,11 @@ async def may_pause(svc: Services, user_id: str, service: str | None) -> bool:
 
 
 def announce(session: AsyncSession, svc: Services, service: str | None, *, leadership: bool,
-              notice: dict[str, Any]) -> None:
-    channels = []
-    if service is not None and svc.policy.services.get(service) and svc.policy.services[service].channel:
-        channels.append(svc.policy.services[service].channel)
+              notice: dict[str, Any], everywhere: bool = False) -> None:
+    """In the service's channel (every service's channel when `everywhere`: a pause of `all` stops
+    each team's agents, so each team hears it where it works), and the leadership channel."""
+    names = list(svc.policy.services) if everywhere else [service] if service is not None else []
+    channels = [s.channel for name in names if (s := svc.policy.services.get(name)) is not None and s.channel]
     if (leadership or service is None) and svc.policy.leadership:
         channels.append(svc.policy.leadership.channel)
     for channel in dict.fromkeys(channels):
@@ -129,7 +130,7 @@ async def start(svc: Services, user_id: str, req: PauseRequest, *, dedupe_key: s
                 "reason": req.reason, "until": req.until.isoformat() if req.until else None}
         await ledger.append(session, "pause.started", data, actor=user_id, at=now)
         announce(session, svc, t.service, leadership=t.service is None or user_id == "countersign",
-                  notice={"event": "pause.started", **data})
+                 notice={"event": "pause.started", **data}, everywhere=t.text == "all")
         if user_id == "countersign" and t.service in svc.policy.services:  # the brake: tell the owner too
             send(session, Kind.AUTONOMY, channel=svc.policy.services[t.service].owner, purpose="autonomy",
                  notice={"event": "pause.started", **data})
@@ -175,7 +176,7 @@ async def _record_end(session: AsyncSession, svc: Services, p: Pause, by: str, a
             "started_by": p.by, "reason": p.reason}
     await ledger.append(session, "pause.ended", data, actor=by, at=at)
     announce(session, svc, p.service, leadership=p.service is None or p.by == "countersign",
-              notice={"event": "pause.ended", **data})
+             notice={"event": "pause.ended", **data}, everywhere=p.target == "all")
 
 
 async def holding(svc: Services) -> list[Pause]:

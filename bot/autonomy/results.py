@@ -11,7 +11,7 @@ from typing import Any
 
 import rfc8785
 
-from bot.autonomy import brake, grants
+from bot.autonomy import brake
 from bot.contract.errors import ApiError
 from bot.contract.schemas import ResultIn
 from bot.contract.serialize import iso
@@ -62,8 +62,6 @@ async def report(svc: Services, agent: Agent, action_id: int, req: ResultIn) -> 
                 existing = row
                 if row.result in BAD:
                     await brake.check(svc, agent.id or 0, agent.name, action.service)
-                    await grants.demote_if_due(svc, agent.name, action.service, action.action_type,
-                                               action.environment)
             else:  # a concurrent first report won
                 await session.rollback()
                 existing = await q.result_for(session, action_id)

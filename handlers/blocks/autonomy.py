@@ -49,7 +49,7 @@ def suggestion_blocks(found: Sequence[Suggestion], *, can_grant: bool) -> list[B
     blocks: list[Block] = []
     for i, s in enumerate(found[:MAX_SUGGESTIONS]):
         blocks.append(section(suggestion_text(s)))
-        if can_grant and s.kind == "promote":
+        if can_grant:
             blocks.append(actions(f"suggest-{i}", [button("Grant", ActionId.GRANT, s.token(), "primary"),
                                                    button("Dismiss", ActionId.DISMISS, s.token())]))
     return blocks

@@ -147,7 +147,8 @@ async def test_pause_from_slack_changes_the_mode_and_resume_restores_it(
     assert [e.actor for e in await ledger_events(running, "pause.refused")] == ["U0STRANGER"]
     for bad, why in (("pause nowhere 1h x", "Unknown target"), ("pause search 2x oops", "Cannot read the duration"),
                      ("pause search 31d too long", "at most 30 days"), ("pause search 2h", "needs a reason"),
-                     ("pause agent:ghost 1h x", "Unknown agent")):
+                     ("pause agent:ghost 1h x", "Unknown agent"), ("pause search -5m oops", "Cannot read the duration"),
+                     ("pause search 99999999999d x", "at most 30 days")):
         assert why in json.dumps(await slash(running, fake_slack, bad, user="U0ADMIN")), bad
     assert await ledger_events(running, "pause.started") == []
 
@@ -169,6 +170,18 @@ async def test_pause_from_slack_changes_the_mode_and_resume_restores_it(
     assert [e.data["by"] for e in await ledger_events(running, "pause.ended")] == ["U0SEARCH"]
     status, listed = await running.get("/v1/pauses")
     assert listed["items"] == []
+
+
+async def test_pausing_all_is_announced_in_every_service_channel_and_to_leadership(
+        running: Running, fake_slack: FakeSlack, clock: FakeClock) -> None:
+    assert "Paused" in json.dumps(await slash(running, fake_slack, "pause all 1h incident 42", user="U0ADMIN"))
+    channels = sorted({s.channel for s in running.svc.policy.services.values() if s.channel} | {"C0LEADERS"})
+    assert len(channels) >= 3
+    for channel in channels:
+        assert "incident 42" in await posted(fake_slack, clock, channel, "Paused")
+    assert "Resumed" in json.dumps(await slash(running, fake_slack, "resume all", user="U0ADMIN"))
+    for channel in channels:
+        await posted(fake_slack, clock, channel, "Pause ended")
 
 
 async def posted(fake_slack: FakeSlack, clock: FakeClock, channel: str, needle: str) -> str:
@@ -237,3 +250,28 @@ async def test_a_grant_changes_new_actions_not_those_in_flight_and_ends(running:
     status, later = await running.submit(proposal(summary="after expiry"))
     assert later["mode"] == "approve"
     await until(lambda: ledger_events(running, "grant.expired"))
+
+
+async def test_a_demotion_is_suggested_with_grant_and_applies_only_once_granted(
+        running: Running, fake_slack: FakeSlack) -> None:
+    restart = {"kind": "executed", "service": "checkout-api", "action_type": "restart", "environment": "staging"}
+    status, first = await running.submit(proposal(**restart))
+    assert first["mode"] == "acknowledge"
+    assert (await respond(running.svc, first["id"], user_id="U0OWNER", user_name="olive", response="override",
+                          via="slash", reason="it broke the canary")).accepted
+    status, unchanged = await running.submit(proposal(**restart, summary="restart again"))
+    assert unchanged["mode"] == "acknowledge"  # a suggestion changes nothing until someone grants it
+    lead_view = await slash(running, fake_slack, "trust checkout-api", user="U0VP")
+    assert "Demote" in json.dumps(lead_view) and "override rate 100%" in json.dumps(lead_view)
+    buttons = {e["action_id"]: e for b in lead_view["blocks"] if b["type"] == "actions" for e in b["elements"]}
+    assert set(buttons) == {"autonomy_grant", "autonomy_dismiss"}
+    resp = await running.interact(click_payload("U0VP", buttons["autonomy_grant"], channel="C0CHECKOUT",
+                                                response_url=fake_slack.response_url("demote")))
+    assert resp.status == 200
+    await fake_slack.wait_for(lambda: fake_slack.calls_to("response_url:demote"))
+    granted = await ledger_events(running, "grant.granted")
+    assert [(e.data["kind"], e.data["previous_mode"], e.data["mode"], e.actor) for e in granted] == [
+        ("demote", "acknowledge", "approve", "U0VP")]
+    status, after = await running.submit(proposal(**restart, summary="restart once more"))
+    assert after["mode"] == "approve" and after["policy_violation"] is True
+    assert "Demote" not in json.dumps(await slash(running, fake_slack, "trust checkout-api", user="U0VP"))
