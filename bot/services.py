@@ -83,6 +83,9 @@ class Services:
     metrics_refreshers: list[MetricsRefresher] = field(default_factory=list)
     autonomy: AutonomySource = field(default_factory=_NoAutonomy)
     decided_hooks: list[DecidedHook] = field(default_factory=list)
+    # Emails being looked up in Slack now (bot.delivery.directory): a burst of first pages for one
+    # person asks Slack once and every caller awaits that answer.
+    email_lookups: dict[str, asyncio.Future[str | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.scheduler = AsyncIOScheduler(timezone="UTC", executors={"default": self.jobs})

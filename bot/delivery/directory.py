@@ -6,6 +6,7 @@ the `slack_users` table for a day so a page never waits on Slack twice for the s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,9 +40,20 @@ async def cached_id(session: AsyncSession, spec: str, now: datetime) -> str | No
 
 
 async def resolve(svc: Services, spec: str | None) -> str | None:
-    """A user spec -> Slack user id. Raises UserNotFound for an email Slack does not know."""
+    """A user spec -> Slack user id. Raises UserNotFound for an email Slack does not know.
+    Concurrent callers for one email share one lookup (one users.lookupByEmail, one cache row)."""
     if not spec or not is_email(spec):
         return spec
+    key = spec.lower()
+    flight = svc.email_lookups.get(key)
+    if flight is None:
+        flight = svc.email_lookups[key] = asyncio.ensure_future(_resolve_email(svc, spec))
+        flight.add_done_callback(lambda done: svc.email_lookups.pop(key, None)
+                                 if svc.email_lookups.get(key) is done else None)
+    return await asyncio.shield(flight)  # a caller cancelled (a timed-out request) leaves the others theirs
+
+
+async def _resolve_email(svc: Services, spec: str) -> str | None:
     now = svc.clock()
     async with svc.db.session() as session:
         cached = await session.get(SlackUser, spec.lower())

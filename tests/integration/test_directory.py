@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from slack_sdk.errors import SlackApiError
 
@@ -14,6 +16,14 @@ async def test_email_is_resolved_once_and_cached(running: Running, fake_slack: F
     assert await resolve(running.svc, "dana@example.com") == "U0DANA"
     assert await resolve(running.svc, "Dana@Example.com") == "U0DANA"
     assert len(fake_slack.calls_to("users.lookupByEmail")) == 1
+
+
+async def test_concurrent_first_lookups_of_one_email_ask_slack_once(running: Running, fake_slack: FakeSlack) -> None:
+    found = await asyncio.gather(*(resolve(running.svc, spec) for spec in ["dana@example.com"] * 5
+                                   + ["DANA@example.com"] * 3))
+    assert found == ["U0DANA"] * 8
+    assert len(fake_slack.calls_to("users.lookupByEmail")) == 1
+    assert running.svc.email_lookups == {}  # nothing kept once answered
 
 
 async def test_a_server_that_only_routes_get_still_resolves(running: Running, fake_slack: FakeSlack) -> None:
