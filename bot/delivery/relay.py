@@ -325,10 +325,13 @@ class Relay(Recorder):
         try:
             found = await self.wire.find_sent(unit, since, _thread(routes[0]))
         except SlackApiError as exc:
-            if slack_error(exc.response) not in PERMANENT_ERRORS:
+            # A server without the method (404/405/501: a Web API stand-in that only posts) can never
+            # answer: waiting for it would hold the message forever, so send it.
+            absent = exc.response is not None and exc.response.status_code in (404, 405, 501)
+            if slack_error(exc.response) not in PERMANENT_ERRORS and not absent:
                 raise  # Slack is struggling: retry the whole thing later, still checking first
             log.warning("cannot look for earlier posts (%s): sending, a duplicate is possible",
-                        slack_error(exc.response))
+                        describe_error(exc))
             found = {}
         for row, route in zip(unit, routes, strict=True):
             self._resumed.pop(row.id or 0, None)

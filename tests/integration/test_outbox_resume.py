@@ -12,7 +12,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from bot.delivery.wire import OUTBOX_EVENT, tagged
-from bot.demo.fakeslack import FakeSlack
+from bot.demo.fakeslack import FakeSlack, Fault
 from bot.policy.rules import Policy
 from storage.models import OutboxMessage, SlackMessage
 from tests import conftest
@@ -82,6 +82,25 @@ async def test_a_post_that_never_reached_slack_is_sent_once(running: Running, fa
 
     assert len(about(fake_slack.posts(), "resume2")) == 4  # the first two, and each once more
     assert len(fake_slack.calls_to("conversations.history")) >= 2
+
+
+async def test_a_web_api_without_history_still_gets_the_post_once_more(running: Running,
+                                                                      fake_slack: FakeSlack) -> None:
+    """A Web API stand-in that only posts (conversations.history / .open answer 404, not JSON) can
+    never say whether the post arrived: the message is sent again rather than held forever."""
+    status, body = await running.submit(restart("resume5"))
+    assert status == 201, body
+    await until(lambda: drained(running))
+    sent = [r.id or 0 for r in await rows(running, action_id=body["id"]) if r.method == "chat.postMessage"]
+    for method in ("conversations.history", "conversations.open"):
+        fake_slack.inject(Fault(method=method, status=404, times=None))
+
+    await crash_after_send(running, sent)
+    await until(lambda: drained(running))
+
+    assert len(about(fake_slack.posts(), "resume5")) == 4  # each once more: at least once, never lost
+    for row in await rows(running, action_id=body["id"]):
+        assert row.status == "done"
 
 
 async def test_history_is_read_only_for_a_lapsed_lease(running: Running, fake_slack: FakeSlack) -> None:
