@@ -258,5 +258,6 @@ def add_routes(app: web.Application, waiters: api_decision.DecisionWaiters) -> N
     api_decision.register(app, SERVICES, waiters, AGENT)  # GET /v1/actions/{id}/decision?wait=N (long poll)
     api_results.register(app, SERVICES, AGENT, _action_id)  # result, pauses
     app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/openapi.json", openapi)  # where most tools look first (FastAPI's default path)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -404,8 +404,9 @@ async def test_bad_list_parameters_are_400(running: Running, query: str, field: 
 # --- documents, health, metrics ------------------------------------------------------------------
 
 
-async def test_openapi_document_is_served_without_a_token_and_is_valid(running: Running) -> None:
-    async with running.http.get(f"{running.url}/v1/openapi.json") as resp:
+@pytest.mark.parametrize("path", ["/v1/openapi.json", "/openapi.json"])
+async def test_openapi_document_is_served_without_a_token_and_is_valid(running: Running, path: str) -> None:
+    async with running.http.get(f"{running.url}{path}") as resp:
         served = await resp.json()
     assert resp.status == 200
     validate_spec(served)
