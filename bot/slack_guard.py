@@ -1,6 +1,7 @@
 """What reaches the Slack listeners: signed, well formed, and from our one workspace. A signed but
 malformed request answers 400 (never a 500, never an exception inside a listener); a request from
-another workspace or Enterprise Grid org is refused. Each is logged in one line."""
+another workspace or Enterprise Grid org is refused. Each is logged in one line. A slash command's
+text is not judged here: whatever a person typed is answered by the command itself."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from urllib.parse import parse_qs
 
 from slack_bolt.request.internals import extract_enterprise_id, extract_team_id
 from slack_sdk.signature import SignatureVerifier
+
+from bot.contract.schemas import MAX_BODY_BYTES
 
 log = logging.getLogger("countersign.slack")
 
@@ -165,10 +168,11 @@ def _check_shapes(body: dict[str, Any]) -> None:
     if "command" in body:
         _string(body.get("command"), "command", required=True, limit=100)
         _string(body.get("user_id"), "user_id", required=True, limit=100)
-        text = body.get("text") or ""
-        _string(text, "text", limit=4000)
-        if any(len(word) > MAX_DIGITS and word.isdigit() for word in text.split()):
-            raise Malformed(f"text: a number of more than {MAX_DIGITS} digits is not an action id")
+        # Any length, any number: what a person typed is theirs to get wrong, and the command
+        # answers them ephemerally ("too long", "no action …"; handlers.listeners.command_text).
+        # A 400 here would show them nothing but Slack's "failed with the error…". The body's size
+        # is already capped (client_max_size), and a string is all the listener relies on.
+        _string(body.get("text"), "text", limit=MAX_BODY_BYTES)
     if kind == "event_callback":
         _object(body.get("event"), "event", required=True)
     try:  # what bolt itself will read: it must not raise on this shape either

@@ -18,8 +18,10 @@ from bot.reports import stats
 from bot.services import Services
 from handlers.blocks import commands as ui
 from handlers.blocks.kit import Message
+from handlers.blocks.notices import refusal
 from handlers.blocks.record import record_message
 from handlers.listeners import slash_autonomy, slash_decisions
+from handlers.listeners.command_text import too_long, typed_id
 from handlers.web.links import action_url
 from storage.queries import actions as repo
 from storage.queries import agents, people
@@ -50,6 +52,9 @@ def register(app: AsyncApp, svc: Services) -> None:
 
 async def answer_for(svc: Services, user_id: str, text: str) -> tuple[bool, Message]:
     """(share with the channel?, the answer) for the command's text."""
+    problem = too_long(text)
+    if problem is not None:  # answered, never shared: the channel need not see a mistake
+        return False, refusal(problem)
     words = text.strip().split()
     share = bool(words) and words[0].lower() == "share"
     if share:
@@ -62,7 +67,10 @@ async def answer_for(svc: Services, user_id: str, text: str) -> tuple[bool, Mess
 
 
 def _count(text: str, default: int) -> int:
-    return max(1, min(MAX_ITEMS, int(text))) if text.isdigit() else default
+    # isascii: `²` passes str.isdigit() but not int(); the cap keeps int() on at most 4 digits
+    if not (text.isascii() and text.isdigit()):
+        return default
+    return MAX_ITEMS if len(text) > 4 else max(1, min(MAX_ITEMS, int(text)))
 
 
 async def _recent(svc: Services, user_id: str, args: list[str]) -> Message:
@@ -94,14 +102,17 @@ async def _mine(svc: Services, user_id: str, args: list[str]) -> Message:
 
 
 async def _show(svc: Services, user_id: str, args: list[str]) -> Message:
-    raw = args[0].lstrip("#") if args else ""
-    if not raw.isdigit():
+    ref = typed_id(args)
+    if ref is None:
         return ui.help_message("Which action? Use `/ai-actions show ID`, e.g. `/ai-actions show 42`.")
+    raw, action_id = ref
+    if action_id is None:  # more digits than any id has: asking the database would overflow
+        return ui.no_action(raw)
     async with svc.db.session() as session:
-        record = await action_record(session, int(raw))
+        record = await action_record(session, action_id)
     if record is None:
         return ui.no_action(raw)
-    page = action_url(svc.settings, int(raw), user_id, svc.clock())  # signed for who asked
+    page = action_url(svc.settings, action_id, user_id, svc.clock())  # signed for who asked
     return record_message(record, svc.settings.public_url or "", page_url=page)
 
 

@@ -9,6 +9,7 @@ from bot.services import Services
 from handlers.blocks import commands as ui
 from handlers.blocks import notices
 from handlers.blocks.kit import Message, escape, link, message, section
+from handlers.listeners.command_text import typed_id
 from handlers.web.links import action_url
 from handlers.web.names import display_name
 
@@ -22,10 +23,13 @@ DONE = {"approved": "Approved", "denied": "Denied", "acknowledged": "Acknowledge
 
 async def decide(svc: Services, user_id: str, response: str, args: list[str]) -> Message:
     """Parse `ID [reason…]` and respond as a click would; the answer says what happened."""
-    raw = args[0].lstrip("#") if args else ""
-    if not raw.isdigit():
+    ref = typed_id(args)
+    if ref is None:
         return ui.help_message(f"Which action? Use {USAGE[response]}, e.g. with the id from the card.")
-    action_id, reason = int(raw), " ".join(args[1:]).strip() or None
+    raw, action_id = ref
+    if action_id is None:  # more digits than any id has: no action to decide, nothing to record
+        return ui.no_action(raw)
+    reason = " ".join(args[1:]).strip() or None
     result = await respond(svc, action_id, user_id=user_id, user_name=await display_name(svc, user_id),
                            response=response, via="slash", reason=reason)
     if not result.accepted:

@@ -99,8 +99,10 @@ MALFORMED: list[tuple[str, dict[str, str] | str]] = [
         "type": "view_submission", "user": {"id": "U0OWNER"}, "team": {"id": "T1"},
         "view": {"type": "modal", "callback_id": "override_modal", "private_metadata": "{}",
                  "state": {"values": {"reason": {"reason_input": {"type": "plain_text_input", "value": 123}}}}}})}),
-    ("slash command with a 5,000-digit id", {"command": "/ai-actions", "text": "show " + "7" * 5000,
-                                            "user_id": "U0OWNER", "team_id": "T1", "channel_id": "C1"}),
+    # A slash command's text is the command's to answer, whatever it holds (test_command_input.py);
+    # what bolt and the listener rely on is still checked here.
+    ("slash command without user_id", {"command": "/ai-actions", "text": "pending", "team_id": "T1",
+                                      "channel_id": "C1"}),
 ]
 
 
