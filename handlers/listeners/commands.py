@@ -7,17 +7,17 @@ The request is acknowledged at once (Slack allows 3 s); the answer goes through 
 from __future__ import annotations
 
 import logging
-import re
 from datetime import timedelta
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.actions.record import action_record
+from bot.policy.rules import parse_duration
 from bot.reports import stats
 from bot.services import Services
 from handlers.blocks import commands as ui
-from handlers.blocks.kit import Message
+from handlers.blocks.kit import Message, escape, message, section
 from handlers.blocks.notices import refusal
 from handlers.blocks.record import record_message
 from handlers.listeners import slash_autonomy, slash_decisions
@@ -30,7 +30,7 @@ log = logging.getLogger("countersign.commands")
 COMMAND = "/ai-actions"
 MAX_ITEMS = 20  # a pending item takes two blocks (text and buttons); a message holds 50
 COUNT_CAP = 1000  # "1000+ pending" is as useful as the exact figure, and costs a bounded scan
-_WINDOW = re.compile(r"^(\d{1,3})d$")
+MIN_WINDOW, MAX_WINDOW = 60.0, 90 * 86400.0  # `stats`: past a quarter the scan outgrows an ephemeral answer
 
 
 def register(app: AsyncApp, svc: Services) -> None:
@@ -134,17 +134,39 @@ async def _who_owns(svc: Services, user_id: str, args: list[str]) -> Message:
     return ui.who_owns_message(svc.policy, args[0])
 
 
-def window_days(args: list[str]) -> int:
-    match = _WINDOW.match(args[0].lower()) if args else None
-    return max(1, min(365, int(match.group(1)))) if match else 7
+def stats_window(args: list[str]) -> tuple[timedelta, str]:
+    """`stats [WINDOW]` (`24h`, `7d`, `30d`, `1d12h`; 7 days when left out): the window and how the
+    answer names it. ValueError (its text is the answer) for one we cannot read or will not scan."""
+    word = args[0].lower() if args else "7d"
+    try:
+        seconds = parse_duration(word)
+    except ValueError:
+        raise ValueError(f"Cannot read the window `{escape(word[:40])}`: use e.g. `/ai-actions stats 24h`, "
+                         "`stats 7d` or `stats 30d`.") from None
+    if not MIN_WINDOW <= seconds <= MAX_WINDOW:
+        raise ValueError(f"The window `{escape(word[:40])}` must be at least 1 minute and at most 90 days.")
+    return timedelta(seconds=seconds), window_label(seconds)
+
+
+def window_label(seconds: float) -> str:
+    """The window in the largest unit that is exact: `last 7 days`, `last 24 hours` (hours up to two
+    days, as people say "the last 36 hours"), `last 90 minutes`."""
+    for unit, size, least in (("day", 86400, 2 * 86400), ("hour", 3600, 3600), ("minute", 60, 60)):
+        if seconds >= least and seconds % size == 0:
+            count = int(seconds // size)
+            return f"last {count} {unit}s" if count > 1 else f"last {unit}"
+    return f"last {ui.duration(seconds)}"
 
 
 async def _stats(svc: Services, user_id: str, args: list[str]) -> Message:
-    days = window_days(args)
+    try:
+        window, label = stats_window(args)
+    except ValueError as exc:
+        return message(str(exc), [section(f":warning: {exc}")])
     until = svc.clock()
     async with svc.db.session() as session:
-        figures = await stats.window_stats(session, until - timedelta(days=days), until)
-    return ui.stats_message(figures, f"last {days} days")
+        figures = await stats.window_stats(session, until - window, until)
+    return ui.stats_message(figures, label)
 
 
 async def _help(svc: Services, user_id: str, args: list[str]) -> Message:

@@ -56,3 +56,23 @@ async def test_hopeless_input_gets_an_ephemeral_answer(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], "nothing went wrong"
     _, action = await running.get(f"/v1/actions/{body['id']}")
     assert action["status"] == "pending" and action["decision"] is None, "and nothing was decided"
+
+
+async def test_stats_answers_the_window_asked_for(running: Running, fake_slack: FakeSlack, clock: FakeClock) -> None:
+    status, body = await running.submit(proposal(summary="Three days ago"))
+    assert status == 201, body
+    clock.advance(timedelta(days=3).total_seconds())
+    status, body = await running.submit(proposal(summary="Today"))
+    assert status == 201, body
+    clock.advance(10)  # a window is [since, until): the fake clock would otherwise stand on "Today"
+    day = dump(await slash(running, fake_slack, "stats 24h"))
+    assert "AI actions, last 24 hours" in day and "*1 actions* submitted" in day
+    week = dump(await slash(running, fake_slack, "stats 7d"))
+    assert "AI actions, last 7 days" in week and "*2 actions* submitted" in week
+    assert "AI actions, last 7 days" in dump(await slash(running, fake_slack, "stats"))
+    assert "AI actions, last 36 hours" in dump(await slash(running, fake_slack, "stats 1d12h"))
+    assert "AI actions, last 90 days" in dump(await slash(running, fake_slack, "share stats 90d"))
+    for word, says in (("weekly", "Cannot read the window `weekly`"), ("24", "Cannot read the window `24`"),
+                       ("91d", "at most 90 days"), ("9" * 30 + "d", "at most 90 days"), ("0h", "at least 1 minute")):
+        answer = await slash(running, fake_slack, f"stats {word}")
+        assert says in dump(answer) and "AI actions" not in dump(answer), (word, dump(answer)[:300])
