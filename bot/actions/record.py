@@ -9,7 +9,8 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.actions.serialize import action_json
-from bot.contract.serialize import iso
+from bot.contract.serialize import decider_spec, iso, with_person
+from bot.delivery.directory import known_people
 from storage.queries import actions as repo
 from storage.queries import paging
 
@@ -21,6 +22,9 @@ async def action_record(session: AsyncSession, action_id: int) -> dict[str, Any]
     action, agent = found
     view = (await paging.unreachable_view(session, [action_id])).get(action_id)
     record = action_json(action, agent.name, paging=view)
+    # decision.by as the API gives it, from the cache alone (no Slack: the CLI may have none)
+    people = await known_people(session, [decider_spec(record["decision"])])
+    record["decision"] = with_person(record["decision"], people)
     record["timeline"] = [
         {"seq": e.seq, "at": iso(e.at), "event": e.event, "actor": e.actor, "data": e.data, "hash": e.hash}
         for e in await repo.ledger_entries(session, action_id)

@@ -23,6 +23,7 @@ from sqlmodel import col
 
 from bot.actions.serialize import action_json
 from bot.contract.errors import ApiError
+from bot.delivery.directory import name_deciders
 from bot.services import Services
 from storage.models import Action
 from storage.queries import actions as repo
@@ -135,7 +136,9 @@ def register(app: web.Application, services_key: web.AppKey[Services], waiters: 
                 action, agent = await load(svc, action_id, request[agent_key].id)
                 remaining = deadline - loop.time()
                 if action.accountability is not None or remaining <= 0 or waiters.closing:
-                    return web.json_response(action_json(action, agent.name, svc.settings.base_url))
+                    body = action_json(action, agent.name, svc.settings.base_url)
+                    await name_deciders(svc, [body])
+                    return web.json_response(body)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
                         await event.wait()

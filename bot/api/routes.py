@@ -26,6 +26,7 @@ from bot.autonomy.results import result_json
 from bot.contract import callback_target
 from bot.contract.errors import ApiError, unauthorized
 from bot.contract.schemas import ActionIn, field_problems
+from bot.delivery.directory import name_deciders
 from bot.services import Services
 from storage import json_text
 from storage.db import dropped, unavailable
@@ -159,8 +160,10 @@ async def get_action(request: web.Request) -> web.Response:
     if found is None or found[0].agent_id != request[AGENT].id:  # another agent's: as if it did not exist
         raise ApiError(404, "not_found", f"there is no action {action_id}")
     action, agent = found
-    return json_response({**action_json(action, agent.name, svc.settings.base_url, view.get(action_id)),
-                              "result": result_json(result)})
+    body = {**action_json(action, agent.name, svc.settings.base_url, view.get(action_id)),
+            "result": result_json(result)}
+    await name_deciders(svc, [body])  # decision.by: a Slack user id, never the policy's email
+    return json_response(body)
 
 
 STATUSES = {"pending", "approved", "denied", "acknowledged", "overridden", "expired", "recorded"}
@@ -189,6 +192,7 @@ async def list_actions(request: web.Request) -> web.Response:
                                before_id=int(cursor) if cursor else None, limit=limit + 1)
         view = await paging.unreachable_view(session, [a.id for a, _ in rows[:limit] if a.id is not None])
     items = [action_json(a, g.name, svc.settings.base_url, view.get(a.id or 0)) for a, g in rows[:limit]]
+    await name_deciders(svc, items)  # one cache read for the page, none if no decision needs it
     next_cursor = str(items[-1]["id"]) if len(rows) > limit else None
     return json_response({"items": items, "actions": items, "next_cursor": next_cursor})
 

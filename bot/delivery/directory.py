@@ -1,26 +1,35 @@
 """Slack people: resolve a policy's user spec (a `U…` id or an email) to a user id, cached.
 
-Emails are resolved with `users.lookupByEmail`; answers (and permanent failures) are cached in
-the `slack_users` table for a day so a page never waits on Slack twice for the same person.
+Emails are resolved with `users.lookupByEmail`, names with `users.info`; answers (and permanent
+failures) are cached in the `slack_users` table for a day so a page never waits on Slack twice for
+the same person. `people` serves readers (the API's `decision.by`): the cache first, whatever its age.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.contract.serialize import Person, decider_spec, with_person
 from bot.delivery.pacing import slack_error
 from bot.services import Services
 from storage.models import SlackUser
+from storage.queries import names as names_q
 
 log = logging.getLogger(__name__)
 CACHE_FOR = timedelta(days=1)
+# How long a reader (an API answer) waits for Slack to name someone the cache has never seen; the
+# lookup goes on without it and fills the cache for the next answer.
+LOOKUP_WAIT_SECONDS = 1.0
+NOT_FOUND = ("users_not_found", "user_not_found", "account_inactive")
 
 
 class UserNotFound(LookupError):
@@ -29,6 +38,14 @@ class UserNotFound(LookupError):
 
 def is_email(spec: str) -> bool:
     return "@" in spec
+
+
+def is_user(spec: str) -> bool:
+    return spec[:1] in ("U", "W") and spec.isalnum()
+
+
+def _cache_key(spec: str) -> str:
+    return spec.lower() if is_email(spec) else spec
 
 
 async def cached_id(session: AsyncSession, spec: str, now: datetime) -> str | None:
@@ -44,13 +61,19 @@ async def resolve(svc: Services, spec: str | None) -> str | None:
     Concurrent callers for one email share one lookup (one users.lookupByEmail, one cache row)."""
     if not spec or not is_email(spec):
         return spec
-    key = spec.lower()
+    # a caller cancelled (a timed-out request) leaves the others theirs
+    return await asyncio.shield(_flight(svc, spec.lower(), lambda: _resolve_email(svc, spec)))
+
+
+def _flight(svc: Services, key: str, ask: Callable[[], Coroutine[Any, Any, str | None]]) -> asyncio.Future[str | None]:
+    """The lookup of `key` in flight, started if none is: concurrent callers share one question to
+    Slack (keys: lowercased emails, and user ids for their names)."""
     flight = svc.email_lookups.get(key)
     if flight is None:
-        flight = svc.email_lookups[key] = asyncio.ensure_future(_resolve_email(svc, spec))
+        flight = svc.email_lookups[key] = asyncio.ensure_future(ask())
         flight.add_done_callback(lambda done: svc.email_lookups.pop(key, None)
                                  if svc.email_lookups.get(key) is done else None)
-    return await asyncio.shield(flight)  # a caller cancelled (a timed-out request) leaves the others theirs
+    return flight
 
 
 async def _resolve_email(svc: Services, spec: str) -> str | None:
@@ -68,7 +91,7 @@ async def _resolve_email(svc: Services, spec: str) -> str | None:
         user_id, name, error = resp["user"]["id"], resp["user"].get("real_name") or resp["user"].get("name"), None
     except SlackApiError as exc:
         code = slack_error(exc.response)  # an outage may answer HTML, not JSON
-        if code not in ("users_not_found", "user_not_found", "account_inactive"):
+        if code not in NOT_FOUND:
             raise  # temporary or configuration trouble: let the caller retry
         user_id, name, error = None, None, code
     async with svc.db.session() as session:
@@ -110,3 +133,90 @@ async def resolve_all(svc: Services, specs: list[str]) -> set[str]:
         if user_id:
             ids.add(user_id)
     return ids
+
+
+async def name_of(svc: Services, user_id: str) -> str | None:
+    """A user id's name as Slack shows it (users.info), cached; None if Slack cannot say. Concurrent
+    callers for one id share one question."""
+    if svc.slack is None:
+        return None
+    return await asyncio.shield(_flight(svc, user_id, lambda: _ask_name(svc, user_id)))
+
+
+async def _ask_name(svc: Services, user_id: str) -> str | None:
+    try:
+        resp: Any = await svc.slack.users_info(user=user_id)
+    except Exception as exc:  # a name is a nicety: the reader shows the id instead
+        code = slack_error(exc.response) if isinstance(exc, SlackApiError) else None
+        log.info("users.info %s failed: %s", user_id, exc)
+        if code in NOT_FOUND:  # permanent: remembered, so a reader does not ask again and again
+            async with svc.db.session() as session:
+                await names_q.remember(session, user_id, None, svc.clock(), error=code)
+        return None
+    user = resp.get("user") or {}
+    profile = user.get("profile") or {}
+    name = profile.get("display_name") or user.get("real_name") or profile.get("real_name") or user.get("name")
+    if name:
+        async with svc.db.session() as session:
+            await names_q.remember(session, user_id, str(name), svc.clock())
+    return str(name) if name else None
+
+
+def _log_failure(flight: asyncio.Future[str | None]) -> None:
+    if not flight.cancelled() and flight.exception() is not None:
+        log.info("cannot name someone now: %s", flight.exception())
+
+
+def _ask(svc: Services, spec: str) -> Coroutine[Any, Any, str | None]:
+    return _resolve_email(svc, spec) if is_email(spec) else _ask_name(svc, spec)
+
+
+def _people_of(specs: Iterable[str], cached: dict[str, tuple[str | None, str | None]]) -> dict[str, Person]:
+    found = {}
+    for spec in specs:
+        hit = cached.get(_cache_key(spec))
+        if hit is not None:
+            found[spec] = Person(spec if is_user(spec) else hit[0], hit[1])
+    return found
+
+
+async def known_people(session: AsyncSession, specs: Iterable[str | None]) -> dict[str, Person]:
+    """{spec: Person} for the emails and user ids among `specs` that the cache holds, whatever their
+    age (an id does not change, a name seldom): one statement, none without a spec. No Slack."""
+    wanted = {s for s in specs if s and (is_email(s) or is_user(s))}
+    if not wanted:
+        return {}
+    return _people_of(wanted, await names_q.known(session, {_cache_key(s) for s in wanted}))
+
+
+async def people(svc: Services, specs: Iterable[str | None], *,
+                 wait: float = LOOKUP_WAIT_SECONDS) -> dict[str, Person]:
+    """`known_people`, and those the cache has never seen asked of Slack (when configured), waiting
+    at most `wait` seconds: a reader is never held up by Slack for long, and whoever it could not
+    name is left out (the caller shows the spec as given)."""
+    wanted = {s for s in specs if s and (is_email(s) or is_user(s))}
+    if not wanted:
+        return {}
+    async with svc.db.read_session() as session:
+        found = await known_people(session, wanted)
+    unseen = sorted(wanted - found.keys())
+    if not unseen or svc.slack is None:
+        return found
+    flights = [_flight(svc, _cache_key(s), partial(_ask, svc, s)) for s in unseen]
+    for flight in flights:  # one that fails after we stopped waiting has nobody to tell: logged here
+        flight.add_done_callback(_log_failure)
+    await asyncio.wait(flights, timeout=wait)
+    async with svc.db.read_session() as session:  # what the finished lookups cached, with the names
+        found.update(await known_people(session, unseen))
+    return found
+
+
+async def name_deciders(svc: Services, bodies: Iterable[dict[str, Any]]) -> None:
+    """Each body's `decision.by` as SPEC gives it (bot.contract.serialize.with_person): one cache
+    read for a page of actions, none when no decision names an email or a policy's person."""
+    bodies = list(bodies)
+    found = await people(svc, [decider_spec(b.get("decision")) for b in bodies])
+    if found:
+        for body in bodies:
+            body["decision"] = with_person(body.get("decision"), found)
+

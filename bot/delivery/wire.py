@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.contract.callback_target import refusal
 from bot.delivery import callbacks, ssrf, storms
-from bot.delivery.directory import resolve
+from bot.delivery.directory import name_deciders, resolve
 from bot.delivery.messages import Kind, card_level
 from bot.delivery.pacing import backoff
 from bot.delivery.packing import PACK_KINDS
@@ -190,7 +190,9 @@ class Wire:
             agent = await session.get(Agent, msg.payload["agent_id"])
         if agent is None:
             raise Permanent("the agent no longer exists")
-        body = callbacks.encode(msg.payload["body"])
+        sent = dict(msg.payload["body"])  # decision.by as GET gives it (the row keeps what was queued)
+        await name_deciders(self.svc, [sent])
+        body = callbacks.encode(sent)
         headers = {"Content-Type": "application/json", **callbacks.sign(agent.callback_secret, body)}
         allow = self.svc.settings.callback_allow_list
         refused = await refusal(msg.payload["url"], allow, strict=False)  # literals; names: the resolver

@@ -24,12 +24,24 @@ async def cached(session: AsyncSession, user_ids: Collection[str], fresh_after: 
     return {key: name for key, name in rows.all() if name}
 
 
-async def remember(session: AsyncSession, user_id: str, name: str, at: datetime) -> None:
-    """Cache one name (a concurrent writer of the same id wins; the name is the same)."""
+async def remember(session: AsyncSession, user_id: str, name: str | None, at: datetime,
+                   error: str | None = None) -> None:
+    """Cache one name, or that Slack does not know the id (`error`, no name); a concurrent writer of
+    the same id wins (the answer is the same)."""
     row = await session.get(SlackUser, user_id) or SlackUser(key=user_id, slack_user_id=user_id)
-    row.name, row.fetched_at = name, at
+    row.name, row.error, row.fetched_at = name, error, at
     session.add(row)
     try:
         await session.commit()
     except IntegrityError:
         await session.rollback()
+
+
+async def known(session: AsyncSession, keys: Collection[str]) -> dict[str, tuple[str | None, str | None]]:
+    """{key: (slack user id, name)} for the keys (emails, lowercased, and user ids) the cache holds,
+    whatever their age: one statement. A key Slack said it does not know has (None, None)."""
+    if not keys:
+        return {}
+    rows = await session.execute(select(SlackUser.key, SlackUser.slack_user_id, SlackUser.name)
+                                 .where(col(SlackUser.key).in_(sorted(keys))))
+    return {key: (user_id, name) for key, user_id, name in rows.all()}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from slack_sdk.errors import SlackApiError
 
-from bot.delivery.directory import UserNotFound, resolve
+from bot.contract.serialize import Person
+from bot.delivery.directory import UserNotFound, people, resolve
 from bot.demo.fakeslack import FakeSlack, Fault
 from tests.conftest import Running
 
@@ -49,3 +51,25 @@ async def test_an_outage_answering_html_is_slack_trouble_to_retry(running: Runni
     assert raised.value.response.status_code == 503
     fake_slack.down = False
     assert await resolve(running.svc, "dana@example.com") == "U0DANA"
+
+
+async def test_a_reader_names_people_from_the_cache_and_asks_slack_once(running: Running,
+                                                                        fake_slack: FakeSlack) -> None:
+    found = await people(running.svc, ["dana@example.com", "U0OWNER", "U0NOBODY", "C0CHECKOUT", None])
+    assert found == {"dana@example.com": Person("U0DANA", "Dana Secondary"),
+                     "U0OWNER": Person("U0OWNER", "Olive Owner"),
+                     "U0NOBODY": Person("U0NOBODY", None)}  # Slack does not know U0NOBODY: no name
+    assert await people(running.svc, ["dana@example.com", "U0OWNER", "U0NOBODY"]) == found
+    assert len(fake_slack.calls_to("users.lookupByEmail")) == 1 and len(fake_slack.calls_to("users.info")) == 2
+
+
+async def test_a_reader_waits_for_slack_only_so_long_and_the_lookup_still_fills_the_cache(
+        running: Running, fake_slack: FakeSlack) -> None:
+    fake_slack.inject(Fault(method="users.lookupByEmail", delay=1.5))  # slow, then answers
+    began = time.monotonic()
+    assert await people(running.svc, ["dana@example.com"], wait=0.2) == {}  # shown as given meanwhile
+    assert time.monotonic() - began < 1.0
+    await asyncio.sleep(1.6)
+    cached = await people(running.svc, ["dana@example.com"], wait=0)
+    assert cached == {"dana@example.com": Person("U0DANA", "Dana Secondary")}
+    assert len(fake_slack.calls_to("users.lookupByEmail")) == 1
