@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import event
 
+from bot.actions.record import action_record
 from bot.clock import FakeClock
 from bot.demo.fakeslack import FakeSlack
 from bot.policy.rules import Policy
@@ -90,6 +91,9 @@ async def test_a_policy_decision_answers_the_owners_slack_id_and_name(running: R
     [item] = (await _get(running, "/v1/actions?service=search"))["items"]
     assert item["decision"]["by"] == want
     assert (await _get(running, f"/v1/actions/{out['id']}/decision"))["decision"]["by"] == want
+    async with running.svc.db.read_session() as session:  # `/ai-actions show`, `actions show`: the cache
+        record = await action_record(session, out["id"])
+    assert record is not None and record["responsibility"]["accountable"] == want
     # The ledger keeps what was recorded at ingest: the policy's email.
     [entry] = [e for e in await ledger_events(running, out["id"]) if e.event == "decision"]
     assert entry.data["by"] == "owner@example.com" and entry.actor == "owner@example.com"
