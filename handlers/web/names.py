@@ -1,36 +1,29 @@
-"""Slack user ids as display names for the web pages and the record (users.info, cached for a day
-in `slack_users`); an id Slack does not know is shown as itself."""
+"""How the web pages show people and channels: a Slack user id as its display name (users.info,
+cached for a day in `slack_users`), an email as the person it resolves to, a channel by its role in
+the action ("leadership channel"). Whatever Slack cannot name is shown as itself."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import Any
 
+from bot.delivery.directory import is_email, is_user, name_of, people
 from bot.services import Services
 from storage.queries import names as cache
 
-log = logging.getLogger("countersign.web.names")
 CACHE_FOR = timedelta(days=1)
-
-
-def _is_user(spec: str) -> bool:
-    return spec[:1] in ("U", "W") and spec.isalnum()
 
 
 async def display_names(svc: Services, ids: Iterable[str | None]) -> dict[str, str]:
     """{user id: name} for every Slack user id among `ids` (others are left out)."""
-    wanted = {i for i in ids if i and _is_user(i)}
+    wanted = {i for i in ids if i and is_user(i)}
     now = svc.clock()
     async with svc.db.session() as session:
         known = await cache.cached(session, wanted, now - CACHE_FOR)
     for user_id in sorted(wanted - known.keys()):
-        name = await _users_info(svc, user_id)
+        name = await name_of(svc, user_id)
         if name:
             known[user_id] = name
-            async with svc.db.session() as session:
-                await cache.remember(session, user_id, name, now)
     return known
 
 
@@ -38,14 +31,19 @@ async def display_name(svc: Services, user_id: str) -> str | None:
     return (await display_names(svc, [user_id])).get(user_id)
 
 
-async def _users_info(svc: Services, user_id: str) -> str | None:
-    if svc.slack is None:
-        return None
-    try:
-        resp: Any = await svc.slack.users_info(user=user_id)
-    except Exception as exc:  # a name is a nicety: the page shows the id instead
-        log.info("users.info %s failed: %s", user_id, exc)
-        return None
-    user = resp.get("user") or {}
-    profile = user.get("profile") or {}
-    return profile.get("display_name") or user.get("real_name") or profile.get("real_name") or user.get("name")
+async def labels(svc: Services, specs: Iterable[str | None],
+                 channels: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{spec: how a page shows it} (the `person` filter, handlers.web.render): "Name (U…)" for a user
+    id or an email Slack resolves (never the email when the id is known), "role (C…)" for the
+    channels in `channels` ({channel id: its role}). Specs left out are shown as given."""
+    wanted = {s for s in specs if s}
+    emails = await people(svc, [s for s in wanted if is_email(s)])
+    ids = {s: p.user_id for s, p in emails.items() if p.user_id}
+    names = await display_names(svc, [s for s in wanted if is_user(s)] + list(ids.values()))
+    shown = {user_id: f"{name} ({user_id})" for user_id, name in names.items()}
+    for email, user_id in ids.items():
+        shown[email] = shown.get(user_id) or (f"{emails[email].name} ({user_id})" if emails[email].name else user_id)
+    for channel, role in (channels or {}).items():
+        if channel in wanted:
+            shown[channel] = f"{role} ({channel})"
+    return shown

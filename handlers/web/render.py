@@ -49,11 +49,11 @@ def until(at: datetime, now: datetime) -> str:
 
 @jinja2.pass_context
 def person(ctx: Mapping[str, Any], spec: str | None) -> str:
-    """A Slack id as its display name (with the id), anything else as itself."""
+    """A person or channel as the page's `names` label it (handlers.web.names.labels: "Name (U…)"),
+    anything it does not know as itself."""
     if not spec:
         return "nobody"
-    name = (ctx.get("names") or {}).get(spec)
-    return f"{name} ({spec})" if name else spec
+    return str((ctx.get("names") or {}).get(spec) or spec)
 
 
 ENV.filters.update(when=when, duration=duration, until=until, person=person)

@@ -22,7 +22,7 @@ from bot.services import Services
 from handlers.web import links
 from handlers.web.cache import Coalesced, PageCache, shared_outcome
 from handlers.web.charts import service_charts
-from handlers.web.names import display_name, display_names
+from handlers.web.names import display_name, labels
 from handlers.web.render import Parts, fill, parts, render, slot
 from handlers.web.views import ActionPage, load_action_page, may_answer
 from storage.queries import actions as repo
@@ -150,7 +150,7 @@ class Web:
         page = await load_action_page(self.svc, action_id)
         if page is None:
             return None
-        names = await display_names(self.svc, page.people())
+        names = await labels(self.svc, page.people(), page.channels())
         return Shared(page, names, parts(
             "action.html", page=page, names=names, service_link=slot("service_link"), notices=slot("notices"),
             next_steps=slot("next_steps"), respond=slot("respond")))
@@ -164,7 +164,7 @@ class Web:
                        can_respond=await may_answer(self.svc, shared.page.action, grant.viewer))
         names = shared.names
         if grant.is_person and grant.viewer not in names:
-            names = {**names, **await display_names(self.svc, [grant.viewer])}
+            names = {**names, **await labels(self.svc, [grant.viewer])}
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
         response = html(fill(shared.html, {
             "service_link": escape(self.url(grant, links.service_page(page.action.service))),
@@ -219,7 +219,7 @@ class Web:
         pending = [_Pending(a.id or 0, a.summary, g.name, a.level, a.created_at,
                             self.url(grant, links.action_page(a.id or 0))) for a, g in waiting]
         owner = snapshot_of(waiting[0][0]).owner if waiting else service.owner
-        names = await display_names(self.svc, [owner, service.secondary, grant.viewer])
+        names = await labels(self.svc, [owner, service.secondary, grant.viewer])
         return html(render("service.html", service=name, owner=owner, secondary=service.secondary, names=names,
                            days=SERVICE_DAYS, total=len(history), charts=service_charts(history, now, SERVICE_DAYS),
                            pending=pending))

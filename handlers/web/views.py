@@ -82,13 +82,21 @@ class ActionPage:
         return bool(self.ledger) and all(line.verified for line in self.ledger)
 
     def people(self) -> set[str]:
-        """Every Slack id the page mentions (to show them as names)."""
+        """Every Slack id or email the page mentions (to show them as names)."""
         snapshot = snapshot_of(self.action)
         ids = {self.action.owner, self.action.decided_by, snapshot.owner, snapshot.secondary,
                *snapshot.leadership_users, *snapshot.admins}
         ids |= {r.slack_user_id for r in self.responses} | {f.target for f in self.fired}
         ids |= {u.target for u in self.upcoming} | {line.actor for line in self.ledger}
         return {i for i in ids if i}
+
+    def channels(self) -> dict[str, str]:
+        """The channels the page may name ({channel id: its role}): a page goes to the leadership
+        channel, and a default at leadership without leadership users names it."""
+        snapshot = snapshot_of(self.action)
+        roles = {snapshot.channel: f"{self.action.service}'s channel", snapshot.target("leadership"):
+                 "leadership channel"}
+        return {channel: role for channel, role in roles.items() if channel}
 
 
 def verify_lines(entries: list[LedgerRow]) -> list[LedgerLine]:

@@ -44,7 +44,7 @@ tiers:
     timeout: 1s
 services:
   checkout-api: {owner: U0OWNER, secondary: dana@example.com, channel: C0CHECKOUT, tier: slow}
-  quick: {owner: U0OWNER, channel: C0QUICK, tier: quick}
+  quick: {owner: owner@example.com, channel: C0QUICK, tier: quick}
 rules:
   - {match: {kind: executed}, mode: acknowledge}
   - {mode: approve}
@@ -87,6 +87,10 @@ async def test_every_section_for_pending_decided_and_timed_out(running: Running,
     assert await browser.text("#model") == "anthropic claude 2026-01"
     assert "paged owner (Olive Owner (U0OWNER))" in await browser.text("#escalation")
     assert "page secondary" in await browser.text("#next") and "deadline" in await browser.text("#next")
+    # The secondary was given by email, leadership is a channel: both read as who or what they are.
+    assert "page secondary (Dana Secondary (U0DANA))" in await browser.text("#next")
+    assert "page leadership (leadership channel (C0LEADERS))" in await browser.text("#next")
+    assert "dana@example.com" not in await browser.text("#next")
     assert await browser.count("form.decide") == 2
     if _shots(running):
         await browser.screenshot("action-pending")
@@ -113,6 +117,11 @@ async def test_every_section_for_pending_decided_and_timed_out(running: Running,
     assert await browser.text("#status") == "expired"
     assert "timed out" in await browser.text("#escalation")
     assert "by default" in await browser.text("#decision")
+    # Its owner was given by email: the timeline and the decision name the person, never the email.
+    assert "paged owner (Olive Owner (U0OWNER))" in await browser.text("#escalation")
+    assert "accountable: Olive Owner (U0OWNER)" in await browser.text("#decision")
+    for css in ("#escalation", "#decision", "#ledger"):
+        assert "owner@example.com" not in await browser.text(css), css
     if _shots(running):
         await browser.screenshot("action-timed-out")
 
