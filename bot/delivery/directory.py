@@ -220,3 +220,9 @@ async def name_deciders(svc: Services, bodies: Iterable[dict[str, Any]]) -> None
         for body in bodies:
             body["decision"] = with_person(body.get("decision"), found)
 
+
+async def mention_ids(svc: Services, specs: Iterable[str | None]) -> dict[str, str]:
+    """{email: Slack user id} for the emails among `specs` that resolve (`people`), so a message
+    can mention them: Slack shows a mention as the person's name, an email as text."""
+    found = await people(svc, [s for s in specs if s and is_email(s)])
+    return {spec: person.user_id for spec, person in found.items() if person.user_id}

@@ -64,16 +64,18 @@ def pct(part: int, whole: int) -> str:
 FULL_RECORD = "Full record of any item, with its whole timeline: `/ai-actions show ID`"
 
 
-def action_line(action: Action, agent: str | None = None) -> str:
+def action_line(action: Action, agent: str | None = None, people: Mapping[str, str] | None = None) -> str:
+    """`people`: emails -> the user ids they resolved to (`people_in` lists what to resolve), so
+    Slack shows a name where the policy gave an email."""
     emoji = STATUS_EMOJI.get(action.status, ":grey_question:")
     who = f" · by {escape(agent)}" if agent else ""
     line = (f"{emoji} *#{action.id}* `{escape(action.status)}` · *{escape(action.service)}* "
             f"`{escape(action.action_type)}`{who} · {slack_date(action.created_at)}\n"
             f"{escape(clip(action.summary, 300))}")
     if action.accountability:
-        line += "\n" + decision_line(action)
+        line += "\n" + decision_line(action, people)
     elif action.status == "pending":
-        line += f"\n_waiting on {escape(action.level or 'owner')}: {mention(waiting_who(action))}_"
+        line += f"\n_waiting on {escape(action.level or 'owner')}: {mention(waiting_who(action), people)}_"
     return line
 
 
@@ -81,21 +83,30 @@ def waiting_who(action: Action) -> str | None:
     return snapshot_of(action).target(action.level or "owner") or action.owner
 
 
-def decision_line(action: Action) -> str:
+def people_in(actions: Iterable[Action]) -> list[str]:
+    """Who these actions' lines name (`action_line`: the accountable person, or whom a pending one
+    waits on), to resolve the emails among them before rendering."""
+    named = (a.decided_by if a.accountability else waiting_who(a) if a.status == "pending" else None
+             for a in actions)
+    return [s for s in named if s]
+
+
+def decision_line(action: Action, people: Mapping[str, str] | None = None) -> str:
     how = {"explicit": "", "default": " by default (nobody answered)", "policy": " by policy"}.get(
         action.accountability or "", "")
     at = slack_date(action.decided_at) if action.decided_at else "-"
     reason = f" — “{escape(clip(action.decision_reason, 200))}”" if action.decision_reason else ""
-    return (f"_{escape(action.outcome or action.status)}{how}: accountable {mention(action.decided_by)} "
+    return (f"_{escape(action.outcome or action.status)}{how}: accountable {mention(action.decided_by, people)} "
             f"({escape(action.decision_level or '-')}, via {escape(action.decision_via or '-')}) · {at}_"
             + reason)
 
 
-def action_items(rows: Iterable[tuple[Action, str | None]], *, with_buttons: bool = True) -> list[Block]:
+def action_items(rows: Iterable[tuple[Action, str | None]], *, with_buttons: bool = True,
+                 people: Mapping[str, str] | None = None) -> list[Block]:
     """One section per item, and a pending item's buttons under it."""
     out: list[Block] = []
     for action, agent in rows:
-        out.append(section(action_line(action, agent)))
+        out.append(section(action_line(action, agent, people)))
         block = decision_buttons(action, per_action=True) if with_buttons else None
         if block is not None:
             out.append(block)
@@ -103,9 +114,9 @@ def action_items(rows: Iterable[tuple[Action, str | None]], *, with_buttons: boo
 
 
 def action_list(title: str, rows: Sequence[tuple[Action, str | None]], *, empty: str,
-                footer: str = "") -> Message:
+                footer: str = "", people: Mapping[str, str] | None = None) -> Message:
     blocks: list[Block] = [header(title)]
-    blocks += action_items(rows) if rows else [section(empty)]
+    blocks += action_items(rows, people=people) if rows else [section(empty)]
     blocks.append(context(f"{footer} · {FULL_RECORD}" if footer else FULL_RECORD))
     return message(f"{title}: {len(rows)} item(s)" if rows else f"{title}: {empty}", blocks)
 
@@ -200,11 +211,11 @@ def modes_text(policy: Policy, service: str) -> str:
     return "\n".join(parts)
 
 
-def owner_text(policy: Policy, service: str) -> str:
+def owner_text(policy: Policy, service: str, people: Mapping[str, str] | None = None) -> str:
     svc = policy.services[service]
     snapshot = freeze(policy, service, evaluate(policy, service, "*", "production"))
     chain = " → ".join(f"{level} at {duration(after)}" for level, after in snapshot.steps)
-    return (f"*{escape(service)}*: owner {mention(svc.owner)}, secondary {mention(svc.secondary)}, "
+    return (f"*{escape(service)}*: owner {mention(svc.owner, people)}, secondary {mention(svc.secondary, people)}, "
             f"channel {mention(svc.channel)}, tier `{escape(svc.tier or '-')}`\n"
             f"*Escalation:* {chain}; remind every {duration(snapshot.remind_every)}, timeout "
             f"{duration(snapshot.timeout)}, then {escape(snapshot.on_timeout)}\n"
@@ -217,22 +228,23 @@ def unknown_service(policy: Policy, name: str) -> Message:
                                                   f"Known: {known}")])
 
 
-def who_owns_message(policy: Policy, service: str) -> Message:
-    return message(f"Who owns {service}", [section(owner_text(policy, service))])
+def who_owns_message(policy: Policy, service: str, people: Mapping[str, str] | None = None) -> Message:
+    return message(f"Who owns {service}", [section(owner_text(policy, service, people))])
 
 
-def service_message(policy: Policy, service: str, rows: Sequence[tuple[Action, str | None]]) -> Message:
-    blocks: list[Block] = [header(f"Service {service}"), section(owner_text(policy, service)), divider()]
-    blocks += action_items(rows) if rows else [section("No actions yet.")]
+def service_message(policy: Policy, service: str, rows: Sequence[tuple[Action, str | None]],
+                    people: Mapping[str, str] | None = None) -> Message:
+    blocks: list[Block] = [header(f"Service {service}"), section(owner_text(policy, service, people)), divider()]
+    blocks += action_items(rows, people=people) if rows else [section("No actions yet.")]
     blocks.append(context(FULL_RECORD))
     return message(f"Service {service}: {len(rows)} recent action(s)", blocks)
 
 
 def mine_message(waiting: Sequence[tuple[Action, str | None]],
-                 decided: Sequence[tuple[Action, str | None]]) -> Message:
+                 decided: Sequence[tuple[Action, str | None]], people: Mapping[str, str] | None = None) -> Message:
     blocks: list[Block] = [header(f"Waiting on you ({len(waiting)})")]
-    blocks += action_items(waiting) if waiting else [section("Nothing waits on you. :tada:")]
+    blocks += action_items(waiting, people=people) if waiting else [section("Nothing waits on you. :tada:")]
     blocks += [divider(), header("Decided by you")]
-    blocks += action_items(decided, with_buttons=False) if decided else [section("No decisions yet.")]
+    blocks += action_items(decided, with_buttons=False, people=people) if decided else [section("No decisions yet.")]
     blocks.append(context(FULL_RECORD))
     return message(f"{len(waiting)} action(s) wait on you", blocks)

@@ -9,7 +9,7 @@ import pytest
 from slack_sdk.errors import SlackApiError
 
 from bot.contract.serialize import Person
-from bot.delivery.directory import UserNotFound, people, resolve
+from bot.delivery.directory import UserNotFound, mention_ids, people, resolve
 from bot.demo.fakeslack import FakeSlack, Fault
 from tests.conftest import Running
 
@@ -61,6 +61,9 @@ async def test_a_reader_names_people_from_the_cache_and_asks_slack_once(running:
                      "U0NOBODY": Person("U0NOBODY", None)}  # Slack does not know U0NOBODY: no name
     assert await people(running.svc, ["dana@example.com", "U0OWNER", "U0NOBODY"]) == found
     assert len(fake_slack.calls_to("users.lookupByEmail")) == 1 and len(fake_slack.calls_to("users.info")) == 2
+    # For a Slack message: the emails that resolve, as the ids Slack renders as names.
+    assert await mention_ids(running.svc, ["dana@example.com", "ghost@example.com", "U0OWNER"]) == {
+        "dana@example.com": "U0DANA"}
 
 
 async def test_a_reader_waits_for_slack_only_so_long_and_the_lookup_still_fills_the_cache(

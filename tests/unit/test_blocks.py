@@ -11,6 +11,7 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
 from handlers.blocks import card as blocks
+from handlers.blocks import commands as answers
 from handlers.blocks import kit, notices
 from storage.models import Action
 
@@ -293,6 +294,21 @@ def test_mentions() -> None:
     assert (
         kit.slack_date(CREATED) == "<!date^1767268800^{date_short_pretty} at {time}|2026-01-01 12:00 UTC>"
     )
+
+
+def test_command_answers_mention_people_the_policy_gave_by_email() -> None:
+    """`/ai-actions pending` (recent, mine, service): Slack shows a mention as the person's name,
+    an email as text; the listener resolves `people_in` before rendering."""
+    waiting = make(level="secondary")  # FROZEN's secondary is dana@example.com
+    defaulted = make(id=43, status="expired", outcome="denied", accountability="default",
+                     decided_by="dana@example.com", decided_by_name="secondary", decision_level="secondary",
+                     decision_via="timeout", decided_at=CREATED)
+    rows: list[tuple[Action, str | None]] = [(waiting, "remediator"), (defaulted, "remediator")]
+    assert answers.people_in(a for a, _ in rows) == ["dana@example.com"] * 2
+    text = dump(valid(answers.action_list("Pending", rows, empty="none", people=PEOPLE)))
+    assert "waiting on secondary: <@U0DANA>" in text and "accountable <@U0DANA>" in text
+    assert "dana@example.com" not in text
+    assert "dana@example.com" in dump(answers.action_list("Pending", rows, empty="none"))  # unresolved: as given
 
 
 def test_a_level_that_could_not_be_paged_is_shown() -> None:
