@@ -155,14 +155,14 @@ async def get_action(request: web.Request) -> web.Response:
     action_id = _action_id(request)
     async with svc.db.read_session() as session:
         found = await repo.get_with_agent(session, action_id)
-        view = await paging.unreachable_view(session, [action_id]) if found is not None else {}
-        result = await autonomy_q.result_for(session, action_id) if found else None
-    if found is None or found[0].agent_id != request[AGENT].id:  # another agent's: as if it did not exist
-        raise ApiError(404, "not_found", f"there is no action {action_id}")
-    action, agent = found
-    body = {**action_json(action, agent.name, svc.settings.base_url, view.get(action_id)),
-            "result": result_json(result)}
-    await name_deciders(svc, [body])  # decision.by: a Slack user id, never the policy's email
+        if found is None or found[0].agent_id != request[AGENT].id:  # another agent's: as if it did not exist
+            raise ApiError(404, "not_found", f"there is no action {action_id}")
+        action, agent = found
+        view = await paging.unreachable_view(session, [action_id])
+        result = await autonomy_q.result_for(session, action_id)
+        body = {**action_json(action, agent.name, svc.settings.base_url, view.get(action_id)),
+                "result": result_json(result)}
+        await name_deciders(svc, [body], session)  # decision.by: a Slack user id, never the policy's email
     return json_response(body)
 
 
@@ -191,8 +191,8 @@ async def list_actions(request: web.Request) -> web.Response:
         rows = await repo.page(session, status=status, service=service, agent_id=request[AGENT].id,
                                before_id=int(cursor) if cursor else None, limit=limit + 1)
         view = await paging.unreachable_view(session, [a.id for a, _ in rows[:limit] if a.id is not None])
-    items = [action_json(a, g.name, svc.settings.base_url, view.get(a.id or 0)) for a, g in rows[:limit]]
-    await name_deciders(svc, items)  # one cache read for the page, none if no decision needs it
+        items = [action_json(a, g.name, svc.settings.base_url, view.get(a.id or 0)) for a, g in rows[:limit]]
+        await name_deciders(svc, items, session)  # one cache read for the page, none if no decision needs it
     next_cursor = str(items[-1]["id"]) if len(rows) > limit else None
     return json_response({"items": items, "actions": items, "next_cursor": next_cursor})
 
