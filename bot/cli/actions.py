@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Any
 
 import typer
 
+from bot.api.openapi import STATUSES
 from bot.cli.common import fail, with_db
 from storage.db import Database
+
+# An unknown --status is refused with the valid ones (it listed nothing and exited 0).
+Status = StrEnum("Status", {name: name for name in STATUSES})  # type: ignore[misc]
 
 actions_app = typer.Typer(no_args_is_help=True, help="Submitted actions.")
 
@@ -19,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 @actions_app.command("list")
 def actions_list(
-    status: str = typer.Option(None, help="Only this status."),
+    status: Status = typer.Option(None, help="Only this status.", show_default=False),
     service: str = typer.Option(None, help="Only this service."),
     limit: int = typer.Option(20, min=1, max=500),
     as_json: bool = typer.Option(False, "--json"),
@@ -30,7 +35,8 @@ def actions_list(
 
     async def run(db: Database) -> list[dict[str, Any]]:
         async with db.session() as session:
-            rows = await repo.page(session, status=status, service=service, limit=limit)
+            rows = await repo.page(session, status=status.value if status else None, service=service,
+                                   limit=limit)
         return [action_json(a, g.name) for a, g in rows]
 
     items = with_db(run)

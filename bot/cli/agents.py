@@ -22,6 +22,9 @@ def agents_add(name: str, as_json: bool = typer.Option(False, "--json", help="Pr
     """Create an agent; prints its bearer token and callback secret ONCE."""
     from storage.queries import agents
 
+    if not name.strip():  # an agent nobody can name cannot be listed, revoked or told apart on a card
+        raise fail("an agent needs a name: `countersign agents add NAME`, e.g. `countersign agents add remediator`")
+
     async def run(db: Database) -> tuple[Any, str]:
         async with db.session() as session:
             try:
