@@ -126,7 +126,8 @@ def anchor(
 @audit_app.command("export")
 def export(
     fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv (opens in a spreadsheet)."),
-    since: str = typer.Option(None, help="Only entries at or after this date (YYYY-MM-DD) or ISO date-time."),
+    since: str = typer.Option(None, help="Only entries at or after this date (YYYY-MM-DD), ISO date-time, "
+                                         "or this long ago (7d, 24h)."),
     service: str = typer.Option(None, help="Only entries about this service's actions."),
     output: Path = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
 ) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.delivery.messages import Kind, send
-from bot.policy.rules import policy_hash
+from bot.policy.rules import parse_duration, policy_hash
 from bot.services import Services
 from storage.db import Database
 from storage.enqueue import Queued, write_queued
@@ -94,13 +94,23 @@ async def record_policy_loaded(svc: Services) -> None:
 # --- export -------------------------------------------------------------------------------------
 
 
-def parse_since(text: str) -> datetime:
-    """A date (YYYY-MM-DD, from its midnight UTC) or an ISO 8601 date-time (naive = UTC)."""
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """A date (YYYY-MM-DD, from its midnight UTC), an ISO 8601 date-time (naive = UTC), or a
+    duration back from `now` (`7d`, `24h`, `1d12h`: what an auditor asks for most)."""
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"--since: not a date or ISO 8601 date-time: {text!r}") from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+        pass
+    else:
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    try:
+        back = timedelta(seconds=parse_duration(text))
+        return (now or datetime.now(UTC)) - back
+    except ValueError:
+        raise ValueError(f"--since: not a date, an ISO 8601 date-time or a duration like 7d or 24h: "
+                         f"{text!r}") from None
+    except OverflowError:  # `99999999d`: before year 1
+        raise ValueError(f"--since: {text!r} reaches back before any date") from None
 
 
 def export_record(row: Any) -> dict[str, Any]:

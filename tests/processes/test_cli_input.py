@@ -1,16 +1,34 @@
 """The installed `countersign` command given what people mistype: an empty agent name, a status
-that does not exist. Each is refused in one plain line with a non-zero exit, never accepted
-silently and never a traceback."""
+that does not exist, `--since 7d`. Each is refused (or understood) in one plain line with a
+non-zero exit, never accepted silently and never a traceback."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.api.openapi import STATUSES
+from bot.clock import FakeClock
+from bot.policy.rules import Policy, parse_policy
+from bot.reports.audit import parse_since
+from tests.conftest import Running, proposal
+from tests.policies import CALM
 from tests.processes.test_cli import countersign
+
+NOW = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return parse_policy(CALM, "calm-policy.yml")  # minute-scale: moving the clock expires nothing
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime.now(UTC).replace(microsecond=0) - timedelta(days=10))
 
 
 @pytest.mark.parametrize("name", ["", "   ", "\t"])
@@ -32,3 +50,31 @@ async def test_actions_list_refuses_an_unknown_status(database_url: str, tmp_pat
         assert f"'{status}'" in bogus.stderr, status
     known = await countersign("actions", "list", "--status", "denied", database_url=database_url, cwd=tmp_path)
     assert known.returncode == 0 and "no actions" in known.stdout, known.stderr
+
+
+async def test_audit_export_since_a_duration(running: Running, clock: FakeClock, tmp_path: Path) -> None:
+    """`--since 7d`: the entries of the last seven days (it was refused as not a date)."""
+    _, old = await running.submit(proposal(summary="Ten days ago"))
+    clock.advance(timedelta(days=9).total_seconds())
+    _, recent = await running.submit(proposal(summary="Yesterday"))
+    database_url = running.svc.settings.database_url
+    for since in ("7d", "1d12h", (datetime.now(UTC) - timedelta(days=7)).isoformat()):
+        done = await countersign("audit", "export", "--since", since, database_url=database_url, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        submitted = [e["action_id"] for e in map(json.loads, done.stdout.splitlines())
+                     if e["event"] == "action.submitted"]
+        assert submitted == [recent["id"]], (since, submitted, old["id"])
+    for bad in ("bogus", "7", "99999999999d"):
+        done = await countersign("audit", "export", "--since", bad, database_url=database_url, cwd=tmp_path)
+        assert done.returncode == 2 and "--since" in done.stderr and "Traceback" not in done.stderr, bad
+
+
+def test_since_reads_dates_times_and_durations() -> None:
+    assert parse_since("7d", NOW) == NOW - timedelta(days=7)
+    assert parse_since("24h", NOW) == NOW - timedelta(hours=24)
+    assert parse_since("1d12h", NOW) == NOW - timedelta(hours=36)
+    assert parse_since("2026-03-01", NOW) == datetime(2026, 3, 1, tzinfo=UTC)
+    assert parse_since("2026-03-01T10:00:00+02:00", NOW) == datetime(2026, 3, 1, 8, tzinfo=UTC)
+    for bad, says in (("last week", "a duration like 7d"), ("99999999999d", "before any date")):
+        with pytest.raises(ValueError, match=says):
+            parse_since(bad, NOW)
