@@ -4,6 +4,7 @@ of bot/cli/ with a `register(app)`."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 from typing import Any
 
@@ -53,13 +54,32 @@ def serve(
         if not settings.database_url.startswith("postgresql"):
             raise fail("--workers needs PostgreSQL: SQLite has one writer, and more processes fight over it")
         raise typer.Exit(_supervise(workers, settings.host, settings.port, migrate))
-    typer.echo(f"countersign listening on http://{settings.host}:{settings.port}", err=True)
     collect_less(application)
     try:
-        web.run_app(application, host=settings.host, port=settings.port, print=None, loop=event_loop(),
-                    shutdown_timeout=30, handle_signals=True, reuse_port=reuse_port or None)
+        web.run_app(application, host=settings.host, port=settings.port, loop=event_loop(),
+                    shutdown_timeout=30, handle_signals=True, reuse_port=reuse_port or None,
+                    # called once the socket is bound: before, the line could precede a failed bind
+                    print=lambda _: typer.echo(f"countersign listening on http://{settings.host}:{settings.port}",
+                                               err=True))
     except SchemaNotCurrent as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:
+        problem = cannot_listen(exc, settings.host, settings.port)
+        if problem is None:
+            raise
+        raise fail(problem) from None
+
+
+def cannot_listen(exc: OSError, host: str, port: int) -> str | None:
+    """One line for a socket that could not be bound (the usual first-run mistakes), or None for
+    any other OSError (not ours to explain: its traceback is the useful part)."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is in use: set COUNTERSIGN_PORT or stop the other process"
+    if exc.errno == errno.EACCES:
+        return f"port {port} needs privileges to listen on: set COUNTERSIGN_PORT to 1024 or above"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine: set COUNTERSIGN_HOST (0.0.0.0 listens on all)"
+    return None
 
 
 # Allocations between young-generation collections (CPython's default is 700). A submission

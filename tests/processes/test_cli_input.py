@@ -1,10 +1,13 @@
 """The installed `countersign` command given what people mistype: an empty agent name, a status
-that does not exist, `--since 7d`. Each is refused (or understood) in one plain line with a
-non-zero exit, never accepted silently and never a traceback."""
+that does not exist, `--since 7d`, a port already taken. Each is refused (or understood) in one
+plain line with a non-zero exit, never accepted silently and never a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,11 +15,13 @@ import pytest
 
 from bot.api.openapi import STATUSES
 from bot.clock import FakeClock
+from bot.demo.fakeslack import FakeSlack
 from bot.policy.rules import Policy, parse_policy
 from bot.reports.audit import parse_since
 from tests.conftest import Running, proposal
 from tests.policies import CALM
-from tests.processes.test_cli import countersign
+from tests.processes.test_cli import COMMAND, countersign
+from tests.processes.test_shutdown import serve_env
 
 NOW = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
 
@@ -78,3 +83,17 @@ def test_since_reads_dates_times_and_durations() -> None:
     for bad, says in (("last week", "a duration like 7d"), ("99999999999d", "before any date")):
         with pytest.raises(ValueError, match=says):
             parse_since(bad, NOW)
+
+
+async def test_serve_on_a_port_in_use_says_so_in_one_line(fake_slack: FakeSlack, tmp_path: Path) -> None:
+    environment = serve_env(f"sqlite+aiosqlite:///{tmp_path}/c.db", fake_slack.url, tmp_path)
+    with socket.socket() as taken:  # another process's listener (no SO_REUSEADDR, no SO_REUSEPORT)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environment["COUNTERSIGN_PORT"] = str(port)
+        served = await asyncio.to_thread(subprocess.run, [*COMMAND, "serve"], capture_output=True, text=True,
+                                         env=environment, cwd=tmp_path, timeout=60)
+    assert served.returncode == 2, served.stderr[-2000:]
+    assert f"error: port {port} is in use: set COUNTERSIGN_PORT or stop the other process" in served.stderr
+    assert "Traceback" not in served.stderr and "listening on" not in served.stderr, served.stderr[-2000:]
