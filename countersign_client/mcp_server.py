@@ -1,7 +1,8 @@
 """The MCP server behind `countersign mcp`: lets an LLM agent ask a named human for a decision as a
-tool call (`request_approval`), keep waiting for one (`get_decision`), and report what it did
-(`report_action`). Each tool calls the Countersign HTTP API with countersign_client, as the agent
-whose token is in COUNTERSIGN_TOKEN, so the server's policy, paging and ledger apply unchanged.
+tool call (`request_approval`), keep waiting for one (`get_decision`), report what it did
+(`report_action`) and how it went (`report_result`). Each tool calls the Countersign HTTP API with
+countersign_client, as the agent whose token is in COUNTERSIGN_TOKEN, so the server's policy,
+paging and ledger apply unchanged.
 """
 
 import time
@@ -9,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from countersign_client import ApiError, CountersignClient, CountersignError, Refused
 
@@ -34,6 +35,23 @@ action_id later; never act on a pending, denied, expired or refused request. Aft
 class EvidenceLink(BaseModel):
     label: str = Field(description="What the link shows, e.g. 'error rate dashboard'")
     url: str = Field(description="http(s) link to the evidence")
+
+
+class ModelInfo(BaseModel):
+    """The model that decided, so a postmortem can say which model version made the call."""
+
+    model_config = ConfigDict(extra="forbid")  # as the API: a misspelt key is refused, not dropped
+    provider: str | None = Field(default=None, description="e.g. anthropic, openai")
+    name: str | None = Field(default=None, description="e.g. claude-sonnet-4")
+    version: str | None = Field(default=None, description="the exact version or snapshot")
+
+
+def _optional(callback_url: str | None, external_id: str | None, model: ModelInfo | None,
+              metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The API's optional fields as the client takes them. The server validates them (the same
+    rules as an agent's own POST /v1/actions; a 400 names the field and becomes a tool error)."""
+    return {"callback_url": callback_url, "external_id": external_id, "metadata": metadata,
+            "model": model.model_dump(exclude_none=True) if model is not None else None}
 
 
 class Decision(BaseModel):
@@ -102,7 +120,9 @@ def build_server(connect: Callable[[], CountersignClient]) -> Any:
     async def request_approval(
         service: str, action_type: str, summary: str, rationale: str, environment: str = "production",
         confidence: float | None = None, evidence: list[EvidenceLink] | None = None,
-        wait_seconds: float = 300, request_key: str | None = None, ctx: Context | None = None,
+        wait_seconds: float = 300, request_key: str | None = None, callback_url: str | None = None,
+        external_id: str | None = None, model: ModelInfo | None = None, metadata: dict[str, Any] | None = None,
+        ctx: Context | None = None,
     ) -> Decision:
         """Ask the accountable human to approve an action BEFORE you carry it out, and wait for the answer.
 
@@ -110,14 +130,17 @@ def build_server(connect: Callable[[], CountersignClient]) -> Any:
         scale_down; summary: what you will do, in one line; rationale: why (required: an action whose
         reason is unknown cannot be owned); confidence: 0..1; evidence: links that support it.
         Waits up to wait_seconds (max 3600). Reuse the same request_key when retrying this same
-        request, so the owner is not paged twice. Proceed only if may_proceed is true."""
+        request, so the owner is not paged twice. Proceed only if may_proceed is true.
+        Optional: callback_url (the decision is POSTed there, signed), external_id (your own id for
+        it), model ({provider, name, version}: you, the model deciding), metadata (any JSON object)."""
         key = request_key or str(uuid.uuid4())
         try:
             async with connect() as cs:
                 action = await cs.propose(service=service, action_type=action_type, summary=summary,
                                           rationale=rationale, environment=environment, confidence=confidence,
                                           evidence=[e.model_dump() for e in evidence or []],
-                                          idempotency_key=key)
+                                          idempotency_key=key,
+                                          **_optional(callback_url, external_id, model, metadata))
                 return decision_of(await wait(cs, action, wait_seconds, ctx))
         except Refused as exc:
             return Decision(action_id=None, status="refused", may_proceed=False,
@@ -139,17 +162,21 @@ def build_server(connect: Callable[[], CountersignClient]) -> Any:
         service: str, action_type: str, summary: str, rationale: str, environment: str = "production",
         confidence: float | None = None, evidence: list[EvidenceLink] | None = None,
         executed_at: str | None = None, metadata: dict[str, Any] | None = None,
-        request_key: str | None = None,
+        request_key: str | None = None, callback_url: str | None = None, external_id: str | None = None,
+        model: ModelInfo | None = None,
     ) -> Report:
         """Report an action you ALREADY carried out, so its owner acknowledges (takes responsibility)
-        or overrides it. executed_at: ISO 8601 time it ran (default now). Reuse request_key when retrying."""
+        or overrides it. executed_at: ISO 8601 time it ran (default now). Reuse request_key when retrying.
+        Optional: callback_url (the acknowledgement or override is POSTed there, signed), external_id
+        (your own id for it), model ({provider, name, version}: you, the model that decided)."""
         try:
             async with connect() as cs:
                 action = await cs.report(service=service, action_type=action_type, summary=summary,
                                          rationale=rationale, environment=environment, confidence=confidence,
                                          evidence=[e.model_dump() for e in evidence or []],
-                                         executed_at=executed_at, metadata=metadata,
-                                         idempotency_key=request_key or str(uuid.uuid4()))
+                                         executed_at=executed_at,
+                                         idempotency_key=request_key or str(uuid.uuid4()),
+                                         **_optional(callback_url, external_id, model, metadata))
         except CountersignError as exc:
             raise ToolError(_problem(exc)) from exc
         if action["status"] == "recorded":

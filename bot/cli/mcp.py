@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         token: str = typer.Option("", envvar="COUNTERSIGN_TOKEN", show_default=False,
                                   help="The agent's bearer token (`countersign agents add NAME`)."),
     ) -> None:
-        """Serve request_approval, get_decision and report_action as MCP tools over stdio."""
+        """Serve request_approval, get_decision, report_action and report_result as MCP tools over stdio."""
         if not token:
             typer.secho("error: set COUNTERSIGN_TOKEN to the agent's token (`countersign agents add NAME`)",
                         fg=typer.colors.RED, err=True)

@@ -104,6 +104,43 @@ async def test_stdio_subprocess_reports_refuses_and_errors(running: Running) -> 
     assert stored["agent"] == "remediator"
 
 
+MODEL = {"provider": "anthropic", "name": "claude-sonnet-4", "version": "20250514"}
+OPTIONAL = ("callback_url", "external_id", "model", "metadata")
+
+
+async def test_stdio_tools_carry_every_optional_field_of_the_api(running: Running) -> None:
+    """model, external_id, callback_url and metadata, as POST /v1/actions takes them, through both
+    submitting tools of a real `countersign mcp` (they were not tool parameters: an LLM agent could
+    not say which model version made the call), checked by the same rules as the API."""
+    async with over_stdio(running) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(tools) == {"request_approval", "get_decision", "report_action", "report_result"}
+        for name in ("request_approval", "report_action"):
+            assert set(OPTIONAL) <= set(tools[name].input_schema["properties"]), name
+        asked = await call(client, "request_approval", {
+            **PROPOSAL, "wait_seconds": 0, "model": MODEL, "external_id": "incident-4711/step-2",
+            "callback_url": "https://agent.example.com/decided", "metadata": {"run": 7}})
+        reported = await call(client, "report_action", {
+            "service": "batch", "action_type": "scale_up", "summary": "Scaled batch workers 4 -> 8",
+            "rationale": "queue depth 5k", "model": {"name": "gpt-4.1"}, "external_id": "run-88",
+            "callback_url": "https://agent.example.com/acked"})
+        refusals = {field: await client.call_tool("request_approval", {**PROPOSAL, "wait_seconds": 0, **bad})
+                    for field, bad in (("callback_url", {"callback_url": "not a url"}),
+                                       ("external_id", {"external_id": "x" * 201}),
+                                       ("model", {"model": {**MODEL, "temperature": "0.2"}}))}
+    _, stored = await running.get(f"/v1/actions/{asked['action_id']}")
+    assert stored["model"] == MODEL and stored["external_id"] == "incident-4711/step-2"
+    assert stored["callback_url"] == "https://agent.example.com/decided" and stored["metadata"] == {"run": 7}
+    _, stored = await running.get(f"/v1/actions/{reported['action_id']}")
+    assert stored["kind"] == "executed"  # the API keeps a model's missing keys as null, as for its own POST
+    assert stored["model"] == {"provider": None, "name": "gpt-4.1", "version": None}
+    assert stored["external_id"] == "run-88" and stored["callback_url"] == "https://agent.example.com/acked"
+    for field, refused in refusals.items():
+        assert refused.is_error and field in str(refused.content), (field, refused.content)
+    _, page = await running.get("/v1/actions")
+    assert len(page["items"]) == 2, "a refused call submitted nothing"
+
+
 def test_cli_refuses_to_start_without_a_token() -> None:
     from typer.testing import CliRunner
 
