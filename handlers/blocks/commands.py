@@ -38,8 +38,8 @@ HELP = """*`/ai-actions`*: what the AI did, what waits on you, how it is doing.
 callbacks, and who is accountable and how
 • `service NAME`: a service's recent actions, owner and autonomy modes
 • `who-owns SERVICE`: its owner, secondary, channel and escalation chain
-• `stats [7d|30d]`: counts by mode and outcome, approve/override rates, time to response, \
-default accountability
+• `stats [WINDOW]` (e.g. `24h`, `7d`, `30d`; 7 days if left out): counts by mode and outcome, \
+approve/override rates, time to response, default accountability
 • `approve ID [reason]`, `override ID REASON`, `ack ID`: decide, with the buttons' rules (who may, \
 first response wins)
 • `trust [AGENT|SERVICE]`: track record over 30 days, and suggested promotions/demotions
@@ -152,7 +152,7 @@ def counts(counter: Mapping[str, int]) -> str:
     return ", ".join(f"{escape(k)} {v}" for k, v in ranked) or "none"
 
 
-def stats_blocks(stats: Stats, *, top: int = 10) -> list[Block]:
+def stats_blocks(stats: Stats, *, top: int = 10, people: Mapping[str, str] | None = None) -> list[Block]:
     """Counts by mode and outcome, rates per agent and service, time to response, defaults."""
     blocks: list[Block] = [
         section(f"*{stats.total} actions* submitted {slack_date(stats.since)} – {slack_date(stats.until)}\n"
@@ -169,7 +169,7 @@ def stats_blocks(stats: Stats, *, top: int = 10) -> list[Block]:
         blocks.append(section(f"*{title}*\n" + ("\n".join(lines) or "none")))
     if stats.recent_defaults:
         lines = [f"• *#{a.id}* {escape(a.service)}: {escape(clip(a.summary, 120))} — "
-                 f"{mention(a.decided_by)} ({escape(a.decision_level or '-')})"
+                 f"{mention(a.decided_by, people)} ({escape(a.decision_level or '-')})"
                  for a in stats.recent_defaults]
         more = stats.defaulted - len(stats.recent_defaults)
         blocks.append(section("*Default accountability, latest*\n" + "\n".join(lines)
@@ -177,9 +177,9 @@ def stats_blocks(stats: Stats, *, top: int = 10) -> list[Block]:
     return blocks
 
 
-def stats_message(stats: Stats, label: str) -> Message:
+def stats_message(stats: Stats, label: str, people: Mapping[str, str] | None = None) -> Message:
     return message(f"AI actions, {label}: {stats.total} actions",
-                   [header(f"AI actions, {label}"), *stats_blocks(stats)])
+                   [header(f"AI actions, {label}"), *stats_blocks(stats, people=people)])
 
 
 # --- services: who owns them, and how much the AI may do alone --------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.actions.record import action_record
+from bot.delivery.directory import mention_ids
 from bot.policy.rules import parse_duration
 from bot.reports import stats
 from bot.services import Services
@@ -38,7 +39,8 @@ def register(app: AsyncApp, svc: Services) -> None:
         await ack()  # within Slack's 3 s, whatever the query costs
         user_id = command.get("user_id", "")
         try:
-            share, answer = await answer_for(svc, user_id, command.get("text") or "")
+            share, answer = await answer_for(svc, user_id, command.get("text") or "",
+                                             user_name=command.get("user_name"))
         except Exception:
             log.exception("/ai-actions %r failed", command.get("text"))
             share, answer = False, ui.help_message(":warning: Something went wrong answering that; "
@@ -50,8 +52,10 @@ def register(app: AsyncApp, svc: Services) -> None:
     app.command(COMMAND)(on_command)
 
 
-async def answer_for(svc: Services, user_id: str, text: str) -> tuple[bool, Message]:
-    """(share with the channel?, the answer) for the command's text."""
+async def answer_for(svc: Services, user_id: str, text: str,
+                     user_name: str | None = None) -> tuple[bool, Message]:
+    """(share with the channel?, the answer) for the command's text; `user_name` is the payload's, the
+    name a decision records when Slack's users.info cannot name the user (as a click records it)."""
     problem = too_long(text)
     if problem is not None:  # answered, never shared: the channel need not see a mistake
         return False, refusal(problem)
@@ -60,6 +64,9 @@ async def answer_for(svc: Services, user_id: str, text: str) -> tuple[bool, Mess
     if share:
         words = words[1:]
     sub, args = (words[0].lower(), words[1:]) if words else ("help", [])
+    decide = slash_decisions.RESPONSES.get(sub)
+    if decide is not None:
+        return share, await slash_decisions.decide(svc, user_id, decide, args, user_name=user_name)
     handler = SUBCOMMANDS.get(sub)
     if handler is None:
         return False, ui.unknown_command(sub)
@@ -77,8 +84,9 @@ async def _recent(svc: Services, user_id: str, args: list[str]) -> Message:
     limit = _count(args[0], 10) if args else 10
     async with svc.db.session() as session:
         rows = await repo.page(session, limit=limit)
+    people = await mention_ids(svc, ui.people_in(a for a, _ in rows))
     return ui.action_list(f"Last {len(rows)} AI actions", [(a, g.name) for a, g in rows],
-                          empty="No actions yet.")
+                          empty="No actions yet.", people=people)
 
 
 async def _pending(svc: Services, user_id: str, args: list[str]) -> Message:
@@ -87,8 +95,9 @@ async def _pending(svc: Services, user_id: str, args: list[str]) -> Message:
         total = len(rows) if len(rows) < MAX_ITEMS else await repo.count_pending(session, COUNT_CAP)
     shown = f"{COUNT_CAP}+" if total > COUNT_CAP else str(total)
     footer = f"Showing the newest {len(rows)} of {shown} pending." if total > len(rows) else ""
+    people = await mention_ids(svc, ui.people_in(a for a, _ in rows))
     return ui.action_list(f"Pending: {shown} waiting for a human", [(a, g.name) for a, g in rows],
-                          empty="Nothing is waiting for a human. :tada:", footer=footer)
+                          empty="Nothing is waiting for a human. :tada:", footer=footer, people=people)
 
 
 async def _mine(svc: Services, user_id: str, args: list[str]) -> Message:
@@ -97,8 +106,9 @@ async def _mine(svc: Services, user_id: str, args: list[str]) -> Message:
         waiting = await stats.waiting_on(session, svc.policy, who, limit=MAX_ITEMS // 2)
         decided = await people.decided_by(session, user_id, limit=10)
         names = await agents.names(session)
+    mentions = await mention_ids(svc, ui.people_in([*waiting, *decided]))
     return ui.mine_message([(a, names.get(a.agent_id)) for a in waiting],
-                           [(a, names.get(a.agent_id)) for a in decided])
+                           [(a, names.get(a.agent_id)) for a in decided], people=mentions)
 
 
 async def _show(svc: Services, user_id: str, args: list[str]) -> Message:
@@ -123,7 +133,8 @@ async def _service(svc: Services, user_id: str, args: list[str]) -> Message:
         return ui.unknown_service(svc.policy, args[0])
     async with svc.db.session() as session:
         rows = await repo.page(session, service=args[0], limit=10)
-    return ui.service_message(svc.policy, args[0], [(a, g.name) for a, g in rows])
+    people = await mention_ids(svc, [*_owners(svc, args[0]), *ui.people_in(a for a, _ in rows)])
+    return ui.service_message(svc.policy, args[0], [(a, g.name) for a, g in rows], people=people)
 
 
 async def _who_owns(svc: Services, user_id: str, args: list[str]) -> Message:
@@ -131,7 +142,14 @@ async def _who_owns(svc: Services, user_id: str, args: list[str]) -> Message:
         return ui.help_message("Which service? Use `/ai-actions who-owns SERVICE`.")
     if args[0] not in svc.policy.services:
         return ui.unknown_service(svc.policy, args[0])
-    return ui.who_owns_message(svc.policy, args[0])
+    people = await mention_ids(svc, _owners(svc, args[0]))
+    return ui.who_owns_message(svc.policy, args[0], people=people)
+
+
+def _owners(svc: Services, service: str) -> list[str | None]:
+    """The people `owner_text` names: an email among them is shown as a mention once resolved."""
+    config = svc.policy.services[service]
+    return [config.owner, config.secondary]
 
 
 def stats_window(args: list[str]) -> tuple[timedelta, str]:
@@ -166,7 +184,8 @@ async def _stats(svc: Services, user_id: str, args: list[str]) -> Message:
     until = svc.clock()
     async with svc.db.session() as session:
         figures = await stats.window_stats(session, until - window, until)
-    return ui.stats_message(figures, label)
+    people = await mention_ids(svc, [a.decided_by for a in figures.recent_defaults])
+    return ui.stats_message(figures, label, people)
 
 
 async def _help(svc: Services, user_id: str, args: list[str]) -> Message:
@@ -176,6 +195,5 @@ async def _help(svc: Services, user_id: str, args: list[str]) -> Message:
 SUBCOMMANDS = {
     "recent": _recent, "pending": _pending, "mine": _mine, "show": _show, "service": _service,
     "who-owns": _who_owns, "whoowns": _who_owns, "owner": _who_owns, "stats": _stats, "help": _help,
-    **slash_decisions.SUBCOMMANDS,
     **slash_autonomy.SUBCOMMANDS,  # trust, pause, resume, pauses
 }

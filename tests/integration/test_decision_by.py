@@ -195,3 +195,19 @@ async def test_reading_answers_without_a_cache_read_unless_a_decision_needs_one(
     await _get(running, "/v1/actions")
     assert len(slack_users_reads) == 1  # one read for the page's people, not one per action
     assert len(fake_slack.calls_to("users.info")) == 2  # Slack said it does not know them: remembered
+
+
+async def test_ai_actions_answers_mention_a_person_the_policy_gave_by_email(
+        running: Running, fake_slack: FakeSlack) -> None:
+    """`/ai-actions` shows a mention (Slack renders it as the person's name), not the policy's email."""
+    from tests.integration.test_commands import dump, slash
+
+    status, out = await running.submit(proposal(service="search"))  # autonomous: accountable owner@
+    assert status == 201
+    for text in ("recent", "service search"):
+        answer = dump(await slash(running, fake_slack, text))
+        assert "<@U0OWNER>" in answer and "owner@example.com" not in answer, (text, answer)
+    owners = dump(await slash(running, fake_slack, "who-owns checkout-api"))
+    assert "secondary <@U0DANA>" in owners and "dana@example.com" not in owners
+    ghost = dump(await slash(running, fake_slack, "who-owns ghost"))  # Slack does not know it: as given
+    assert "owner ghost@example.com" in ghost
