@@ -21,8 +21,10 @@ USAGE = {
 DONE = {"approved": "Approved", "denied": "Denied", "acknowledged": "Acknowledged", "overridden": "Overridden"}
 
 
-async def decide(svc: Services, user_id: str, response: str, args: list[str]) -> Message:
-    """Parse `ID [reason…]` and respond as a click would; the answer says what happened."""
+async def decide(svc: Services, user_id: str, response: str, args: list[str], *,
+                 user_name: str | None = None) -> Message:
+    """Parse `ID [reason…]` and respond as a click would; the answer says what happened. The name
+    recorded is Slack's display name, else the command's `user_name` (a click records the payload's)."""
     ref = typed_id(args)
     if ref is None:
         return ui.help_message(f"Which action? Use {USAGE[response]}, e.g. with the id from the card.")
@@ -30,7 +32,7 @@ async def decide(svc: Services, user_id: str, response: str, args: list[str]) ->
     if action_id is None:  # more digits than any id has: no action to decide, nothing to record
         return ui.no_action(raw)
     reason = " ".join(args[1:]).strip() or None
-    result = await respond(svc, action_id, user_id=user_id, user_name=await display_name(svc, user_id),
+    result = await respond(svc, action_id, user_id=user_id, user_name=await display_name(svc, user_id) or user_name,
                            response=response, via="slash", reason=reason)
     if not result.accepted:
         if result.refusal == "not_found":
@@ -48,17 +50,5 @@ async def decide(svc: Services, user_id: str, response: str, args: list[str]) ->
     return message(f"{word} action {action_id}", [section(text)])
 
 
-async def approve(svc: Services, user_id: str, args: list[str]) -> Message:
-    return await decide(svc, user_id, "approve", args)
-
-
-async def override(svc: Services, user_id: str, args: list[str]) -> Message:
-    return await decide(svc, user_id, "override", args)
-
-
-async def acknowledge(svc: Services, user_id: str, args: list[str]) -> Message:
-    return await decide(svc, user_id, "acknowledge", args)
-
-
-# Added to handlers.listeners.commands.SUBCOMMANDS.
-SUBCOMMANDS = {"approve": approve, "override": override, "ack": acknowledge, "acknowledge": acknowledge}
+# answer_for dispatches these words to decide(): the response each records.
+RESPONSES = {"approve": "approve", "override": "override", "ack": "acknowledge", "acknowledge": "acknowledge"}

@@ -67,3 +67,14 @@ async def test_ack_on_executed_and_help_lists_decisions(running: Running, fake_s
 async def _status(running: Running, action_id: int, status: str) -> dict[str, object] | None:
     body = await action_state(running, action_id)
     return body if body["status"] == status else None
+
+
+async def test_a_decider_slack_cannot_name_is_recorded_with_the_commands_user_name(
+        running: Running, fake_slack: FakeSlack) -> None:
+    """users.info does not know the user (a guest, a deleted profile, a stand-in Web API): the name
+    recorded is the one the command carried, as a click records the payload's."""
+    fake_slack.users.pop("U0OWNER")
+    action_id = await _pending(running, fake_slack)
+    await slash(running, fake_slack, f"override {action_id} not during the freeze")
+    body = await decided(running, action_id)
+    assert body["decision"]["by"] == {"slack_user_id": "U0OWNER", "name": "u0owner"}
