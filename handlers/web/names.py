@@ -4,10 +4,11 @@ the action ("leadership channel"). Whatever Slack cannot name is shown as itself
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 
-from bot.delivery.directory import is_email, is_user, name_of, people
+from bot.delivery.directory import LOOKUP_WAIT_SECONDS, is_email, is_user, name_of, people
 from bot.services import Services
 from storage.queries import names as cache
 
@@ -20,11 +21,21 @@ async def display_names(svc: Services, ids: Iterable[str | None]) -> dict[str, s
     now = svc.clock()
     async with svc.db.session() as session:
         known = await cache.cached(session, wanted, now - CACHE_FOR)
-    for user_id in sorted(wanted - known.keys()):
-        name = await name_of(svc, user_id)
-        if name:
-            known[user_id] = name
+    unseen = sorted(wanted - known.keys())
+    asks = [asyncio.ensure_future(name_of(svc, user_id)) for user_id in unseen]
+    if asks:  # together, and at most LOOKUP_WAIT_SECONDS: a slow Slack leaves ids unnamed, not a page hanging
+        await asyncio.wait(asks, timeout=LOOKUP_WAIT_SECONDS)
+    for user_id, ask in zip(unseen, asks, strict=True):
+        if not ask.done():
+            ask.add_done_callback(_quiet)  # it finishes (and caches) after we stopped waiting
+        elif ask.exception() is None and ask.result():
+            known[user_id] = str(ask.result())
     return known
+
+
+def _quiet(ask: asyncio.Future[str | None]) -> None:
+    if not ask.cancelled():
+        ask.exception()  # retrieved, so asyncio does not log it as never retrieved; name_of logged it
 
 
 async def display_name(svc: Services, user_id: str) -> str | None:

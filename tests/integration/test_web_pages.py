@@ -5,12 +5,13 @@ text that stays text. (The same in a real browser: tests/browser/.)"""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sqlalchemy import text
 
-from bot.demo.fakeslack import FakeSlack
+from bot.demo.fakeslack import FakeSlack, Fault
 from handlers.web import links
 from tests.conftest import Running, proposal
 from tests.integration.test_ledger import raw
@@ -194,3 +195,18 @@ async def test_people_opening_a_page_at_once_load_it_once(running: Running, fake
     asked = [c.args.get("user") for c in fake_slack.calls_to("users.info")[before:]]
     assert asked, "the page looked up no name: this test shows nothing"
     assert len(asked) == len(set(asked)), asked
+
+
+async def test_a_page_does_not_wait_on_a_slow_slack_for_names(running: Running, fake_slack: FakeSlack) -> None:
+    """users.info hanging (Slack degraded) costs a reader at most the lookup wait (1 s): the page
+    shows the ids it could not name; the name, once Slack answers, is cached for the next view."""
+    action_id, link = await _owner_link(running, fake_slack)
+    fake_slack.inject(Fault(method="users.info", delay=6.0, times=None))
+    async with browser() as b:
+        started = time.monotonic()
+        async with b.get(link) as resp:
+            page = await resp.text()
+            assert resp.status == 200, page
+        waited = time.monotonic() - started
+    assert waited < 4.0, f"the page waited {waited:.1f} s on users.info"
+    assert "U0OWNER" in page and "Olive Owner" not in page and 'id="form-approve"' in page
