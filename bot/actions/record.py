@@ -85,8 +85,10 @@ def format_record(record: dict[str, Any]) -> str:
     if record.get("model"):
         m = record["model"]
         lines.append(f"  model: {m.get('provider')}/{m.get('name')} {m.get('version') or ''}".rstrip())
-    lines.append(f"  owner: {record['owner']}; escalation level {record['escalation']['level']}, "
-                 f"next step {record['escalation']['next_at'] or '-'}")
+    level = record["escalation"]["level"]
+    lines.append(f"  owner: {record['owner']}; " + (  # an autonomous action never escalates
+        f"escalation level {level}, next step {record['escalation']['next_at'] or '-'}" if level
+        else "not escalated"))
     if record["escalation"].get("unreachable"):
         lines.append(f"  UNREACHABLE: no level could be paged ({', '.join(record['escalation']['failed_levels'])}"
                      " failed for good); fix Slack, then `countersign deliveries retry --all`")

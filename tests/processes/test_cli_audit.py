@@ -135,3 +135,4 @@ async def test_responsibility_record_is_the_same_in_api_and_cli(running: Running
     assert duty["ai"]["evidence"] == api["evidence"] and duty["ledger"]["entries"] >= 2
     code, out, _ = await cli(running, tmp_path, "actions", "show", str(action_id))
     assert code == 0 and "ACCOUNTABLE:" in out and "ledger:" in out
+    assert ("not escalated" in out) == (which == "autonomous") and "None" not in out
