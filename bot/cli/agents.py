@@ -22,7 +22,8 @@ def agents_add(name: str, as_json: bool = typer.Option(False, "--json", help="Pr
     """Create an agent; prints its bearer token and callback secret ONCE."""
     from storage.queries import agents
 
-    if not name.strip():  # an agent nobody can name cannot be listed, revoked or told apart on a card
+    name = name.strip()  # `' bob'` and `bob` would read alike on a card and in `agents list`
+    if not name:  # an agent nobody can name cannot be listed, revoked or told apart on a card
         raise fail("an agent needs a name: `countersign agents add NAME`, e.g. `countersign agents add remediator`")
 
     async def run(db: Database) -> tuple[Any, str]:

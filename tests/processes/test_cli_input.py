@@ -47,6 +47,16 @@ async def test_agents_add_refuses_an_empty_name(database_url: str, tmp_path: Pat
     assert json.loads(listed.stdout) == [], "no nameless agent was created"
 
 
+async def test_agents_add_trims_the_name(database_url: str, tmp_path: Path) -> None:
+    """` bob ` and `bob` would read alike on a card: the spaces are dropped, so both are one agent."""
+    added = await countersign("agents", "add", "  deploy-bot ", database_url=database_url, cwd=tmp_path)
+    assert added.returncode == 0 and "Agent 'deploy-bot' created." in added.stdout, added.stderr
+    again = await countersign("agents", "add", "deploy-bot", database_url=database_url, cwd=tmp_path)
+    assert again.returncode != 0 and "token:" not in again.stdout
+    listed = await countersign("agents", "list", "--json", database_url=database_url, cwd=tmp_path)
+    assert [a["name"] for a in json.loads(listed.stdout)] == ["deploy-bot"]
+
+
 async def test_actions_list_refuses_an_unknown_status(database_url: str, tmp_path: Path) -> None:
     bogus = await countersign("actions", "list", "--status", "bogus", database_url=database_url, cwd=tmp_path)
     assert bogus.returncode == 2 and bogus.stdout == ""
