@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -111,8 +111,10 @@ def _wait_seconds(request: web.Request) -> float:
 
 
 def register(app: web.Application, services_key: web.AppKey[Services], waiters: DecisionWaiters,
-             agent_key: web.RequestKey[Any]) -> None:
-    """Add the route; the app factory owns `waiters` (listens for decisions, closes them on shutdown)."""
+             agent_key: web.RequestKey[Any], action_id: Callable[[web.Request], int]) -> None:
+    """Add the route; the app factory owns `waiters` (listens for decisions, closes them on shutdown).
+    `action_id` reads the path's id as the other action routes do (bot.api.routes), so an id that is
+    not a plain ASCII number ("²", "١") is a 404 here too, never a 500 or another action."""
 
     async def load(svc: Services, action_id: int, agent_id: int | None) -> tuple[Action, Any]:
         async with svc.db.read_session() as session:  # on SQLite: no writer lock, never queues
@@ -123,17 +125,14 @@ def register(app: web.Application, services_key: web.AppKey[Services], waiters: 
 
     async def get_decision(request: web.Request) -> web.Response:
         svc = request.app[services_key]
-        raw = request.match_info["id"]
-        if not raw.isdigit() or len(raw) > 18:
-            raise ApiError(404, "not_found", f"there is no action {raw!r}")
-        action_id, wait = int(raw), _wait_seconds(request)
+        ident, wait = action_id(request), _wait_seconds(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         # Watch BEFORE reading, so a decision committed between the read and the wait still wakes us.
-        with waiters.watching(action_id) if wait > 0 else contextlib.nullcontext(asyncio.Event()) as event:
+        with waiters.watching(ident) if wait > 0 else contextlib.nullcontext(asyncio.Event()) as event:
             while True:
                 event.clear()
-                action, agent = await load(svc, action_id, request[agent_key].id)
+                action, agent = await load(svc, ident, request[agent_key].id)
                 remaining = deadline - loop.time()
                 if action.accountability is not None or remaining <= 0 or waiters.closing:
                     body = action_json(action, agent.name, svc.settings.base_url)

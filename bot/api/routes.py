@@ -259,7 +259,7 @@ def add_routes(app: web.Application, waiters: api_decision.DecisionWaiters) -> N
     app.router.add_post("/v1/actions", post_action)
     app.router.add_get("/v1/actions", list_actions)
     app.router.add_get("/v1/actions/{id}", get_action)
-    api_decision.register(app, SERVICES, waiters, AGENT)  # GET /v1/actions/{id}/decision?wait=N (long poll)
+    api_decision.register(app, SERVICES, waiters, AGENT, _action_id)  # GET /v1/actions/{id}/decision?wait=N (long poll)
     api_results.register(app, SERVICES, AGENT, _action_id)  # result, pauses
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/openapi.json", openapi)  # where most tools look first (FastAPI's default path)

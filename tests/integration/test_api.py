@@ -359,6 +359,19 @@ async def test_an_unknown_action_is_404(running: Running, action_id: str) -> Non
     openapi_check("/v1/actions/{id}", "get", 404, out)
 
 
+@pytest.mark.parametrize("action_id", ["abc", "\u00b2", "\u0661"])
+async def test_an_id_that_is_not_a_plain_number_is_404_on_every_action_route(running: Running,
+                                                                              action_id: str) -> None:
+    """"²" passed str.isdigit() but not int() (a 500 on the long poll), and "١" (Arabic-Indic one)
+    read as action 1 there: every route reads the path's id the same way."""
+    await post(running, proposal())
+    status, out = await running.get(f"/v1/actions/{action_id}/decision")
+    assert status == 404 and out["error"]["code"] == "not_found", out
+    async with running.http.post(f"{running.url}/v1/actions/{action_id}/result", json={"result": "succeeded"},
+                                 headers={"Authorization": f"Bearer {running.token}"}) as resp:
+        assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+
+
 async def test_listing_walks_every_action_once_newest_first(running: Running) -> None:
     made = []
     for i in range(11):
