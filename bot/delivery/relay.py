@@ -34,6 +34,7 @@ from bot.delivery.shared_budget import SharedBreaker, SharedPacer
 from bot.delivery.wire import (
     CALL_TIMEOUT,
     NO_ANSWER,
+    NO_SUCH_METHOD,
     PERMANENT_ERRORS,
     SLACK_TROUBLE,
     Deferred,
@@ -287,8 +288,10 @@ class Relay(Recorder):
             elif (status is not None and status >= 500) or error in SLACK_TROUBLE:
                 await self.shared_breaker.failure(f"HTTP {status}: {error}")
                 await self._each(unit, self._retry, f"HTTP {status}: {error}", status_code=status)
-            elif error in PERMANENT_ERRORS:
+            elif error in PERMANENT_ERRORS or status in NO_SUCH_METHOD:
                 await self._slack_ok()
+                if error not in PERMANENT_ERRORS:  # e.g. "HTTP 404 from users.lookupByEmail"
+                    error = f"HTTP {status} from {_method(resp)}"
                 await self._each(unit, self._failed, error, status_code=status)
             else:
                 await self._slack_ok()
@@ -341,6 +344,11 @@ class Relay(Recorder):
                 await self._done([row], found[row.id], 200, [route])
         rest = [(row, route) for row, route in zip(unit, routes, strict=True) if row.id not in found]
         return [row for row, _ in rest], [route for _, route in rest]
+
+
+def _method(resp: Any) -> str:
+    """The Web API method an answer came from (its URL's last part), to name what is missing."""
+    return str(getattr(resp, "api_url", "") or "").rstrip("/").rsplit("/", 1)[-1] or "Slack"
 
 
 def _thread(route: storms.Route | None) -> str | None:

@@ -37,6 +37,11 @@ PERMANENT_ERRORS = frozenset({
     "invalid_blocks", "invalid_arguments", "msg_too_long", "no_text", "cant_update_message",
     "message_not_found", "user_disabled", "channel_is_archived", "unknown_method", "not_allowed_token_type",
 })
+# HTTP statuses that say the Web API has no such method: Slack answers an unknown method
+# `unknown_method`, but a proxy or a minimal stand-in answers 404/405/410 with no JSON at all. As
+# permanent as `unknown_method`: retried, an owner given by e-mail behind a missing
+# users.lookupByEmail was never paged and escalation never moved past them.
+NO_SUCH_METHOD = frozenset({404, 405, 410})
 # `ok: false` answers that mean Slack itself is struggling (count towards the breaker).
 SLACK_TROUBLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 # How a call that got no answer at all (timeout, refused or dropped connection) is recorded.

@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import col, select
 
 from bot.clock import FakeClock
-from bot.demo.fakeslack import FakeSlack
+from bot.demo.fakeslack import FakeSlack, Fault
 from bot.policy.rules import Policy
 from storage.models import OutboxMessage
 from storage.queries import actions as repo
@@ -33,6 +33,9 @@ from tests.slack_helpers import (
 )
 
 GHOST_OWNER = FAST.replace("owner: U0OWNER", "owner: ghost@example.com")
+# The owner by email, the secondary by id: only the owner's page needs users.lookupByEmail.
+EMAIL_OWNER = FAST.replace("owner: U0OWNER", "owner: olive@example.com").replace(
+    "secondary: dana@example.com", "secondary: U0DANA")
 
 
 @pytest.fixture
@@ -128,3 +131,24 @@ async def _paged(running: Running, action_id: int, level: str) -> bool:
     await asyncio.sleep(0)
     return any(e.event == "escalation.page" and e.data.get("level") == level
                for e in await ledger_events(running, action_id))
+
+
+@pytest.mark.parametrize("policy", [EMAIL_OWNER], indirect=True)
+async def test_a_web_api_without_lookup_by_email_fails_the_page_once_and_escalation_goes_on(
+    running: Running, fake_slack: FakeSlack, clock: FakeClock
+) -> None:
+    """A stand-in without users.lookupByEmail answers 404 with no JSON (Slack would say
+    `unknown_method`): the owner's DM fails for good at once and the secondary is paged, instead of
+    the DM being retried every minute forever, asking Slack twice each time, while nobody is paged."""
+    fake_slack.inject(Fault(method="users.lookupByEmail", status=404, times=None))
+    _, body = await running.submit(proposal())
+    dana_card = await card_for(fake_slack, "U0DANA", body["id"])  # no clock move: fail closed
+    assert set(buttons(dana_card)) == {"Approve", "Override"}
+    async with running.svc.db.session() as session:
+        query = select(OutboxMessage).where(col(OutboxMessage.action_id) == body["id"],
+                                            col(OutboxMessage.purpose) == "card:dm:owner")
+        [failed] = list((await session.execute(query)).scalars())
+    assert failed.status == "failed" and failed.attempts == 1
+    assert failed.last_error == "HTTP 404 from users.lookupByEmail"
+    page_failed = [e for e in await ledger_events(running, body["id"]) if e.event == "page.failed"]
+    assert page_failed and page_failed[0].data["level"] == "owner"
