@@ -155,6 +155,12 @@ def _clean(value: Any, odd: list[bool]) -> Any:
         return [v if type(v) in _PLAIN else _clean(v, odd) for v in value]
     if kind is int:
         return _safe_int(value)
+    if kind is float:  # a confidence, late_seconds: in every submission's entries
+        return _clean_float(value, odd)
+    if kind is datetime:
+        return _clean_datetime(value)
+    if kind is Canonical:  # converted already (bot.actions.frozen): its text goes in verbatim
+        return value
     return _clean_other(value, odd)
 
 
@@ -177,16 +183,9 @@ def _clean_other(value: Any, odd: list[bool]) -> Any:
     if isinstance(value, int):
         return _safe_int(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        # RFC 8785 writes 900.0 as 900 anyway: as an int the fast encoder can be used.
-        if value.is_integer() and abs(value) <= MAX_SAFE_INT:
-            return int(value)
-        if value.is_integer() or not 1e-4 <= abs(value) < 1e16:
-            odd.append(True)
-        return value
+        return _clean_float(value, odd)
     if isinstance(value, datetime):
-        return utc_iso(value) if value.tzinfo is not None else value.isoformat()
+        return _clean_datetime(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -200,19 +199,51 @@ def _clean_other(value: Any, odd: list[bool]) -> Any:
     return str(value)
 
 
+def _clean_float(value: float, odd: list[bool]) -> float | int | str:
+    if not math.isfinite(value):
+        return str(value)
+    # RFC 8785 writes 900.0 as 900 anyway: as an int the fast encoder can be used.
+    if value.is_integer() and abs(value) <= MAX_SAFE_INT:
+        return int(value)
+    if value.is_integer() or not 1e-4 <= abs(value) < 1e16:
+        odd.append(True)
+    return value
+
+
+def _clean_datetime(value: datetime) -> str:
+    return utc_iso(value) if value.tzinfo is not None else value.isoformat()
+
+
 def _encode(value: Any, *, plain: bool) -> str:
     """RFC 8785 text of a jsonable value; `plain`: orjson's sorted compact JSON is RFC 8785 for it
     (checked by `_clean`; for strings, integers, booleans, null and such floats orjson's bytes and
     RFC 8785's agree: tests/unit/test_ledger_canonical.py). Canonical values at the top level go in
     as their text (a JSON object's text does not depend on where it stands)."""
-    shared = type(value) is dict and any(type(v) is Canonical for v in value.values())
     if plain:
-        verbatim = {k: v.fragment if type(v) is Canonical else v for k, v in value.items()} if shared else value
         try:
-            return orjson.dumps(verbatim, option=orjson.OPT_SORT_KEYS).decode()
+            return orjson.dumps(value, default=_verbatim, option=_ORJSON).decode()
         except TypeError:
             pass  # a lone surrogate: let rfc8785 refuse it
+    shared = type(value) is dict and any(type(v) is Canonical for v in value.values())
     return _spliced_rfc8785(value) if shared else rfc8785.dumps(value).decode()
+
+
+# Subclasses (a Canonical above all) reach `_verbatim` instead of being written as plain dicts: a
+# Canonical goes in as its text without a copy of the entry's data to swap it in.
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _verbatim(value: Any) -> Any:
+    """orjson's `default` for what `_clean` leaves as a subclass: a Canonical's text, a str or int
+    subclass (not an Enum's: `_clean` made those plain) as the plain value. Anything else cannot
+    occur after `_clean`; TypeError sends it to rfc8785."""
+    if type(value) is Canonical:
+        return value.fragment
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    raise TypeError(type(value).__name__)
 
 
 def _spliced_rfc8785(value: dict[str, Any]) -> str:

@@ -45,3 +45,32 @@ def test_what_orjson_writes_differently_goes_to_rfc8785() -> None:
     assert ledger.canonical_json(odd) == rfc8785.dumps(odd).decode()
     assert ledger.canonical_json({"x": 0.82, "n": 3}) == '{"n":3,"x":0.82}'
     assert ledger.canonical_json({"zero": 0.0, "big": 2.0**60}) == rfc8785.dumps({"zero": 0, "big": 2.0**60}).decode()
+
+
+def test_subclasses_and_a_nested_snapshot_are_written_as_their_plain_values() -> None:
+    """orjson hands subclasses to `_verbatim` (OPT_PASSTHROUGH_SUBCLASS): a Canonical anywhere goes in
+    as its text, a str or int subclass as its value, an Enum as its value, a datetime as UTC text."""
+    from datetime import UTC, datetime, timedelta, timezone
+    from enum import Enum, IntEnum, StrEnum
+
+    class Level(StrEnum):
+        OWNER = "owner"
+
+    class Step(IntEnum):
+        FIRST = 1
+
+    class Mode(Enum):
+        APPROVE = "approve"
+
+    class Tag(str):
+        pass
+
+    frozen = ledger.canonical({"b": [1, 2.5], "a": "x"})
+    at = datetime(2026, 12, 6, 3, 0, tzinfo=timezone(timedelta(hours=2)))
+    data = {"level": Level.OWNER, "step": Step.FIRST, "mode": Mode.APPROVE, "tag": Tag("t"),
+            "deep": [{"frozen": frozen}], "frozen": frozen, "at": at, "late": 0.0, "confidence": 0.82}
+    inner = {"a": "x", "b": [1, 2.5]}
+    plain: dict[str, Any] = {
+        "level": "owner", "step": 1, "mode": "Mode.APPROVE", "tag": "t", "deep": [{"frozen": inner}],
+        "frozen": inner, "at": at.astimezone(UTC).isoformat(timespec="microseconds"), "late": 0, "confidence": 0.82}
+    assert ledger.canonical_json(data) == rfc8785.dumps(plain).decode()
