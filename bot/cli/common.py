@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import typer
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DatabaseError, InterfaceError, NoSuchModuleError, OperationalError
 
 from bot.config import Settings, SettingsError, load_settings
 from storage.db import Database, SchemaNotCurrent
@@ -31,6 +32,7 @@ def with_db(fn: Callable[[Database], Awaitable[T]], *, schema: str = "migrate") 
     """Run `fn` against the configured database. `schema`: "migrate" brings it to head first (so a
     fresh file just works), "check" refuses unless it is at head, "none" leaves it alone."""
     settings = settings_or_exit()
+    refuse_missing_directory(settings.database_url)
 
     async def run() -> T:
         db = open_database(settings.database_url)
@@ -47,8 +49,43 @@ def with_db(fn: Callable[[Database], Awaitable[T]], *, schema: str = "migrate") 
         return asyncio.run(run())
     except SchemaNotCurrent as exc:
         raise fail(str(exc)) from None
-    except OSError as exc:
-        raise fail(f"cannot reach the database ({settings.database_url.split('@')[-1]}): {exc}") from None
+    except BrokenPipeError:
+        raise  # stdout closed early (`audit export | head`): typer exits quietly; not the database's fault
+    except Exception as exc:
+        problem = database_problem(exc, settings.database_url)
+        if problem is None:
+            raise
+        raise fail(problem) from None
+
+
+def refuse_missing_directory(url: str) -> None:
+    """A SQLite file in a directory that does not exist: say so before connecting (aiosqlite's
+    worker thread prints a stray traceback after the loop has closed when its connect fails)."""
+    if url.startswith("sqlite") and ":///" in url:
+        path = Path(url.split(":///", 1)[-1].split("?", 1)[0])
+        if str(path) != ":memory:" and not path.parent.exists():
+            raise fail(f"cannot open the database {path}: the directory {path.parent} does not exist")
+
+
+def database_problem(exc: BaseException, url: str) -> str | None:
+    """One line for a database that cannot be opened: a SQLite file in a missing directory, a
+    PostgreSQL database that does not exist, a refused login, nothing listening. None for any
+    other error: its traceback is the useful part (these were tracebacks too)."""
+    import asyncpg
+
+    where = url.split("@")[-1]
+    reason = str(getattr(exc, "orig", None) or exc).strip()
+    # `DatabaseError` itself (not a subclass such as IntegrityError): "file is not a database"
+    if url.startswith("sqlite") and (isinstance(exc, OperationalError) or type(exc) is DatabaseError):
+        return f"cannot open the database {url.split(':///', 1)[-1]}: {reason}"
+    if isinstance(exc, OSError | OperationalError | InterfaceError):
+        return f"cannot reach the database ({where}): {reason}"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return f"cannot open the database ({where}): {reason}: create it first (createdb)"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.CannotConnectNowError
+                  | asyncpg.TooManyConnectionsError):
+        return f"cannot log in to the database ({where}): {reason}"
+    return None
 
 
 def open_database(url: str) -> Database:

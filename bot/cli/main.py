@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import socket
 from typing import Any
 
 import typer
 
 from bot.cli import actions, agents, audit, deliveries, demo, digest, mcp, policy, trust
-from bot.cli.common import fail, with_db
+from bot.cli.common import database_problem, fail, refuse_missing_directory, with_db
 from bot.config import SettingsError, load_settings
 from bot.policy.rules import PolicyError
 from storage.db import SchemaNotCurrent
@@ -46,6 +47,7 @@ def serve(
     try:
         settings = load_settings(**overrides)
         settings.require_slack()
+        refuse_missing_directory(settings.database_url)
         logs.configure(settings.log_format, settings.log_level)
         application = create_app(settings, migrate=migrate)
     except (SettingsError, PolicyError) as exc:
@@ -65,6 +67,13 @@ def serve(
         raise fail(str(exc)) from None
     except OSError as exc:
         problem = cannot_listen(exc, settings.host, settings.port)
+        if problem is None and isinstance(exc, ConnectionError | socket.gaierror):  # the database's host
+            problem = database_problem(exc, settings.database_url)
+        if problem is None:
+            raise
+        raise fail(problem) from None
+    except Exception as exc:  # the database, opened on start: a missing directory or database, a refused login
+        problem = database_problem(exc, settings.database_url)
         if problem is None:
             raise
         raise fail(problem) from None
