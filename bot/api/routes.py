@@ -25,7 +25,7 @@ from bot.api.body import bad_request, idempotency_key, read_object, too_large
 from bot.autonomy.results import result_json
 from bot.contract import callback_target
 from bot.contract.errors import ApiError, unauthorized
-from bot.contract.schemas import ActionIn, field_problems
+from bot.contract.schemas import ActionIn, check_json, field_problems
 from bot.delivery.directory import name_deciders
 from bot.services import Services
 from storage import json_text
@@ -183,6 +183,9 @@ async def list_actions(request: web.Request) -> web.Response:
     except ValueError:
         raise ApiError(400, "invalid_request", "limit: a whole number from 1 to 500",
                        fields=[{"field": "limit", "message": "1 to 500"}]) from None
+    problem = check_json({"service": service}) if service else None
+    if problem is not None:  # a NUL: PostgreSQL cannot compare text holding one (it was a 500)
+        raise bad_request([problem])
     cursor = q.get("cursor") or None
     if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise ApiError(400, "invalid_request", "cursor: use the next_cursor of a previous page",

@@ -407,6 +407,7 @@ async def test_listing_walks_every_action_once_newest_first(running: Running) ->
         ("limit=x", "limit"),
         ("cursor=abc", "cursor"),
         ("status=done", "status"),
+        ("service=check%00out-api", "service"),  # a NUL: a 500 on PostgreSQL
     ],
 )
 async def test_bad_list_parameters_are_400(running: Running, query: str, field: str) -> None:
