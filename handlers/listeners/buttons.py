@@ -55,11 +55,21 @@ async def tell(
     svc: Services, client: Any, user_id: str, result: Result, *, channel: str | None = None,
     response_url: str | None = None
 ) -> None:
-    """Why a response was refused, privately: in the channel they clicked in, else by the
-    response_url, else by DM. Best effort: the refusal is already recorded whatever happens here.
-    The DM goes through the outbox, paced with the person's other DMs (a click from App Home has
-    no channel nor response_url: posted at once, it took Slack's budget from the queued cards)."""
+    """Why a response was refused, privately (`privately`). Best effort: the refusal is already
+    recorded whatever happens here."""
     payload = notices.refused(result.refusal, result.message, result.action)
+    await privately(svc, client, user_id, payload, channel=channel, response_url=response_url,
+                    action_id=result.action.id if result.action else None, dm_text=f":no_entry_sign: {payload['text']}")
+
+
+async def privately(
+    svc: Services, client: Any, user_id: str, payload: dict[str, Any], *, channel: str | None = None,
+    response_url: str | None = None, action_id: int | None = None, purpose: str = "notice:refused",
+    dm_text: str | None = None
+) -> None:
+    """An answer only `user_id` sees: in the channel they clicked in, else by the response_url, else
+    by DM. The DM goes through the outbox, paced with the person's other DMs (a click from App Home
+    has no channel nor response_url: posted at once, it took Slack's budget from the queued cards)."""
     try:
         if channel:
             try:
@@ -75,11 +85,11 @@ async def tell(
             )
             return
         async with svc.db.session() as session:
-            send(session, Kind.NOTICE, channel=user_id, action_id=result.action.id if result.action else None,
-                 purpose="notice:refused", text=f":no_entry_sign: {payload['text']}")
+            send(session, Kind.NOTICE, channel=user_id, action_id=action_id, purpose=purpose,
+                 text=dm_text or payload["text"])
             await session.commit()
-    except Exception:  # a lost refusal note must not fail the request
-        log.exception("could not tell %s: %s", user_id, result.message)
+    except Exception:  # a lost note must not fail the request
+        log.exception("could not tell %s: %s", user_id, payload.get("text"))
 
 
 def _respond_with(svc: Services, response: str) -> Any:
@@ -118,6 +128,12 @@ def _open_override(svc: Services) -> Any:
             and ActionId.OVERRIDE in allowed_responses(action)
             and await may_respond(svc, action, user_id)
         ):
+            if not body.get("trigger_id"):  # no modal without one (a KeyError here answered Slack 404)
+                await privately(svc, client, user_id, notices.refusal(
+                    f"Slack sent no trigger_id, so the override form cannot open. Override with a reason: "
+                    f"`/ai-actions override {action_id} REASON`."), channel=channel,
+                    response_url=body.get("response_url"), action_id=action_id, purpose="notice:override")
+                return
             meta = OverrideMetadata(
                 action_id=action_id, channel=channel, response_url=body.get("response_url")
             )

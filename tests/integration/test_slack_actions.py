@@ -15,6 +15,7 @@ from tests.slack_helpers import (
     buttons,
     card_for,
     click,
+    click_payload,
     decided,
     ephemerals,
     ledger_events,
@@ -198,3 +199,20 @@ async def test_override_submitted_after_someone_else_decided(running: Running, f
     rows = await until(lambda: _two(running, body["id"]))
     assert [(r.slack_user_id, r.accepted, r.refusal, r.reason) for r in rows] == [
         ("U0ADMIN", True, None, None), ("U0OWNER", False, "already_decided", "too risky today")]
+
+
+async def test_override_click_without_a_trigger_id_says_how_to_override(running: Running,
+                                                                        fake_slack: FakeSlack) -> None:
+    """No trigger_id, no modal: the listener raised KeyError (a traceback, and Slack got 404 after
+    3 s). Now it answers at once and tells the person the slash command that takes a reason."""
+    _, body = await running.submit(proposal())
+    card = await card_for(fake_slack, "U0OWNER", body["id"])
+    payload = click_payload("U0OWNER", buttons(card)["Override"], channel="C0CHECKOUT", response_url=None)
+    del payload["trigger_id"]
+    started = asyncio.get_running_loop().time()
+    resp = await running.interact(payload)
+    assert resp.status == 200 and asyncio.get_running_loop().time() - started < 2.0
+    [note] = await fake_slack.wait_for(lambda: ephemerals(fake_slack, "U0OWNER"))
+    assert f"/ai-actions override {body['id']} REASON" in note.args["text"]
+    assert fake_slack.calls_to("views.open") == []
+    assert (await action_state(running, body["id"]))["status"] == "pending"
