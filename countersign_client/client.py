@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -44,7 +45,7 @@ class CountersignClient:
         if not token:
             raise CountersignError("no agent token: pass token= or set COUNTERSIGN_TOKEN "
                                    "(create one with `countersign agents add NAME`)")
-        self.base_url = (base_url or os.environ.get("COUNTERSIGN_URL") or DEFAULT_URL).rstrip("/")
+        self.base_url = _base_url(base_url or os.environ.get("COUNTERSIGN_URL") or DEFAULT_URL)
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.request_timeout = request_timeout
         self._token = token
@@ -204,6 +205,16 @@ class CountersignClient:
     def _delay(self, attempt: int) -> float:
         """Exponential backoff with jitter, so many agents retrying after an outage do not stampede."""
         return min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+
+
+def _base_url(url: str) -> str:
+    """The server's base URL, refused at once unless it is http(s)://host[:port][/prefix]: without a
+    scheme (`localhost:3000`) every call failed later with aiohttp's bare NonHttpUrlClientError."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CountersignError("the Countersign URL must be like http://localhost:3000 or "
+                               f"https://countersign.example.com (COUNTERSIGN_URL or base_url=), not {url!r}")
+    return url.strip().rstrip("/")
 
 
 async def _body(resp: aiohttp.ClientResponse) -> Any:

@@ -8,7 +8,7 @@ paging and ledger apply unchanged.
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -191,7 +191,8 @@ def build_server(connect: Callable[[], CountersignClient]) -> Any:
                       url=(action.get("links") or {}).get("self"))
 
     @server.tool()
-    async def report_result(action_id: int, result: str, detail: str | None = None,
+    async def report_result(action_id: int, result: Literal["succeeded", "failed", "rolled_back"],
+                            detail: str | None = None,
                             evidence: list[EvidenceLink] | None = None) -> dict[str, Any]:
         """After an action you carried out has run, say how it went: result is "succeeded", "failed"
         or "rolled_back"; detail says what happened. A failure is told to the service's team and the

@@ -33,8 +33,13 @@ def register(app: typer.Typer) -> None:
             typer.secho(f"error: the MCP server needs the mcp package: pip install 'countersign[mcp]' "
                         f"({exc})", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
-        from countersign_client import CountersignClient
+        from countersign_client import CountersignClient, CountersignError
 
+        try:  # a URL without http(s):// is refused now, not as an opaque error on every tool call
+            CountersignClient(url, token)
+        except CountersignError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
         # stdout carries the protocol: every log line goes to stderr.
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
         server = build_server(lambda: CountersignClient(url, token))

@@ -15,7 +15,7 @@ from mcp import Client, StdioServerParameters
 
 from bot.actions.decisions import respond
 from bot.demo.fakeslack import FakeSlack
-from countersign_client import CountersignClient
+from countersign_client import CountersignClient, CountersignError
 from countersign_client.mcp_server import build_server
 from tests.conftest import Running
 
@@ -148,6 +148,31 @@ def test_cli_refuses_to_start_without_a_token() -> None:
 
     result = CliRunner().invoke(app, ["mcp"], env={"COUNTERSIGN_TOKEN": ""})
     assert result.exit_code == 2 and "COUNTERSIGN_TOKEN" in result.output
+
+
+@pytest.mark.parametrize("url", ["localhost:3000", "countersign.internal", "ftp://countersign.internal", "http://"])
+def test_cli_refuses_to_start_with_a_url_that_is_not_http(url: str) -> None:
+    """Without http(s):// every tool call failed with a bare "Error executing tool request_approval"
+    (aiohttp's NonHttpUrlClientError, whose text the MCP server keeps to itself) and a traceback."""
+    from typer.testing import CliRunner
+
+    from bot.cli.main import app
+
+    result = CliRunner().invoke(app, ["mcp"], env={"COUNTERSIGN_TOKEN": "cs_x", "COUNTERSIGN_URL": url})
+    assert result.exit_code == 2, result.output
+    assert "must be like http://localhost:3000" in result.output and repr(url) in result.output
+    with pytest.raises(CountersignError, match="COUNTERSIGN_URL"):
+        CountersignClient(url, "cs_x")
+
+
+async def test_report_result_names_its_three_results_in_the_schema(running: Running) -> None:
+    """An LLM reads the schema: `result` was a free string, and a wrong word took a round trip to learn."""
+    async with in_process(running) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        result = tools["report_result"].input_schema["properties"]["result"]
+        assert result.get("enum") == ["succeeded", "failed", "rolled_back"], result
+        refused = await client.call_tool("report_result", {"action_id": 1, "result": "worked"})
+    assert refused.is_error and "'succeeded', 'failed' or 'rolled_back'" in str(refused.content)
 
 
 @pytest.mark.parametrize("status", ["approved", "recorded"])
