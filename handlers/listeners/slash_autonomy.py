@@ -16,6 +16,7 @@ from bot.services import Services
 from handlers.blocks import autonomy as ui
 from handlers.blocks.kit import Message, escape
 from handlers.ids import ActionId
+from handlers.listeners.buttons import privately
 
 log = logging.getLogger("countersign.slack.autonomy")
 
@@ -85,19 +86,27 @@ def register(app: AsyncApp, svc: Services) -> None:
 
 
 def _decide(svc: Services, decision: str) -> Any:
-    async def handler(ack: Any, body: dict[str, Any], respond: Any) -> None:
+    async def handler(ack: Any, body: dict[str, Any], client: Any) -> None:
         await ack()
         user_id = (body.get("user") or {}).get("id", "")
         token = ((body.get("actions") or [{}])[0]).get("value") or ""
+
+        async def answer(message: Message) -> None:
+            # by the response_url as before; not bolt's respond(), which raises without one: then
+            # ephemerally in the channel, else by DM
+            url = body.get("response_url")
+            await privately(svc, client, user_id, message, response_url=url, purpose=f"notice:{decision}",
+                            channel=None if url else (body.get("channel") or {}).get("id"))
+
         try:
             row = await grants.decide(svc, user_id, token, decision)
         except grants.GrantRefused as exc:
-            await respond(response_type="ephemeral", replace_original=False, **ui.answer(f":no_entry_sign: {exc}"))
+            await answer(ui.answer(f":no_entry_sign: {exc}"))
             return
         verb = "Granted" if decision == "granted" else "Dismissed"
         text = (f"{verb}: `{escape(row.agent)}` on {escape(row.service)} · {escape(row.action_type)} · "
                 f"{escape(row.environment)} → *{row.mode}*" + (f" until {iso(row.until)}" if decision == "granted"
                                                                  else "") + ".")
-        await respond(response_type="ephemeral", replace_original=False, **ui.answer(text))
+        await answer(ui.answer(text))
 
     return handler

@@ -275,3 +275,26 @@ async def test_a_demotion_is_suggested_with_grant_and_applies_only_once_granted(
     status, after = await running.submit(proposal(**restart, summary="restart once more"))
     assert after["mode"] == "approve" and after["policy_violation"] is True
     assert "Demote" not in json.dumps(await slash(running, fake_slack, "trust checkout-api", user="U0VP"))
+
+
+async def test_grant_and_dismiss_clicks_without_a_response_url_are_still_answered(
+        running: Running, fake_slack: FakeSlack) -> None:
+    """bolt's respond() raises without a response_url: the grant went through but the leader saw
+    nothing and a traceback was logged. Now the answer goes ephemerally to the channel, else by DM."""
+    for i in range(3):
+        status, a = await running.submit(proposal(summary=f"scale {i}"))
+        assert (await respond(running.svc, a["id"], user_id="U0OWNER", user_name="olive", response="approve",
+                              via="slash")).accepted
+    lead_view = await slash(running, fake_slack, "trust checkout-api", user="U0VP")
+    by_id = {e["action_id"]: e for b in lead_view["blocks"] if b["type"] == "actions" for e in b["elements"]}
+    resp = await running.interact(click_payload("U0STRANGER", by_id["autonomy_dismiss"], channel=None,
+                                                response_url=None))
+    assert resp.status == 200
+    refused = await fake_slack.wait_for(lambda: fake_slack.posts("U0STRANGER"))
+    assert "Only leadership users and admins" in refused[0].args["text"]
+    resp = await running.interact(click_payload("U0VP", by_id["autonomy_grant"], channel="C0CHECKOUT",
+                                                response_url=None))
+    assert resp.status == 200
+    [note] = await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.postEphemeral", user="U0VP"))
+    assert note.args["text"].startswith("Granted: `remediator` on checkout-api")
+    assert len(await ledger_events(running, "grant.granted")) == 1
