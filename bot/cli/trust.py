@@ -13,7 +13,7 @@ import typer
 
 from bot.cli.common import fail, settings_or_exit
 from bot.policy.autonomy import Record
-from bot.policy.rules import PolicyError, load_policy, parse_duration
+from bot.policy.rules import Policy, PolicyError, load_policy, parse_duration
 from bot.services import Services
 from storage.db import Database
 
@@ -22,15 +22,19 @@ def register(app: typer.Typer) -> None:
     app.command("trust")(trust)
 
 
-def services(db: Database) -> Services:
-    """Services for a command that needs the policy (COUNTERSIGN_POLICY) as well as the database."""
+def services(db: Database, *, policy_required: bool = True) -> Services:
+    """Services for a command that needs the policy (COUNTERSIGN_POLICY) as well as the database.
+    `policy_required=False`: without COUNTERSIGN_POLICY, an empty policy (no services, no thresholds)."""
     settings = settings_or_exit()
-    if not settings.policy_path:
+    if not settings.policy_path and not policy_required:
+        policy = Policy(services={})
+    elif not settings.policy_path:
         raise fail("COUNTERSIGN_POLICY is not set: the services and thresholds come from the policy")
-    try:
-        policy = load_policy(settings.policy_path)
-    except PolicyError as exc:
-        raise fail("; ".join(exc.problems)) from None
+    else:
+        try:
+            policy = load_policy(settings.policy_path)
+        except PolicyError as exc:
+            raise fail("; ".join(exc.problems)) from None
     svc = Services(settings=settings, db=db, policy=policy)
     from bot.autonomy.state import AutonomyState
 
@@ -84,13 +88,17 @@ def trust(
         # middle of the query does not walk it (~100 ms on 1,000,000 actions' track record).
         gc.freeze()
 
-        svc = services(db)
+        # The track record is in the database: without COUNTERSIGN_POLICY it is shown all the same
+        # (it refused, exit 2), only the suggestions need the policy's thresholds.
+        svc = services(db, policy_required=False)
         now = svc.clock()
         async with db.read_session() as session:
             try:
                 agent_id, service = await domain.subject(svc, session, subject)
             except domain.UnknownSubject:
-                raise fail(f"no agent or service is called {subject!r}") from None
+                if svc.settings.policy_path:
+                    raise fail(f"no agent or service is called {subject!r}") from None
+                agent_id, service = None, subject  # no policy to know the services by: read it as one
             records = await domain.records(session, now - timedelta(seconds=seconds), now, agent_id=agent_id,
                                            service=service)
             found = await domain.current_suggestions(svc, session, now, agent_id=agent_id, service=service)
@@ -99,11 +107,14 @@ def trust(
     from bot.cli.common import with_db
 
     records, found = with_db(run)
+    if not settings_or_exit().policy_path:
+        typer.echo("note: COUNTERSIGN_POLICY is not set: the track record only, no suggestions", err=True)
     if fmt == "json":
         typer.echo(json.dumps({"since": since, "records": [record_json(r) for r in records],
                                "suggestions": [asdict(s) for s in found]}, indent=2))
         return
-    typer.echo(table(records) if records else f"No actions in the last {since}.")
+    about = f" for {subject}" if subject else ""
+    typer.echo(table(records) if records else f"No actions{about} in the last {since}.")
     if any(r.median_approximate for r in records):
         typer.echo("≈ MEDIAN: read from the daily rollup's histogram, within 9 % of the exact median.")
     if found:

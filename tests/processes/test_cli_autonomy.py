@@ -61,3 +61,28 @@ async def test_trust_digest_and_grants_from_the_command_line(database_url: str, 
     again = await countersign("policy", "grants", "revoke", grant_id, env=env, cwd=tmp_path)
     assert again.returncode != 0 and "No grant" in again.stderr
     assert "No grants in force" in (await countersign("policy", "grants", "list", env=env, cwd=tmp_path)).stdout
+
+
+async def test_trust_without_a_policy_file_shows_the_track_record(database_url: str, tmp_path: Path,
+                                                                  fake_slack: FakeSlack) -> None:
+    """The track record is in the database: `countersign trust` with only DATABASE_URL set showed
+    nothing ("COUNTERSIGN_POLICY is not set", exit 2). Now it shows it, says there are no suggestions
+    without the policy's thresholds, and still reads a service or an agent as its subject."""
+    env = clean_env(DATABASE_URL=database_url)
+    empty = await countersign("trust", env=env, cwd=tmp_path)
+    assert empty.returncode == 0 and "No actions in the last 30d." in empty.stdout, empty.stderr
+    assert "COUNTERSIGN_POLICY is not set" in empty.stderr and "no suggestions" in empty.stderr
+    app = create_app(make_settings(database_url, fake_slack.url), policy=make_policy(AUTONOMY))
+    async with serve(app) as run:
+        _, a = await run.submit(proposal(summary="scale down"))
+        assert (await respond(run.svc, a["id"], user_id="U0OWNER", user_name="olive", response="approve",
+                              via="slash")).accepted
+    for subject in ([], ["checkout-api"], ["remediator"]):
+        shown = await countersign("trust", *subject, "--format", "json", env=env, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        [record] = json.loads(shown.stdout)["records"]
+        assert (record["agent"], record["service"], record["approved"]) == ("remediator", "checkout-api", 1)
+    other = await countersign("trust", "search", env=env, cwd=tmp_path)
+    assert other.returncode == 0 and "No actions for search in the last 30d." in other.stdout, other.stderr
+    table = await countersign("trust", env=env, cwd=tmp_path)
+    assert table.returncode == 0 and "remediator" in table.stdout and "100%" in table.stdout
