@@ -36,7 +36,11 @@ MIN_WINDOW, MAX_WINDOW = 60.0, 90 * 86400.0  # `stats`: past a quarter the scan 
 
 def register(app: AsyncApp, svc: Services) -> None:
     async def on_command(ack: Any, command: dict[str, Any], respond: Any) -> None:
-        await ack()  # within Slack's 3 s, whatever the query costs
+        # Without a response_url (Slack always sends one; a bare client may not) the answer can only
+        # go in the acknowledgement: bolt's respond() raised, and Slack got a 404 after 3 s.
+        by_url = bool(command.get("response_url"))
+        if by_url:
+            await ack()  # within Slack's 3 s, whatever the query costs
         user_id = command.get("user_id", "")
         try:
             share, answer = await answer_for(svc, user_id, command.get("text") or "",
@@ -47,7 +51,11 @@ def register(app: AsyncApp, svc: Services) -> None:
                                                    "it was logged. Try again in a moment.")
         if share:
             answer = ui.shared(answer, user_id, COMMAND)
-        await respond(response_type="in_channel" if share else "ephemeral", replace_original=False, **answer)
+        kind = "in_channel" if share else "ephemeral"
+        if not by_url:
+            await ack(response_type=kind, **answer)
+            return
+        await respond(response_type=kind, replace_original=False, **answer)
 
     app.command(COMMAND)(on_command)
 

@@ -279,3 +279,22 @@ async def test_pending_beyond_one_page(
 
     monkeypatch.setattr(commands, "COUNT_CAP", 21)  # the count stops early on a large backlog
     assert "Pending: 21+ waiting" in dump(await slash(running, fake_slack, "pending"))
+
+
+async def test_a_command_without_a_response_url_is_answered_in_the_acknowledgement(
+        running: Running, fake_slack: FakeSlack) -> None:
+    """Slack always sends a response_url; a bare client may not. bolt's respond() raised then (a
+    traceback, and a 404 after 3 s): the answer now comes back in the HTTP answer itself."""
+    _, body = await running.submit(proposal())
+    started = time.monotonic()
+    resp = await running.slack({"command": "/ai-actions", "text": f"show {body['id']}", "user_id": "U0OWNER",
+                                "user_name": "olive", "team_id": "T1", "channel_id": "C0CHECKOUT"})
+    assert resp.status == 200 and time.monotonic() - started < 3.0
+    answer = json.loads(await resp.text())
+    assert answer["response_type"] == "ephemeral" and f"#{body['id']}" in dump(answer)
+    resp = await running.slack({"command": "/ai-actions", "text": f"share approve {body['id']} fine",
+                                "user_id": "U0OWNER", "team_id": "T1", "channel_id": "C0CHECKOUT"})
+    assert resp.status == 200
+    assert json.loads(await resp.text())["response_type"] == "in_channel"
+    got = (await running.get(f"/v1/actions/{body['id']}"))[1]
+    assert got["status"] == "approved" and got["decision"]["via"] == "slash"
