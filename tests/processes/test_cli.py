@@ -156,6 +156,52 @@ async def test_policy_check_prints_the_rule_for_every_service_and_action_type(tm
     assert "escalation: owner@0s, secondary@2s, leadership@4s" in checkout
 
 
+# SPEC.md's example policy, verbatim.
+SPEC_EXAMPLE = """\
+leadership:
+  channel: C0LEADERS          # escalation's last stop, and the daily digest
+  users: [U0VP]               # may respond once an action reaches leadership
+admins: [U0ADMIN]             # may respond to anything
+tiers:
+  tier1:
+    escalation:               # steps in order; `after` counts from submission
+      - {notify: owner, after: 0s}
+      - {notify: secondary, after: 5m}
+      - {notify: leadership, after: 15m}
+    remind_every: 2m          # re-ping the current level while it stays pending
+    timeout: 30m              # then a proposed action gets on_timeout
+    on_timeout: deny          # deny (default) | approve
+services:
+  checkout-api:
+    owner: U0OWNER            # Slack user ID or email
+    secondary: dana@example.com
+    channel: C0CHECKOUT
+    tier: tier1
+rules:                        # first match wins; a rule without match is the default
+  - match: {action_type: [drop_database, delete_data]}
+    mode: forbidden
+  - match: {tier: tier1, environment: production}
+    mode: approve
+  - match: {action_type: [rollback, restart]}
+    mode: acknowledge
+  - mode: autonomous
+"""
+
+
+async def test_policy_check_on_the_spec_example_writes_durations_as_the_file_does(tmp_path: Path) -> None:
+    """The report wrote the chain in seconds and the rest as floats ('remind_every 120.0; timeout
+    1800.0') beside a file that says 2m and 30m; now all as the file writes them."""
+    path = tmp_path / "policy.yml"
+    path.write_text(SPEC_EXAMPLE)
+    done = await countersign("policy", "check", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert ("escalation: owner@0s, secondary@5m, leadership@15m; remind_every 2m; timeout 30m; on_timeout deny"
+            in done.stdout), done.stdout
+    rows = {tuple(line.split()[:2]): line.split()[3] for line in done.stdout.splitlines() if "->" in line}
+    assert rows[("production", "drop_database")] == "forbidden" and rows[("staging", "rollback")] == "acknowledge"
+    assert rows[("production", "rollback")] == "approve" and rows[("staging", "*")] == "autonomous"
+
+
 async def test_policy_check_prints_each_problem_and_exits_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     text = FAST.replace("    owner: U0BATCH\n", "").replace("    tier: tier2", "    tier: tier9")
