@@ -284,9 +284,14 @@ FALLBACK_MODE: Mode = "approve"
 
 
 def _matches(want: StrOrList | None, value: str | None) -> bool:
+    """Without regard to case: an agent that wrote `Production` or `DROP_DATABASE` got the catch-all
+    rule (autonomous) where the policy asked for approval or forbade it."""
     if want is None:
         return True
-    return value in ([want] if isinstance(want, str) else want)
+    if value is None:
+        return False
+    wants = [want] if isinstance(want, str) else want
+    return value.casefold() in {w.casefold() for w in wants}
 
 
 def evaluate(

@@ -341,6 +341,19 @@ async def test_forbidden_is_403_stored_nowhere_and_reported_to_the_service_chann
     assert "drop_database" in json.dumps(report[0].args)
 
 
+@pytest.mark.parametrize(("over", "status", "mode"), [
+    ({"environment": "Production"}, 201, "approve"),  # was autonomous: the catch-all rule
+    ({"environment": "staging", "action_type": "Restart"}, 201, "acknowledge"),  # was autonomous
+    ({"action_type": "DROP_DATABASE", "environment": "staging"}, 403, None),  # was autonomous
+])
+async def test_rules_match_environment_and_action_type_without_regard_to_case(
+        running: Running, over: dict[str, str], status: int, mode: str | None) -> None:
+    got, out = await post(running, proposal(**over))
+    assert got == status, out
+    if mode is not None:
+        assert out["mode"] == mode and out["environment"] == over["environment"]  # stored as sent
+
+
 async def test_unknown_service_is_422_naming_the_service(running: Running) -> None:
     status, out = await post(running, proposal(service="nope-api"))
     assert (
