@@ -9,7 +9,19 @@ from typing import Any
 
 from bot.policy.autonomy import Record, Suggestion
 from handlers.blocks.commands import duration
-from handlers.blocks.kit import Block, Message, actions, button, context, escape, header, mention, message, section
+from handlers.blocks.kit import (
+    Block,
+    Message,
+    actions,
+    button,
+    context,
+    escape,
+    header,
+    mention,
+    message,
+    section,
+    when,
+)
 from handlers.ids import ActionId
 
 MAX_ROWS = 15
@@ -79,7 +91,7 @@ def pauses_message(items: Sequence[Mapping[str, Any]]) -> Message:
     if not items:
         return message("No pause holds.", [section(":white_check_mark: No pause holds: every agent runs under the "
                                                    "policy's modes.")])
-    lines = [f"• `{escape(p['target'])}` by {_who(p['by'])} until {escape(p['until'] or 'resumed')}: "
+    lines = [f"• `{escape(p['target'])}` by {_who(p['by'])} until {_until(p['until'])}: "
              f"{escape(p['reason'])}" for p in items]
     return message(f"{len(items)} pauses hold", [header("Pauses in force"), section("\n".join(lines))])
 
@@ -95,11 +107,22 @@ def answer(text: str) -> Message:
     return message(text, [section(text)])
 
 
+def _until(iso_text: str | None) -> str:
+    """When a pause or grant ends, as Slack's reader-local date (the raw ISO string, microseconds
+    and all, was what people read); "resumed" when it holds until someone resumes it."""
+    if not iso_text:
+        return "resumed"
+    try:
+        return when(iso_text)
+    except ValueError:
+        return escape(iso_text)
+
+
 def notice(n: Mapping[str, Any]) -> Message:
     """A pause, resume, brake, grant or failed result, announced in a channel or a DM."""
     event = n.get("event")
     if event == "pause.started":
-        until = f" until {escape(n['until'])}" if n.get("until") else " until resumed"
+        until = f" until {_until(n.get('until'))}"
         braked = n.get("by") == "countersign"
         lead = ":octagonal_sign: *Automatic brake*" if braked else ":double_vertical_bar: *Paused*"
         text = (f"{lead}: `{escape(n['target'])}` by {_who(n.get('by'))}{until}. "
@@ -114,7 +137,7 @@ def notice(n: Mapping[str, Any]) -> Message:
         text = (f":scales: *{kind} {verb}* by {_who(n.get('by'))}: `{escape(n['agent'])}` on "
                 f"{escape(n['service'])} · {escape(n['action_type'])} · {escape(n['environment'])} is now "
                 f"*{n['mode'] if verb == 'granted' else n['previous_mode']}*"
-                + (f" until {escape(n['until'])}" if verb == "granted" else "") + ".")
+                + (f" until {_until(n.get('until'))}" if verb == "granted" else "") + ".")
         why = (n.get("figures") or {}).get("why")
         if why:
             text += f"\nFigures: {escape(why)}"

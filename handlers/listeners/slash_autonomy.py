@@ -14,7 +14,7 @@ from bot.autonomy.trust import DEFAULT_WINDOW, UnknownSubject
 from bot.contract.serialize import iso
 from bot.services import Services
 from handlers.blocks import autonomy as ui
-from handlers.blocks.kit import Message, escape
+from handlers.blocks.kit import Message, escape, slack_date
 from handlers.ids import ActionId
 from handlers.listeners.buttons import privately
 
@@ -51,7 +51,7 @@ async def pause(svc: Services, user_id: str, args: list[str]) -> Message:
                          "and secondary (for their services), leadership users and admins may. Your attempt was "
                          "recorded.")
     await pauses.start(svc, user_id, req)
-    until = f"until {iso(req.until)}" if req.until else "until resumed"
+    until = f"until {slack_date(req.until)}" if req.until else "until resumed"
     return ui.answer(f":double_vertical_bar: Paused `{escape(req.target.text)}` {until}: every new action for it "
                      f"needs approval. Reason: {escape(req.reason)}")
 
@@ -105,8 +105,8 @@ def _decide(svc: Services, decision: str) -> Any:
             return
         verb = "Granted" if decision == "granted" else "Dismissed"
         text = (f"{verb}: `{escape(row.agent)}` on {escape(row.service)} · {escape(row.action_type)} · "
-                f"{escape(row.environment)} → *{row.mode}*" + (f" until {iso(row.until)}" if decision == "granted"
-                                                                 else "") + ".")
+                f"{escape(row.environment)} → *{row.mode}*"
+                + (f" until {slack_date(row.until)}" if decision == "granted" else "") + ".")
         await answer(ui.answer(text))
 
     return handler

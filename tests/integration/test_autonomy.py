@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -298,3 +299,15 @@ async def test_grant_and_dismiss_clicks_without_a_response_url_are_still_answere
     [note] = await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.postEphemeral", user="U0VP"))
     assert note.args["text"].startswith("Granted: `remediator` on checkout-api")
     assert len(await ledger_events(running, "grant.granted")) == 1
+
+
+async def test_a_pause_says_when_it_ends_as_a_slack_date(running: Running, fake_slack: FakeSlack,
+                                                         clock: FakeClock) -> None:
+    """The end of a pause read `until 2026-12-06T03:53:09.811093+00:00` in the channel, the answer
+    and `pauses`; it is now Slack's <!date> (each reader's time zone), with a minute-precise fallback."""
+    answer = json.dumps(await slash(running, fake_slack, "pause search 2h bad deploys", user="U0SEARCH"))
+    listed = json.dumps(await slash(running, fake_slack, "pauses", user="U0SEARCH"))
+    announced = await posted(fake_slack, clock, "C0SEARCH", "Paused")
+    for text in (answer, listed, announced):
+        assert "until <!date^" in text and " UTC>" in text, text
+        assert not re.search(r"\d{2}:\d{2}:\d{2}\.\d+", text), text  # no raw ISO time with microseconds
