@@ -73,14 +73,23 @@ def agents_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @agents_app.command("revoke")
 def agents_revoke(name: str) -> None:
     """Revoke an agent's token: its requests are refused from now on."""
+    from sqlmodel import col, select
+
+    from storage.models import Agent
     from storage.queries import agents
 
-    async def run(db: Database) -> Any:
+    async def run(db: Database) -> tuple[Any, bool]:
         async with db.session() as session:
+            # Revoked before this call: say since when (it said "revoked." again, as if just now).
+            earlier = await session.scalar(select(col(Agent.revoked_at)).where(col(Agent.name) == name))
             agent = await agents.revoke(session, name)
             await session.commit()
-            return agent
+            return agent, earlier is not None
 
-    if with_db(run) is None:
+    agent, earlier = with_db(run)
+    if agent is None:
         raise fail(f"no agent named {name!r}", 1)
+    if earlier:
+        typer.echo(f"Agent {name!r} was already revoked on {agent.revoked_at:%Y-%m-%d %H:%M} UTC.")
+        return
     typer.echo(f"Agent {name!r} revoked.")

@@ -57,6 +57,19 @@ async def test_agents_add_trims_the_name(database_url: str, tmp_path: Path) -> N
     assert [a["name"] for a in json.loads(listed.stdout)] == ["deploy-bot"]
 
 
+async def test_agents_revoke_twice_says_since_when(database_url: str, tmp_path: Path) -> None:
+    """The second revoke said "Agent 'deploy-bot' revoked." again, as if the token had worked until then."""
+    assert (await countersign("agents", "add", "deploy-bot", database_url=database_url, cwd=tmp_path)).returncode == 0
+    first = await countersign("agents", "revoke", "deploy-bot", database_url=database_url, cwd=tmp_path)
+    assert first.returncode == 0 and first.stdout.strip() == "Agent 'deploy-bot' revoked.", first.stderr
+    again = await countersign("agents", "revoke", "deploy-bot", database_url=database_url, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("Agent 'deploy-bot' was already revoked on ") and "UTC" in again.stdout
+    export = await countersign("audit", "export", database_url=database_url, cwd=tmp_path)
+    events = [json.loads(line)["event"] for line in export.stdout.splitlines()]
+    assert events.count("agent.revoked") == 1
+
+
 async def test_actions_list_refuses_an_unknown_status(database_url: str, tmp_path: Path) -> None:
     bogus = await countersign("actions", "list", "--status", "bogus", database_url=database_url, cwd=tmp_path)
     assert bogus.returncode == 2 and bogus.stdout == ""
