@@ -29,9 +29,17 @@ _PLAIN = frozenset({str, bool, type(None)})  # JSON as they are: no conversion, 
 
 def utc_iso(at: datetime) -> str:
     """The one text form of `at` that is hashed: UTC, microseconds, "+00:00" (both databases keep µs)."""
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(UTC).isoformat(timespec="microseconds")
+    text = _ISO.get(at)  # equal datetimes (the same instant; naive: the same wall time) have one text
+    if text is None:
+        text = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat(timespec="microseconds")
+        if len(_ISO) >= 256:
+            _ISO.clear()
+        _ISO[at] = text
+    return text
+
+
+# A submission's entries and the steps they record share one `at` (its arrival): written once.
+_ISO: dict[datetime, str] = {}
 
 
 def content_of(seq: int, at: datetime | str, event: str, action_id: int | None, actor: str | None,

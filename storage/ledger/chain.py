@@ -135,8 +135,8 @@ async def append(
     commits (and vanishes with it on rollback). The returned entry gets its seq and hashes then.
     Inside a savepoint it is written at once, so a rolled-back savepoint takes it along."""
     when = at or utcnow()
-    # Stored and hashed as UTC: a naive or zoned `at` must read back as the same instant and text.
-    when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    if when.tzinfo is not UTC:  # stored and hashed as UTC: a naive or zoned `at` reads back as this instant
+        when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
     clean, text = ledger_form(data or {})
     entry = Entry(when, event, action_id, actor, clean, text)
     if session.sync_session.in_nested_transaction():
