@@ -76,7 +76,8 @@ async def report(svc: Services, agent: Agent, action_id: int, req: ResultIn) -> 
 
 def _check_ran(action: Action) -> None:
     ran = RAN.get(action.kind)
-    if ran is not None and action.status not in ran:
+    # `on_timeout: approve` told the agent to go ahead: status expired, outcome approved.
+    if ran is not None and action.status not in ran and action.outcome != "approved":
         why = {"pending": "it is still waiting for a decision", "denied": "it was denied",
                "expired": "its proposal expired"}.get(action.status, f"its status is {action.status}")
         raise ApiError(409, "not_run", f"action {action.id} never ran: {why}", field="result")

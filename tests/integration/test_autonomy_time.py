@@ -27,8 +27,8 @@ from tests.slack_helpers import until
 
 
 @pytest.fixture
-def policy() -> Policy:
-    return make_policy(AUTONOMY)
+def policy(request: pytest.FixtureRequest) -> Policy:
+    return make_policy(getattr(request, "param", AUTONOMY))
 
 
 @pytest.fixture
@@ -109,3 +109,22 @@ async def test_a_pause_ends_at_its_deadline_with_nobody_up_then(
             assert listed["items"] == []
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("policy", [AUTONOMY.replace("on_timeout: deny", "on_timeout: approve")], indirect=True,
+                         ids=["approve-on-timeout"])
+async def test_a_proposal_its_timeout_approved_takes_a_result(running: Running, clock: FakeClock) -> None:
+    """`on_timeout: approve` tells the agent to go ahead (status expired, outcome approved): so it
+    ran, and its result is taken like an approved proposal's (it was refused 409 not_run)."""
+    status, action = await running.submit(proposal())
+    assert status == 201 and action["mode"] == "approve"
+    clock.advance(3601)
+
+    async def timed_out() -> dict[str, object] | None:
+        status, body = await running.get(f"/v1/actions/{action['id']}")
+        return body if status == 200 and body["decision"] else None
+
+    got = await until(timed_out)
+    assert got["status"] == "expired" and got["decision"]["outcome"] == "approved"  # type: ignore[index]
+    status, body = await post_result(running, action["id"], {"result": "succeeded"})
+    assert status == 200 and body["result"] == "succeeded", body
