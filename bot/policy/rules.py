@@ -9,10 +9,10 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Mode = Literal["autonomous", "acknowledge", "approve", "forbidden"]
 Level = Literal["owner", "secondary", "leadership"]
@@ -43,6 +43,22 @@ class _Strict(BaseModel):
 
 def _duration(value: Any) -> float:
     return parse_duration(value)
+
+
+# A person in the policy: a Slack user ID (U…, or W… on Enterprise Grid) or an email that
+# users.lookupByEmail resolves. Anything else ('', 'olive', '@olive') pages nobody: refused with its
+# line, not discovered at the first page.
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _person(value: str) -> str:
+    if not (_USER_ID.fullmatch(value) or _EMAIL.fullmatch(value)):
+        raise ValueError(f"{value!r} is not a Slack user ID (like U0123ABCD) or an email")
+    return value
+
+
+Person = Annotated[str, AfterValidator(_person)]
 
 
 class Step(_Strict):
@@ -117,8 +133,8 @@ class Tier(Escalation):
 
 
 class Service(Escalation):
-    owner: str
-    secondary: str | None = None
+    owner: Person
+    secondary: Person | None = None
     channel: str | None = None
     tier: str | None = None
     storm_per_minute: int | None = Field(default=None, ge=1)
@@ -127,7 +143,7 @@ class Service(Escalation):
 
 class Leadership(_Strict):
     channel: str
-    users: list[str] = []
+    users: list[Person] = []
 
 
 StrOrList = str | list[str]
@@ -149,7 +165,7 @@ class Rule(_Strict):
 
 class Policy(_Strict):
     leadership: Leadership | None = None
-    admins: list[str] = []
+    admins: list[Person] = []
     tiers: dict[str, Tier] = {}
     services: dict[str, Service]
     rules: list[Rule] = []

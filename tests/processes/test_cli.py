@@ -202,6 +202,26 @@ async def test_policy_check_on_the_spec_example_writes_durations_as_the_file_doe
     assert rows[("production", "rollback")] == "approve" and rows[("staging", "*")] == "autonomous"
 
 
+@pytest.mark.parametrize(("old", "new", "where", "bad"), [
+    ("    owner: U0OWNER ", '    owner: "" ', "services.checkout-api.owner", "''"),
+    ("    owner: U0OWNER ", "    owner: olive ", "services.checkout-api.owner", "'olive'"),
+    ("    secondary: dana@example.com", "    secondary: '@dana'", "services.checkout-api.secondary", "'@dana'"),
+    ("  users: [U0VP] ", "  users: [U0VP, vic] ", "leadership.users.1", "'vic'"),
+    ("admins: [U0ADMIN] ", "admins: [admin] ", "admins.0", "'admin'"),
+])
+async def test_policy_check_refuses_a_person_slack_cannot_page(tmp_path: Path, old: str, new: str, where: str,
+                                                               bad: str) -> None:
+    """An owner of '' or 'olive' was accepted ('owner , channel C0CHECKOUT') and paged nobody: SPEC
+    gives people as Slack user IDs or emails."""
+    assert old in SPEC_EXAMPLE
+    path = tmp_path / "policy.yml"
+    path.write_text(SPEC_EXAMPLE.replace(old, new))
+    done = await countersign("policy", "check", str(path), cwd=tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert f"{where}: {bad} is not a Slack user ID (like U0123ABCD) or an email" in done.stderr, done.stderr
+    assert f"{path}:" in done.stderr and "Traceback" not in done.stderr
+
+
 async def test_policy_check_prints_each_problem_and_exits_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     text = FAST.replace("    owner: U0BATCH\n", "").replace("    tier: tier2", "    tier: tier9")
