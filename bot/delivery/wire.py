@@ -206,7 +206,9 @@ class Wire:
         if self._http is None:
             self._http = ssrf.client_session(allow, CALL_TIMEOUT)
         try:
-            async with self._http.post(msg.payload["url"], data=body, headers=headers) as resp:
+            # Not followed: a redirect would carry the signed decision past the allow-list checks.
+            async with self._http.post(msg.payload["url"], data=body, headers=headers,
+                                       allow_redirects=False) as resp:
                 if 200 <= resp.status < 300:
                     return {"status": resp.status}, resp.status
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiohttp import web
 
 from bot.app import create_app
 from bot.contract.callback_target import AllowList
@@ -125,3 +126,53 @@ async def test_invisible_characters_are_removed_and_an_empty_summary_refused(
     assert got["evidence"][0]["label"] == "Grafana"
     card = await card_for(fake_slack, "U0OWNER", body["id"])
     assert not any(ch in str(card.args) for ch in "\u202e\u200b\u2066")
+
+
+class Redirector(Receiver):
+    """An allowed endpoint that answers 307 towards another address."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__()
+        self.location = location
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        await super()._handle(request)
+        return web.Response(status=307, headers={"Location": self.location})
+
+
+async def test_a_callback_redirect_is_not_followed(database_url: str, fake_slack: FakeSlack, policy: Policy) -> None:
+    """Only 127.0.0.1 is allowed; it redirects to 127.0.0.2 (refused): the signed decision must not be
+    POSTed there. A redirect is a failed delivery, retried like any other (it may be temporary)."""
+    target = Receiver()
+    await target.start()
+    runner = web.AppRunner(target._runner.app)  # type: ignore[union-attr]  # the same handler on 127.0.0.2
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.2", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    hidden = f"http://127.0.0.2:{port}/hooks/countersign"
+    redirector = Redirector(hidden)
+    await redirector.start()
+    settings = make_settings(database_url, fake_slack.url, COUNTERSIGN_CALLBACK_ALLOW="127.0.0.1/32")
+    try:
+        async with serve(create_app(settings, policy=policy)) as running:
+            status, body = await running.submit(proposal(callback_url=redirector.url))
+            assert status == 201, body
+            card = await card_for(fake_slack, "U0OWNER", body["id"])
+            await click(running, fake_slack, "U0OWNER", card, "Approve")
+            await decided(running, body["id"])
+            await asyncio.wait_for(redirector.arrived.wait(), timeout=10)
+
+            async def retrying() -> list[str]:
+                async with running.svc.db.session() as session:
+                    rows = await outbox.listing(session)
+                return [r.last_error or "" for r in rows if r.target == "callback" and r.last_error]
+
+            [error] = await until(retrying)
+            assert "307" in error
+            await asyncio.sleep(0.3)
+            assert target.requests == [], "the decision was POSTed to a refused address"
+    finally:
+        await redirector.stop()
+        await runner.cleanup()
+        await target.stop()
