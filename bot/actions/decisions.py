@@ -99,7 +99,7 @@ async def respond(
             await session.refresh(action)
             update_cards(session, action_id)
             refresh_homes(session, action)  # the decider's and the paged people's App Homes
-            await queue_callback(session, action)
+            queue_callback(session, action)
         await session.commit()
     if refusal is None:
         svc.metrics.decided(outcome=action.outcome, accountability="explicit", via=via)

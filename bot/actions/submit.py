@@ -23,6 +23,7 @@ from bot.actions.idempotency import Answer
 from bot.actions.serialize import action_json
 from bot.contract.errors import ApiError, unauthorized
 from bot.contract.schemas import ActionIn
+from bot.delivery.callbacks import queue_callback
 from bot.delivery.messages import Kind, send
 from bot.escalation.paging import Effects, advance
 from bot.escalation.snapshot import EscalationSnapshot
@@ -162,6 +163,7 @@ async def write(session: AsyncSession, svc: Services, prep: Prepared, action: Ac
         if snapshot.channel:
             effects.append(partial(send, session, Kind.FYI, channel=snapshot.channel, action_id=action.id,
                                    purpose="fyi"))
+        effects.append(partial(queue_callback, session, action))  # SPEC: on a decision, the agent is told
         await ledger.append(session, "decision", {"outcome": "recorded", "accountability": "policy",
                                                   "by": snapshot.owner, "via": "policy", "level": "owner",
                                                   "reason": action.decision_reason},

@@ -36,8 +36,9 @@ def callback_body(action: Action) -> dict[str, Any]:
     }
 
 
-async def queue_callback(session: AsyncSession, action: Action) -> None:
-    """Queue the decision for the agent's callback_url, if it gave one."""
+def queue_callback(session: AsyncSession, action: Action) -> None:
+    """Queue the decision for the agent's callback_url, if it gave one (in the caller's transaction:
+    no I/O, so the ingest writer queues an autonomous action's decision like its FYI)."""
     if not action.callback_url:
         return
     enqueue(

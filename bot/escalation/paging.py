@@ -237,4 +237,4 @@ async def _time_out(session: AsyncSession, action: Action, step: DueStep, now: d
         actor=by,
         at=now,
     )
-    await queue_callback(session, action)
+    queue_callback(session, action)

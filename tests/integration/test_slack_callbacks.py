@@ -78,3 +78,20 @@ async def test_owner_click_reaches_the_agent_signed(running: Running, fake_slack
     assert sent["decision"]["outcome"] == "approved"
     assert sent["decision"]["by"]["slack_user_id"] == "U0OWNER"
     assert sent["decision"]["accountability"] == "explicit" and sent["decision"]["via"] == "button"
+
+
+async def test_an_autonomous_action_tells_the_agent_its_decision_too(running: Running, receiver: Receiver) -> None:
+    """SPEC: on a decision, POST it to callback_url. An autonomous action is decided on arrival (by
+    policy): the agent gets the same signed callback as for a click, once."""
+    token, secret = await running.add_agent("autoscaler")
+    status, body = await running.submit(proposal(service="search", callback_url=receiver.url), token=token)
+    assert status == 201 and body["status"] == "recorded", body
+    await asyncio.wait_for(receiver.arrived.wait(), timeout=10)
+    [(raw, headers)] = receiver.requests
+    assert callbacks.verify(secret, raw, headers["X-Countersign-Timestamp"], headers["X-Countersign-Signature"])
+    sent = json.loads(raw)
+    assert (sent["action_id"], sent["status"]) == (body["id"], "recorded")
+    assert sent["decision"]["accountability"] == "policy" and sent["decision"]["via"] == "policy"
+    assert sent["decision"]["by"]["slack_user_id"] == "U0SEARCH"
+    await asyncio.sleep(0.3)
+    assert len(receiver.requests) == 1
