@@ -93,7 +93,8 @@ def pauses_message(items: Sequence[Mapping[str, Any]]) -> Message:
                                                    "policy's modes.")])
     lines = [f"• `{escape(p['target'])}` by {_who(p['by'])} until {_until(p['until'])}: "
              f"{escape(p['reason'])}" for p in items]
-    return message(f"{len(items)} pauses hold", [header("Pauses in force"), section("\n".join(lines))])
+    count = f"{len(items)} pause{'' if len(items) == 1 else 's'} in force"
+    return message(count, [header("Pauses in force"), section("\n".join(lines))])
 
 
 def _who(by: str | None) -> str:
