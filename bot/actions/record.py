@@ -105,5 +105,15 @@ def format_record(record: dict[str, Any]) -> str:
                      "(check with `countersign audit verify`)")
     lines.append("  timeline:")
     for e in record.get("timeline", []):
-        lines.append(f"    #{e['seq']} {e['at']} {e['event']} {e['actor'] or ''}")
+        lines.append(f"    #{e['seq']} {e['at']} {e['event']} {e['actor'] or ''}".rstrip() + _detail(e))
     return "\n".join(lines)
+
+
+def _detail(entry: dict[str, Any]) -> str:
+    """What a timeline line adds from its data: whom a page or reminder went to, and why a step
+    was skipped or a page failed (the actor of these is countersign itself, so it is left out)."""
+    data = entry.get("data") or {}
+    if not isinstance(data, dict):
+        return ""
+    parts = [f"{key} {data[key]}" for key in ("level", "target", "reason") if data.get(key)]
+    return f" ({', '.join(parts)})" if parts and entry["event"].startswith(("escalation.", "page.")) else ""

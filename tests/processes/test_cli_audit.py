@@ -136,3 +136,5 @@ async def test_responsibility_record_is_the_same_in_api_and_cli(running: Running
     code, out, _ = await cli(running, tmp_path, "actions", "show", str(action_id))
     assert code == 0 and "ACCOUNTABLE:" in out and "ledger:" in out
     assert ("not escalated" in out) == (which == "autonomous") and "None" not in out
+    if which == "proposal":  # whom each page went to (the entry's actor is countersign: was a bare line)
+        assert "escalation.page (level owner, target U0OWNER)" in out, out
