@@ -26,8 +26,12 @@ class AgentExists(ValueError):
 
 async def create(session: AsyncSession, name: str) -> tuple[Agent, str]:
     """Create an agent; returns it and its bearer token (the only time the token exists in clear)."""
-    if (await session.execute(select(Agent).where(col(Agent.name) == name))).scalar_one_or_none():
-        raise AgentExists(f"an agent named {name!r} already exists")
+    existing = (await session.execute(select(Agent).where(col(Agent.name) == name))).scalar_one_or_none()
+    if existing is not None:
+        # A revoked agent keeps its name: its actions and ledger entries name it.
+        gone = (f" (revoked {existing.revoked_at:%Y-%m-%d %H:%M} UTC; its actions keep the name: choose another)"
+                if existing.revoked_at else "")
+        raise AgentExists(f"an agent named {name!r} already exists{gone}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     agent = Agent(
         name=name,

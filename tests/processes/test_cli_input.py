@@ -70,6 +70,14 @@ async def test_agents_revoke_twice_says_since_when(database_url: str, tmp_path: 
     assert events.count("agent.revoked") == 1
 
 
+async def test_agents_add_with_a_revoked_agents_name_says_it_was_revoked(database_url: str, tmp_path: Path) -> None:
+    assert (await countersign("agents", "add", "old-bot", database_url=database_url, cwd=tmp_path)).returncode == 0
+    assert (await countersign("agents", "revoke", "old-bot", database_url=database_url, cwd=tmp_path)).returncode == 0
+    again = await countersign("agents", "add", "old-bot", database_url=database_url, cwd=tmp_path)
+    assert again.returncode != 0 and "token:" not in again.stdout
+    assert "already exists (revoked " in again.stderr and "choose another" in again.stderr, again.stderr
+
+
 async def test_actions_list_refuses_an_unknown_status(database_url: str, tmp_path: Path) -> None:
     bogus = await countersign("actions", "list", "--status", "bogus", database_url=database_url, cwd=tmp_path)
     assert bogus.returncode == 2 and bogus.stdout == ""
