@@ -31,13 +31,20 @@ def actions_list(
 ) -> None:
     """Newest actions first."""
     from bot.actions.serialize import action_json
+    from bot.contract.serialize import decider_spec, with_person
+    from bot.delivery.directory import known_people
     from storage.queries import actions as repo
 
     async def run(db: Database) -> list[dict[str, Any]]:
         async with db.session() as session:
             rows = await repo.page(session, status=status.value if status else None, service=service,
                                    limit=limit)
-        return [action_json(a, g.name) for a, g in rows]
+            items = [action_json(a, g.name) for a, g in rows]
+            # decision.by as the API and `actions show` give it: from the cache (the CLI asks no Slack)
+            people = await known_people(session, [decider_spec(i["decision"]) for i in items])
+        for item in items:
+            item["decision"] = with_person(item["decision"], people)
+        return items
 
     items = with_db(run)
     if as_json:

@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,6 +98,20 @@ async def test_a_policy_decision_answers_the_owners_slack_id_and_name(running: R
     # The ledger keeps what was recorded at ingest: the policy's email.
     [entry] = [e for e in await ledger_events(running, out["id"]) if e.event == "decision"]
     assert entry.data["by"] == "owner@example.com" and entry.actor == "owner@example.com"
+
+
+async def test_countersign_actions_list_answers_decision_by_like_the_api(running: Running, tmp_path: Path) -> None:
+    from tests.processes.test_cli_audit import cli
+
+    status, out = await running.submit(proposal(service="search"))
+    assert status == 201
+    await _get(running, f"/v1/actions/{out['id']}")  # the API read asks Slack once; the CLI reads the cache
+    code, listed, err = await cli(running, tmp_path, "actions", "list", "--json")
+    assert code == 0, err
+    [item] = [i for i in json.loads(listed) if i["id"] == out["id"]]
+    assert item["decision"]["by"] == {"slack_user_id": "U0OWNER", "name": "Olive Owner"}
+    code, text, _ = await cli(running, tmp_path, "actions", "list")
+    assert code == 0 and "U0OWNER" in text and "owner@example.com" not in text
 
 
 @pytest.mark.parametrize("policy", [BY_EMAIL.replace("owner: owner@example.com", "owner: U0OWNER")],
