@@ -91,6 +91,22 @@ def cannot_listen(exc: OSError, host: str, port: int) -> str | None:
     return None
 
 
+def _port_problem(host: str, port: int) -> str | None:
+    """Bind (SO_REUSEPORT, as the workers will) and let go at once: `cannot_listen`'s line when the
+    workers could not listen either; None when they can (or the host is not ours to check here)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return None  # each worker says what is wrong with the host
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return cannot_listen(exc, host, port)
+    return None
+
+
 # Allocations between young-generation collections (CPython's default is 700). A submission
 # allocates thousands of short-lived objects (ORM rows, dicts, statements' parameters); with the
 # default, collections were ~5 % of the ingest writer's instructions (bench/results/bench_ingest.md).
@@ -127,6 +143,9 @@ def _supervise(workers: int, host: str, port: int, migrate: bool) -> int:
     import subprocess
     import sys
 
+    problem = _port_problem(host, port)
+    if problem is not None:  # said once, not by each of the N workers
+        raise fail(problem)
     command = [sys.executable, "-m", "bot.cli", "serve", "--reuse-port", "--host", host, "--port", str(port),
                "--migrate" if migrate else "--no-migrate"]
     children = [subprocess.Popen(command) for _ in range(workers)]

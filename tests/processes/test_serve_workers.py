@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -60,3 +61,20 @@ async def test_two_workers_share_the_port_and_stop_together(database_url: str, f
             _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()[-2000:]
         assert b"with 2 worker processes" in err
+
+
+async def test_workers_on_a_port_in_use_say_so_once(database_url: str, fake_slack: FakeSlack, tmp_path: Path) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("--workers needs PostgreSQL")
+    policy = tmp_path / "policy.yml"
+    policy.write_text(FAST)
+    with socket.socket() as taken:  # another process's listener (no SO_REUSEPORT)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = environment(database_url, fake_slack.url, policy, taken.getsockname()[1])
+        proc = await asyncio.create_subprocess_exec("countersign", "serve", "--workers", "3", env=env, cwd=tmp_path,
+                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = err.decode()
+    assert proc.returncode == 2, text[-2000:]
+    assert text.count("is in use: set COUNTERSIGN_PORT") == 1 and "Traceback" not in text, text[-2000:]
