@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,25 @@ class Settings(BaseSettings):
     def _allow_list(cls, text: str) -> str:
         AllowList.parse(text)  # a typo is named at start, not discovered when a callback is refused
         return text
+
+    @field_validator("digest_time")
+    @classmethod
+    def _clock_time(cls, text: str) -> str:
+        # The pattern lets 25:99 through; the scheduler would then die at start with a traceback.
+        hour, minute = (int(x) for x in text.split(":"))
+        if hour > 23 or minute > 59:
+            raise ValueError("a time of day as HH:MM, 00:00 to 23:59")
+        return text
+
+    @field_validator("digest_timezone")
+    @classmethod
+    def _time_zone(cls, name: str) -> str:
+        # Checked here so a typo is named at start (ZoneInfo raised a traceback from the scheduler).
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("an IANA time zone name such as UTC or Europe/Paris") from exc
+        return name
 
     @property
     def callback_allow_list(self) -> AllowList:

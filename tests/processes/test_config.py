@@ -53,6 +53,9 @@ def test_dotenv_file_and_environment(no_env: Path, monkeypatch: pytest.MonkeyPat
         ("DATABASE_URL", "mysql://x/y", "DATABASE_URL: use sqlite+aiosqlite:///"),
         ("COUNTERSIGN_LOG_FORMAT", "xml", "COUNTERSIGN_LOG_FORMAT"),
         ("COUNTERSIGN_TICK_SECONDS", "0", "COUNTERSIGN_TICK_SECONDS"),
+        # the HH:MM pattern let these through: serve then died with the scheduler's traceback
+        ("COUNTERSIGN_DIGEST_TIME", "25:99", "COUNTERSIGN_DIGEST_TIME: a time of day as HH:MM, 00:00 to 23:59"),
+        ("COUNTERSIGN_DIGEST_TIMEZONE", "Mars/Olympus", "COUNTERSIGN_DIGEST_TIMEZONE: an IANA time zone name"),
     ],
 )
 def test_a_wrong_setting_is_named(
