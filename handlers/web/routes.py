@@ -17,6 +17,7 @@ from aiohttp import web
 from markupsafe import escape
 
 from bot.actions.decisions import respond
+from bot.actions.rules import OUTCOMES
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from handlers.web import links
@@ -115,9 +116,7 @@ class Web:
     async def action_page(self, request: web.Request) -> web.StreamResponse:
         action_id = _action_id(request)
         grant = self.grant(request, links.action_page(action_id))
-        done = DONE.get(request.query.get("done", ""), "")
-        return await self._render_action(request, grant, action_id,
-                                         done=f"{done}: recorded, with you as accountable." if done else "")
+        return await self._render_action(request, grant, action_id, done=request.query.get("done", ""))
 
     async def _shared(self, action_id: int) -> Shared | None:
         """The viewer-independent part of the page, cached until the action or its ledger changes."""
@@ -162,6 +161,7 @@ class Web:
             return refused(404, "No such action", f"There is no action {action_id}.")
         page = replace(shared.page, viewer=grant.viewer,
                        can_respond=await may_answer(self.svc, shared.page.action, grant.viewer))
+        done = _confirmation(page, grant, done)
         names = shared.names
         if grant.is_person and grant.viewer not in names:
             names = {**names, **await labels(self.svc, [grant.viewer])}
@@ -223,6 +223,18 @@ class Web:
         return html(render("service.html", service=name, owner=owner, secondary=service.secondary, names=names,
                            days=SERVICE_DAYS, total=len(history), charts=service_charts(history, now, SERVICE_DAYS),
                            pending=pending))
+
+
+def _confirmation(page: ActionPage, grant: links.Grant, done: str) -> str:
+    """The "recorded" notice after a form's redirect. `done` is an unsigned query parameter, so it is
+    shown only when the action really was decided that way by this viewer on the web: anyone could
+    append `&done=approve` to a link (a channel's, a stranger's, a pending action's) and show a
+    confirmation of a decision nobody made."""
+    a = page.action
+    if (done not in DONE or not grant.is_person or a.decided_by != grant.viewer or a.decision_via != "web"
+            or a.outcome != OUTCOMES.get((a.kind, done))):
+        return ""
+    return f"{DONE[done]}: recorded, with you as accountable."
 
 
 @dataclass(frozen=True)

@@ -210,3 +210,25 @@ async def test_a_page_does_not_wait_on_a_slow_slack_for_names(running: Running, 
         waited = time.monotonic() - started
     assert waited < 4.0, f"the page waited {waited:.1f} s on users.info"
     assert "U0OWNER" in page and "Olive Owner" not in page and 'id="form-approve"' in page
+
+
+async def test_an_unsigned_done_parameter_shows_no_confirmation_of_a_decision_nobody_made(
+        running: Running, fake_slack: FakeSlack) -> None:
+    """`done=` (the form's redirect) is not signed: appended to a pending action's link, a channel's
+    link or a stranger's, it must not show "Approved: recorded"; after a real decision it does, but
+    only to the person who decided."""
+    action_id, link = await _owner_link(running, fake_slack)
+    channel = links.action_url(running.svc.settings, action_id, "C0CHECKOUT", running.svc.clock())
+    stranger = links.action_url(running.svc.settings, action_id, "U0STRANGER", running.svc.clock())
+    async with browser() as b:
+        for url in (link, channel, stranger):
+            async with b.get(url + "&done=approve") as resp:
+                assert resp.status == 200 and 'id="done"' not in await resp.text(), url
+        async with b.post(link, data={"csrf": csrf_of(await (await b.get(link)).text()), "response": "approve"},
+                          allow_redirects=False) as resp:
+            assert resp.status == 303
+        async with b.get(running.url + resp.headers["Location"]) as after:
+            assert "Approved: recorded" in await after.text()
+        for url, response in ((link, "override"), (channel, "approve"), (stranger, "approve")):
+            async with b.get(f"{url}&done={response}") as resp:
+                assert 'id="done"' not in await resp.text(), (url, response)
