@@ -198,10 +198,12 @@ async def sweep(svc: Services) -> int:
         for g in await q.expired_grants(session, now):
             assert g.id is not None
             if await q.end_grant(session, g.id, g.until, "expiry") is not None:
-                await ledger.append(session, "grant.expired", {"grant": g.id, "agent": g.agent, "service": g.service,
-                                                               "action_type": g.action_type,
-                                                               "environment": g.environment, "mode": g.mode},
-                                    actor="countersign", at=now)
+                data = {"grant": g.id, "kind": g.kind, "agent": g.agent, "service": g.service,
+                        "action_type": g.action_type, "environment": g.environment, "mode": g.mode,
+                        "previous_mode": g.previous_mode, "until": g.until.isoformat()}
+                await ledger.append(session, "grant.expired", data, actor="countersign", at=now)
+                # told where the grant was announced: the team's next actions change mode again
+                announce(session, svc, g.service, leadership=True, notice={"event": "grant.expired", **data})
                 done += 1
         await session.commit()
     if done:

@@ -132,10 +132,11 @@ def notice(n: Mapping[str, Any]) -> Message:
     elif event == "pause.ended":
         how = "expired" if n.get("by") == "expiry" else f"resumed by {_who(n.get('by'))}"
         text = f":arrow_forward: *Pause ended*: `{escape(n['target'])}` {how}. The policy's modes apply again."
-    elif event in ("grant.granted", "grant.revoked"):
-        verb = {"grant.granted": "granted", "grant.revoked": "revoked"}[event]
+    elif event in ("grant.granted", "grant.revoked", "grant.expired"):
+        verb = {"grant.granted": "granted", "grant.revoked": "revoked", "grant.expired": "expired"}[event]
         kind = "Demotion" if n.get("kind") == "demote" else "Promotion"
-        text = (f":scales: *{kind} {verb}* by {_who(n.get('by'))}: `{escape(n['agent'])}` on "
+        by = "" if verb == "expired" else f" by {_who(n.get('by'))}"
+        text = (f":scales: *{kind} {verb}*{by}: `{escape(n['agent'])}` on "
                 f"{escape(n['service'])} · {escape(n['action_type'])} · {escape(n['environment'])} is now "
                 f"*{n['mode'] if verb == 'granted' else n['previous_mode']}*"
                 + (f" until {_until(n.get('until'))}" if verb == "granted" else "") + ".")

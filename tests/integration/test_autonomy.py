@@ -251,6 +251,10 @@ async def test_a_grant_changes_new_actions_not_those_in_flight_and_ends(running:
     status, later = await running.submit(proposal(summary="after expiry"))
     assert later["mode"] == "approve"
     await until(lambda: ledger_events(running, "grant.expired"))
+    # told like its start (it ended silently): the team's next actions wait for approval again
+    ended = await posted(fake_slack, clock, "C0LEADERS", "Promotion expired")
+    assert "is now *approve*" in ended and "by <@" not in ended
+    assert "is now *approve*" in await posted(fake_slack, clock, "C0CHECKOUT", "Promotion expired")
 
 
 async def test_a_demotion_is_suggested_with_grant_and_applies_only_once_granted(
