@@ -86,7 +86,9 @@ async def revoke(svc: Services, grant_id: int, by: str) -> AutonomyGrant:
             raise GrantRefused(f"No grant {grant_id} is in force.")
         data = grant_json(row)
         await ledger.append(session, "grant.revoked", data, actor=by, at=now)
-        announce(session, svc, row.service, leadership=True, notice={"event": "grant.revoked", **data})
+        # the notice names who revoked it (data's `by` is who granted it)
+        announce(session, svc, row.service, leadership=True,
+                 notice={"event": "grant.revoked", **data, "by": by, "granted_by": row.by})
         await session.commit()
     invalidate_cache(svc)
     return row

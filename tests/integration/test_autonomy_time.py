@@ -4,6 +4,7 @@ moment (the app is restarted after it); the track record's arithmetic on a known
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -13,7 +14,7 @@ from sqlmodel import col, select
 
 from bot.actions.decisions import respond
 from bot.app import create_app
-from bot.autonomy import trust
+from bot.autonomy import grants, trust
 from bot.clock import FakeClock
 from bot.demo.fakeslack import FakeSlack
 from bot.policy.rules import Policy
@@ -128,3 +129,25 @@ async def test_a_proposal_its_timeout_approved_takes_a_result(running: Running, 
     assert got["status"] == "expired" and got["decision"]["outcome"] == "approved"  # type: ignore[index]
     status, body = await post_result(running, action["id"], {"result": "succeeded"})
     assert status == 200 and body["result"] == "succeeded", body
+
+
+async def test_a_revoked_grant_is_announced_as_revoked_by_whoever_revoked_it(
+        running: Running, fake_slack: FakeSlack, clock: FakeClock) -> None:
+    """The notice said "revoked by" the leader who had granted it, whoever revoked it."""
+    for i in range(3):
+        _, a = await running.submit(proposal(summary=f"scale {i}"))
+        assert (await respond(running.svc, a["id"], user_id="U0OWNER", user_name="olive", response="approve",
+                              via="slash")).accepted
+    async with running.svc.db.read_session() as session:
+        [suggestion] = await trust.current_suggestions(running.svc, session, clock())
+    row = await grants.decide(running.svc, "U0VP", suggestion.token(), "granted")
+    assert row.id is not None
+    await grants.revoke(running.svc, row.id, "U0ADMIN")
+
+    async def revoked() -> str | None:
+        clock.advance(1)  # the pacer runs on the fake clock
+        return next((json.dumps(c.args) for c in fake_slack.posts("C0LEADERS") if "revoked" in json.dumps(c.args)),
+                    None)
+
+    text = await until(revoked)
+    assert "Promotion revoked* by <@U0ADMIN>" in text and "is now *approve*" in text
