@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from markupsafe import escape
 
 from bot.actions.decisions import respond
@@ -181,7 +182,15 @@ class Web:
     async def action_respond(self, request: web.Request) -> web.StreamResponse:
         action_id = _action_id(request)
         grant = self.grant(request, links.action_page(action_id))
-        form = await request.post()
+        # A body a browser would not send (over the size cap, not UTF-8, broken multipart) is the
+        # sender's fault: say so (413/400) instead of the 500 page aiohttp's exceptions led to.
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            return refused(413, "The form is too large", "A response's reason is limited to 1 MiB in all.")
+        except (ValueError, HttpProcessingError):
+            return refused(400, "The form could not be read", "Its body is not a form this page sends. "
+                           "Open the page again and resubmit.")
         if not links.csrf_ok(self.key, request.cookies.get(CSRF_COOKIE, ""), grant, str(form.get("csrf", ""))):
             return refused(403, "This form expired", "The form's security token did not match (it guards "
                            "against other sites submitting it). Open the page again and resubmit.")

@@ -232,3 +232,19 @@ async def test_an_unsigned_done_parameter_shows_no_confirmation_of_a_decision_no
         for url, response in ((link, "override"), (channel, "approve"), (stranger, "approve")):
             async with b.get(f"{url}&done={response}") as resp:
                 assert 'id="done"' not in await resp.text(), (url, response)
+
+
+async def test_a_form_post_no_browser_sends_is_a_4xx_not_a_500(running: Running, fake_slack: FakeSlack) -> None:
+    """On a valid link, a body over the size cap is 413, one that is not UTF-8 or not valid multipart
+    is 400: the sender's mistake, said as such (each was the 500 page), and nothing is recorded."""
+    action_id, link = await _owner_link(running, fake_slack)
+    form = "application/x-www-form-urlencoded"
+    cases = [(b"x" * (3 * 1024 * 1024), form, 413), (b"\xff\xfe=\xff", form, 400),
+             (b"--x\r\nbroken", "multipart/form-data; boundary=x", 400)]
+    async with browser() as b:
+        for body, content_type, expected in cases:
+            async with b.post(link, data=body, headers={"Content-Type": content_type}) as resp:
+                assert resp.status == expected, (content_type, await resp.text())
+                assert "Something went wrong" not in await resp.text()
+    assert await responses(running, action_id) == []
+    assert (await action_state(running, action_id))["status"] == "pending"
