@@ -9,7 +9,8 @@ from typing import Any
 import typer
 
 from bot.cli.common import fail, with_db
-from bot.cli.trust import services
+from bot.cli.trust import services, table
+from bot.policy.autonomy import Record
 from storage.db import Database
 
 
@@ -17,21 +18,33 @@ def register(app: typer.Typer) -> None:
     app.command("digest")(digest)
 
 
+def _counts(counter: dict[str, int]) -> str:
+    """'approve 6, acknowledge 3' (the Slack digest's order); a Python dict's repr was printed."""
+    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{k} {v}" for k, v in ranked) or "none"
+
+
+def _seconds(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0f}s" if v < 120 else f"{v / 60:.0f}m" if v < 7200 else f"{v / 3600:.1f}h"
+
+
 def summary(d: dict[str, Any]) -> str:
     lines = [f"Countersign digest {d['day']} ({d['since']} to {d['until']}, {d['timezone']})",
-             f"{d['total']} actions; by mode {d['by_mode']}; by outcome {d['by_outcome']}",
-             f"median time to response: {d['median_response_seconds']} s over {d['responded']} responses",
+             f"{d['total']} actions; by mode: {_counts(d['by_mode'])}; by outcome: {_counts(d['by_outcome'])}",
+             f"median time to response: {_seconds(d['median_response_seconds'])} over {d['responded']} responses",
              f"overrides: {len(d['overrides'])}; default accountability: {len(d['defaults'])}"]
     for item in d["overrides"]:
         lines.append(f"  override #{item['id']} {item['service']} {item['action_type']}: {item['reason'] or ''}")
     for item in d["defaults"]:
         lines.append(f"  default  #{item['id']} {item['service']} {item['action_type']}: {item['outcome']}")
     if d.get("trust"):
+        # the columns of `countersign trust` (rates were printed as 1.0 and None)
+        records = [Record(**{k: v for k, v in r.items() if k not in ("approval_rate", "override_rate")})
+                   for r in d["trust"]]
         lines.append("track record, last 30 days (busiest):")
-        for r in d["trust"]:
-            lines.append(f"  {r['agent']} {r['service']} {r['action_type']} {r['environment']}: {r['actions']} "
-                         f"actions, approval {r['approval_rate']}, override {r['override_rate']}, "
-                         f"failed {r['failed'] + r['rolled_back']}")
+        lines += ["  " + line for line in table(records).splitlines()]
     for s in d.get("suggestions") or []:
         lines.append(f"suggestion: {s['kind']} {s['agent']} on {s['service']} {s['action_type']} "
                      f"{s['environment']}: {s['mode_now']} -> {s['mode_suggested']} ({s['why']})")

@@ -4,6 +4,7 @@ database with a known history written through the running app."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -51,6 +52,10 @@ async def test_trust_digest_and_grants_from_the_command_line(database_url: str, 
     assert bad.returncode != 0 and "--since" in bad.stderr
     digest = await countersign("digest", env=env, cwd=tmp_path)
     assert digest.returncode == 0 and "3 actions" in digest.stdout and "suggestion: promote" in digest.stdout
+    # read like `trust`, not Python reprs ("by mode {'approve': 3}", "approval 1.0", "0.0179 s")
+    assert "by mode: approve 3; by outcome: approved 3" in digest.stdout and "{" not in digest.stdout
+    assert "median time to response: 0s over 3 responses" in digest.stdout
+    assert re.search(r"remediator\s+checkout-api\s+scale_down\s+production\s+3\s+100%", digest.stdout)
     listed = await countersign("policy", "grants", "list", env=env, cwd=tmp_path)
     assert "remediator x search x restart x production: acknowledge -> autonomous" in listed.stdout
     check = await countersign("policy", "check", str(policy_path), env=env, cwd=tmp_path)
