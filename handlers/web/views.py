@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from bot.actions.decisions import may_respond
 from bot.actions.rules import allowed_responses
-from bot.escalation.snapshot import snapshot_of
+from bot.escalation.snapshot import EscalationSnapshot, snapshot_of
+from bot.policy.rules import rule_label
 from bot.services import Services
 from storage.ledger.canonical import GENESIS, content_of, hash_matches
 from storage.models import Action, Response
@@ -81,6 +83,23 @@ class ActionPage:
     def all_verified(self) -> bool:
         return bool(self.ledger) and all(line.verified for line in self.ledger)
 
+    @property
+    def rule(self) -> str:
+        """The rule that set the mode, as the card names it ("rule 3") and what it says."""
+        return rule_text(snapshot_of(self.action))
+
+    @property
+    def changed_by(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(the grant, the pause) that changed the rule's mode for this action, as frozen into it."""
+        rule = snapshot_of(self.action).rule or {}
+        grant, pause = rule.get("grant"), rule.get("paused")
+        return (grant if isinstance(grant, dict) else None), (pause if isinstance(pause, dict) else None)
+
+    @property
+    def leadership_users(self) -> tuple[str, ...]:
+        """Whom a page to the leadership channel mentions (the card does: the page named only the channel)."""
+        return snapshot_of(self.action).leadership_users
+
     def people(self) -> set[str]:
         """Every Slack id or email the page mentions (to show them as names)."""
         snapshot = snapshot_of(self.action)
@@ -88,6 +107,7 @@ class ActionPage:
                *snapshot.leadership_users, *snapshot.admins}
         ids |= {r.slack_user_id for r in self.responses} | {f.target for f in self.fired}
         ids |= {u.target for u in self.upcoming} | {line.actor for line in self.ledger}
+        ids |= {str(changed.get("by") or "") for changed in self.changed_by if changed}
         return {i for i in ids if i}
 
     def channels(self) -> dict[str, str]:
@@ -97,6 +117,15 @@ class ActionPage:
         roles = {snapshot.channel: f"{self.action.service}'s channel", snapshot.target("leadership"):
                  "leadership channel"}
         return {channel: role for channel, role in roles.items() if channel}
+
+
+def rule_text(snapshot: EscalationSnapshot) -> str:
+    """"rule 3: tier tier1, environment production → approve" (the mode frozen into the action: a
+    grant or a pause may have changed the file's; the template says which, with names). Pure."""
+    rule = dict(snapshot.rule or {})
+    match = rule.get("match") or {}
+    conditions = ", ".join(f"{key} {'/'.join(map(str, v)) if isinstance(v, list) else v}" for key, v in match.items())
+    return f"{rule_label(snapshot.rule_index)}: {conditions or 'any action'} → {snapshot.mode or rule.get('mode')}"
 
 
 def verify_lines(entries: list[LedgerRow]) -> list[LedgerLine]:

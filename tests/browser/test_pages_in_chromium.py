@@ -89,7 +89,8 @@ async def test_every_section_for_pending_decided_and_timed_out(running: Running,
     assert "page secondary" in await browser.text("#next") and "deadline" in await browser.text("#next")
     # The secondary was given by email, leadership is a channel: both read as who or what they are.
     assert "page secondary (Dana Secondary (U0DANA))" in await browser.text("#next")
-    assert "page leadership (leadership channel (C0LEADERS))" in await browser.text("#next")
+    assert ("page leadership (leadership channel (C0LEADERS), mentioning Vic President (U0VP))"
+            in await browser.text("#next"))
     assert "dana@example.com" not in await browser.text("#next")
     assert await browser.count("form.decide") == 2
     if _shots(running):

@@ -248,3 +248,21 @@ async def test_a_form_post_no_browser_sends_is_a_4xx_not_a_500(running: Running,
                 assert "Something went wrong" not in await resp.text()
     assert await responses(running, action_id) == []
     assert (await action_state(running, action_id))["status"] == "pending"
+
+
+async def test_the_page_names_the_rule_the_pause_and_whom_leadership_was_paged_with(
+        running: Running, fake_slack: FakeSlack) -> None:
+    """Everything the card shows: its "rule 2" (with what the rule says, and the pause that held),
+    and a leadership page mentions the leadership users (the page named only the channel)."""
+    from tests.integration.test_autonomy import slash
+
+    await slash(running, fake_slack, "pause checkout-api 1h bad deploys")
+    status, body = await running.submit(proposal(kind="executed"))  # needed approval: leadership at once
+    assert status == 201 and body["policy_violation"], body
+    await card_for(fake_slack, "C0LEADERS", body["id"])
+    url = links.action_url(running.svc.settings, body["id"], "U0VP", running.svc.clock())
+    async with browser() as b, b.get(url) as resp:
+        page = await resp.text()
+    assert "rule 2: tier tier1, environment production → approve" in page
+    assert "paused by Olive Owner (U0OWNER): bad deploys" in page
+    assert "(leadership channel (C0LEADERS), mentioning Vic President (U0VP))" in page
