@@ -78,12 +78,26 @@ async def _store(svc: Services, s: Suggestion, by: str, decision: str) -> Autono
     return row
 
 
+def _why_not(grant_id: int, row: AutonomyGrant | None) -> str:
+    """Why there is nothing to revoke: revoking twice said only "No grant 1 is in force"."""
+    if row is None or row.decision != "granted":
+        return f"No grant {grant_id}: `countersign policy grants list --all` lists every grant."
+    if row.revoked_by == "expiry":
+        return f"Grant {grant_id} already expired at {row.until.isoformat()}."
+    ended = row.revoked_at.isoformat() if row.revoked_at else "?"
+    return f"Grant {grant_id} was already revoked at {ended} by {row.revoked_by}."
+
+
 async def revoke(svc: Services, grant_id: int, by: str) -> AutonomyGrant:
     now = svc.clock()
     async with svc.db.session() as session:
+        found = await session.get(AutonomyGrant, grant_id)
+        if found is not None and found.decision == "granted" and found.revoked_at is None and found.until <= now:
+            # not yet swept, but ingest has not applied it since `until`: revoking it would announce a change
+            raise GrantRefused(f"Grant {grant_id} already expired at {found.until.isoformat()}.")
         row = await q.end_grant(session, grant_id, now, by)
         if row is None:
-            raise GrantRefused(f"No grant {grant_id} is in force.")
+            raise GrantRefused(_why_not(grant_id, found))
         data = grant_json(row)
         await ledger.append(session, "grant.revoked", data, actor=by, at=now)
         # the notice names who revoked it (data's `by` is who granted it)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ def _grants_in_force() -> None:
         try:
             await db.check_schema()
             async with db.read_session() as session:
-                return await autonomy_q.grants(session)
+                return await autonomy_q.grants(session, now=datetime.now(UTC))
         except Exception:  # no database yet, or not migrated: the file alone was checked
             return []
         finally:
@@ -71,21 +73,30 @@ policy_app.add_typer(grants_app, name="grants")
 @grants_app.command("list")
 def grants_list(
     all_: bool = typer.Option(False, "--all", help="Also the expired and revoked ones."),
+    as_json: bool = typer.Option(False, "--json", help="Print them as JSON (who, when, until, figures)."),
 ) -> None:
     """The grants in force (or every grant with --all)."""
+    from bot.autonomy.grants import grant_json
     from bot.cli.common import with_db
 
     async def run(db: Any) -> list[Any]:
         async with db.read_session() as session:
-            return await autonomy_q.grants(session, include_ended=all_)
+            return await autonomy_q.grants(session, include_ended=all_, now=datetime.now(UTC))
 
     rows = with_db(run)
+    if as_json:
+        typer.echo(json.dumps([{**grant_json(g), "at": g.at.isoformat(), "revoked_at": g.revoked_at and
+                                g.revoked_at.isoformat(), "revoked_by": g.revoked_by} for g in rows], indent=2))
+        return
     if not rows:
-        typer.echo("No grants in force.")
+        typer.echo("No grants." if all_ else "No grants in force.")
     for g in rows:
+        # when it was granted and why: the stored who / when / until / figures, not only until
         ended = f" ended {g.revoked_at.isoformat()} by {g.revoked_by}" if g.revoked_at else ""
+        why = (g.figures or {}).get("why")
         typer.echo(f"#{g.id}  {g.kind:<7} {g.agent} x {g.service} x {g.action_type} x {g.environment}: "
-                   f"{g.previous_mode} -> {g.mode} until {g.until.isoformat()} by {g.by}{ended}")
+                   f"{g.previous_mode} -> {g.mode} until {g.until.isoformat()} by {g.by} at {g.at.isoformat()}"
+                   f"{ended}" + (f" ({why})" if why else ""))
 
 
 @grants_app.command("revoke")

@@ -38,10 +38,15 @@ async def live_grants(session: AsyncSession) -> list[AutonomyGrant]:
         .order_by(col(AutonomyGrant.id)))).scalars())
 
 
-async def grants(session: AsyncSession, *, include_ended: bool = False, limit: int = 200) -> list[AutonomyGrant]:
+async def grants(session: AsyncSession, *, include_ended: bool = False, now: datetime | None = None,
+                 limit: int = 200) -> list[AutonomyGrant]:
+    """Granted rows, newest first; without `include_ended` those in force (at `now`: a grant past its
+    `until` no longer applies even before the expiry sweep records its end)."""
     stmt = select(AutonomyGrant).where(col(AutonomyGrant.decision) == "granted")
     if not include_ended:
         stmt = stmt.where(col(AutonomyGrant.revoked_at).is_(None))
+        if now is not None:
+            stmt = stmt.where(col(AutonomyGrant.until) > now)
     return list((await session.execute(stmt.order_by(col(AutonomyGrant.id).desc()).limit(limit))).scalars())
 
 

@@ -3,15 +3,19 @@ database with a known history written through the running app."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.actions.decisions import respond
 from bot.app import create_app
+from bot.cli.common import open_database
 from bot.demo.fakeslack import FakeSlack
 from storage.models import AutonomyGrant
 from tests.conftest import make_settings, proposal, serve
@@ -20,6 +24,17 @@ from tests.policies import AUTONOMY
 from tests.processes.test_cli import clean_env, countersign
 
 pytestmark = pytest.mark.processes
+
+
+@contextlib.asynccontextmanager
+async def app_db(url: str) -> AsyncIterator[AsyncSession]:
+    """A session on the database the CLI reads, for rows written as another process would."""
+    db = open_database(url)
+    try:
+        async with db.session() as session:
+            yield session
+    finally:
+        await db.dispose()
 
 
 async def test_trust_digest_and_grants_from_the_command_line(database_url: str, tmp_path: Path,
@@ -64,8 +79,29 @@ async def test_trust_digest_and_grants_from_the_command_line(database_url: str, 
     revoked = await countersign("policy", "grants", "revoke", grant_id, env=env, cwd=tmp_path)
     assert revoked.returncode == 0 and "revoked grant" in revoked.stdout
     again = await countersign("policy", "grants", "revoke", grant_id, env=env, cwd=tmp_path)
-    assert again.returncode != 0 and "No grant" in again.stderr
+    # it said only "No grant 1 is in force"
+    assert again.returncode != 0 and f"Grant {grant_id} was already revoked at" in again.stderr
+    assert "by cli" in again.stderr
+    unknown = await countersign("policy", "grants", "revoke", "999", env=env, cwd=tmp_path)
+    assert unknown.returncode != 0 and "No grant 999: `countersign policy grants list --all`" in unknown.stderr
     assert "No grants in force" in (await countersign("policy", "grants", "list", env=env, cwd=tmp_path)).stdout
+    # who, when, until and the figures, as stored
+    [shown] = json.loads((await countersign("policy", "grants", "list", "--all", "--json", env=env,
+                                            cwd=tmp_path)).stdout)
+    assert (shown["by"], shown["revoked_by"], shown["mode"]) == ("U0VP", "cli", "autonomous")
+    assert shown["at"] and shown["until"] and shown["revoked_at"]
+    async with app_db(database_url) as session:  # one that passed its `until` before any sweep ran
+        then = datetime.now(UTC) - timedelta(hours=1)
+        session.add(AutonomyGrant(agent="remediator", service="search", action_type="restart",
+                                  environment="staging", kind="promote", decision="granted", mode="autonomous",
+                                  previous_mode="acknowledge", by="U0VP", at=then - timedelta(days=1), until=then,
+                                  figures={"why": "3 decisions (≥ 3)"}))
+        await session.commit()
+    assert "No grants in force" in (await countersign("policy", "grants", "list", env=env, cwd=tmp_path)).stdout
+    listed_all = (await countersign("policy", "grants", "list", "--all", env=env, cwd=tmp_path)).stdout
+    assert "x staging: acknowledge -> autonomous" in listed_all and "(3 decisions (≥ 3))" in listed_all
+    late = await countersign("policy", "grants", "revoke", str(int(grant_id) + 1), env=env, cwd=tmp_path)
+    assert late.returncode != 0 and "already expired at" in late.stderr
 
 
 async def test_trust_without_a_policy_file_shows_the_track_record(database_url: str, tmp_path: Path,
