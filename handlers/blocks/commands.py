@@ -21,6 +21,7 @@ from handlers.blocks.kit import (
     divider,
     escape,
     header,
+    link,
     mention,
     message,
     section,
@@ -233,10 +234,12 @@ def who_owns_message(policy: Policy, service: str, people: Mapping[str, str] | N
 
 
 def service_message(policy: Policy, service: str, rows: Sequence[tuple[Action, str | None]],
-                    people: Mapping[str, str] | None = None) -> Message:
+                    people: Mapping[str, str] | None = None, page_url: str | None = None) -> Message:
+    """`page_url`: the service's web page (its charted track record), signed for who asked."""
     blocks: list[Block] = [header(f"Service {service}"), section(owner_text(policy, service, people)), divider()]
     blocks += action_items(rows, people=people) if rows else [section("No actions yet.")]
-    blocks.append(context(FULL_RECORD))
+    blocks.append(context(FULL_RECORD + (f" · {link(page_url, 'track record: open the service page')}"
+                                         if page_url else "")))
     return message(f"Service {service}: {len(rows)} recent action(s)", blocks)
 
 

@@ -23,7 +23,7 @@ from handlers.blocks.notices import refusal
 from handlers.blocks.record import record_message
 from handlers.listeners import slash_autonomy, slash_decisions
 from handlers.listeners.command_text import too_long, typed_id
-from handlers.web.links import action_url
+from handlers.web.links import action_url, service_url
 from storage.queries import actions as repo
 from storage.queries import agents, people
 
@@ -142,7 +142,9 @@ async def _service(svc: Services, user_id: str, args: list[str]) -> Message:
     async with svc.db.session() as session:
         rows = await repo.page(session, service=args[0], limit=10)
     people = await mention_ids(svc, [*_owners(svc, args[0]), *ui.people_in(a for a, _ in rows)])
-    return ui.service_message(svc.policy, args[0], [(a, g.name) for a, g in rows], people=people)
+    # The service page (/s/NAME) is otherwise reachable only from an action's page.
+    page = service_url(svc.settings, args[0], user_id, svc.clock())  # signed for who asked
+    return ui.service_message(svc.policy, args[0], [(a, g.name) for a, g in rows], people=people, page_url=page)
 
 
 async def _who_owns(svc: Services, user_id: str, args: list[str]) -> Message:

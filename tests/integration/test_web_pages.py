@@ -266,3 +266,20 @@ async def test_the_page_names_the_rule_the_pause_and_whom_leadership_was_paged_w
     assert "rule 2: tier tier1, environment production → approve" in page
     assert "paused by Olive Owner (U0OWNER): bad deploys" in page
     assert "(leadership channel (C0LEADERS), mentioning Vic President (U0VP))" in page
+
+
+async def test_ai_actions_service_links_the_service_page_signed_for_who_asked(running: Running,
+                                                                                fake_slack: FakeSlack) -> None:
+    """`/ai-actions service NAME` carries the service page's link (it was reachable only from an
+    action's page), signed for the person who asked: it opens; altered, it is refused."""
+    from tests.integration.test_commands import slash
+
+    answer = await slash(running, fake_slack, "service checkout-api", user="U0DANA")
+    [link] = [url for url in page_links(answer) if urlsplit(url).path == "/s/checkout-api"]
+    assert parse_qs(urlsplit(link).query)["u"] == ["U0DANA"]
+    async with browser() as b:
+        async with b.get(link) as resp:
+            page = await resp.text()
+            assert resp.status == 200 and "Decisions per day" in page and "Override rate per agent" in page
+        async with b.get(link.replace("/s/checkout-api", "/s/search")) as resp:
+            assert resp.status == 403
