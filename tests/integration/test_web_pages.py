@@ -283,3 +283,16 @@ async def test_ai_actions_service_links_the_service_page_signed_for_who_asked(ru
             assert resp.status == 200 and "Decisions per day" in page and "Override rate per agent" in page
         async with b.get(link.replace("/s/checkout-api", "/s/search")) as resp:
             assert resp.status == 403
+
+
+async def test_a_reminder_on_the_page_says_whom_it_reached(running: Running, fake_slack: FakeSlack) -> None:
+    """A reminder names who was reminded, as a page names who was paged (it read "reminded owner")."""
+    action_id, link = await _owner_link(running, fake_slack)  # FAST: the owner is reminded after 1 s
+    async with browser() as b:
+        for _ in range(50):
+            async with b.get(link) as resp:
+                page = await resp.text()
+            if "reminded <strong>" in page:
+                break
+            await asyncio.sleep(0.1)
+    assert "reminded <strong>owner</strong> (Olive Owner (U0OWNER))" in page
