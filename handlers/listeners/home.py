@@ -10,9 +10,11 @@ from typing import Any
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
+from bot.delivery.directory import mention_ids
 from bot.delivery.pacing import slack_error
 from bot.reports import stats
 from bot.services import Services
+from handlers.blocks.commands import people_in
 from handlers.blocks.home import home_blocks
 from storage.queries import agents, people
 
@@ -39,6 +41,8 @@ async def home_view(svc: Services, user_id: str) -> dict[str, Any]:
         waiting = await stats.waiting_on(session, svc.policy, who, limit=WAITING_SHOWN)
         decided = await people.decided_by(session, user_id, limit=DECIDED_SHOWN)
         names = await agents.names(session)
+    roles = stats.services_of(svc.policy, who)
+    named = [spec for name in roles for spec in (svc.policy.services[name].owner, svc.policy.services[name].secondary)]
+    mentions = await mention_ids(svc, [*named, *people_in([*waiting, *decided])])
     return home_blocks(svc.policy, [(a, names.get(a.agent_id)) for a in waiting], WAITING_SHOWN,
-                       [(a, names.get(a.agent_id)) for a in decided], stats.services_of(svc.policy, who),
-                       svc.clock())
+                       [(a, names.get(a.agent_id)) for a in decided], roles, svc.clock(), mentions)

@@ -108,6 +108,7 @@ async def test_home_shows_waiting_decisions_and_services(running: Running, fake_
         "*checkout-api*" in services and "*approve*" in services and "*forbidden* `drop_database`" in services
     )
     assert "*search*" not in services
+    assert "secondary <@U0DANA>" in services and "dana@example.com" not in services  # a mention, not the email
 
     stranger = await open_home(running, fake_slack, "U0STRANGER")
     assert buttons(stranger) == [] and "Nothing waits on you" in sections(stranger)
