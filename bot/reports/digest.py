@@ -163,10 +163,27 @@ async def post_now(svc: Services) -> dict[str, Any] | None:
     return digest
 
 
-def schedule(svc: Services) -> None:
-    """The daily cron job, on the app's one scheduler (started and stopped with the app)."""
+async def catch_up(svc: Services) -> dict[str, Any] | None:
+    """At start: today's digest (and the chain head it publishes), when its time passed while no
+    replica was up to send it. Only on a deployment that has sent a scheduled digest before (a new
+    one waits for its first send time); the claim on today's period keeps it once."""
     hour, minute = (int(x) for x in svc.settings.digest_time.split(":"))
-    # coalesce + misfire grace: a replica that was briefly down still sends today's digest.
+    local = svc.clock().astimezone(ZoneInfo(svc.settings.digest_timezone))
+    if local.time() < time(hour, minute):
+        return None
+    async with svc.db.session() as session:
+        if not await job_queries.missed(session, JOB, f"at:{local.date().isoformat()}", prefix="at:"):
+            return None
+    log.info("today's digest was not sent at %02d:%02d (no replica was up): sending it now", hour, minute)
+    return await run_digest(svc)
+
+
+def schedule(svc: Services) -> None:
+    """The daily cron job, on the app's one scheduler (started and stopped with the app), and a
+    catch-up once at start (the cron job does not fire for a time that passed while it was down)."""
+    svc.scheduler.add_job(catch_up, args=[svc], id=f"{JOB}.catch_up", replace_existing=True)
+    hour, minute = (int(x) for x in svc.settings.digest_time.split(":"))
+    # coalesce + misfire grace: a run held up (a busy loop, a slow database) still sends today's digest.
     trigger = CronTrigger(hour=hour, minute=minute, timezone=ZoneInfo(svc.settings.digest_timezone))
     svc.scheduler.add_job(run_digest, trigger, args=[svc], id=JOB, replace_existing=True,
                           coalesce=True, misfire_grace_time=3600, max_instances=1)

@@ -18,7 +18,7 @@ from bot.app import create_app
 from bot.clock import FakeClock
 from bot.demo.fakeslack import Call, FakeSlack
 from bot.policy.rules import Policy
-from bot.reports.digest import day_bounds, report_day, run_digest
+from bot.reports.digest import catch_up, day_bounds, report_day, run_digest
 from storage.models import JobRun, LedgerHead
 from tests.conftest import Running, make_settings, proposal
 from tests.conftest import test_policy as make_policy
@@ -195,3 +195,26 @@ def test_report_day_and_bounds() -> None:
     assert report_day(datetime(2026, 3, 1, 23, 30, tzinfo=UTC), "Asia/Tokyo") == date(2026, 3, 1)
     since, until = day_bounds(date(2026, 3, 1), "Asia/Tokyo")
     assert since == datetime(2026, 2, 28, 15, 0, tzinfo=UTC) and until - since == timedelta(days=1)
+
+
+async def test_a_digest_missed_while_no_replica_was_up_is_sent_at_start(
+    running: Running, fake_slack: FakeSlack, clock: FakeClock, database_url: str, policy: Policy
+) -> None:
+    """The cron job does not fire for a time that passed while the process was down: a replica
+    starting after today's 09:00 with today's digest unsent sends it (once, whoever starts), on a
+    deployment that has sent one before; a new one, or one started before 09:00, waits."""
+    assert await catch_up(running.svc) is None  # 08:00, and no digest ever sent
+    clock.advance(2 * 3600)  # 10:00
+    assert await catch_up(running.svc) is None  # a new deployment: its first digest is at 09:00
+    assert await run_digest(running.svc) is not None  # today's scheduled digest (sent late, by hand)
+    await wait_for_digests(fake_slack, clock, 1)
+    clock.advance(24 * 3600)  # tomorrow 10:00: the process was down at 09:00
+    replica = create_app(make_settings(database_url, fake_slack.url), policy=policy, clock=clock)
+    server = TestServer(replica, host="127.0.0.1", port=0)
+    await server.start_server()  # its start sends the missed digest
+    try:
+        posted = await wait_for_digests(fake_slack, clock, 2)
+        assert "daily digest" in posted[-1].args["text"]
+        assert await catch_up(running.svc) is None  # claimed: not twice
+    finally:
+        await server.close()
