@@ -212,6 +212,12 @@ def modes_text(policy: Policy, service: str) -> str:
     return "\n".join(parts)
 
 
+def owner_people(policy: Policy, service: str) -> list[str | None]:
+    """Whom `owner_text` names (the owner and the secondary): the emails among them to resolve first."""
+    config = policy.services[service]
+    return [config.owner, config.secondary]
+
+
 def owner_text(policy: Policy, service: str, people: Mapping[str, str] | None = None) -> str:
     svc = policy.services[service]
     snapshot = freeze(policy, service, evaluate(policy, service, "*", "production"))

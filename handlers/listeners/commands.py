@@ -141,7 +141,7 @@ async def _service(svc: Services, user_id: str, args: list[str]) -> Message:
         return ui.unknown_service(svc.policy, args[0])
     async with svc.db.session() as session:
         rows = await repo.page(session, service=args[0], limit=10)
-    people = await mention_ids(svc, [*_owners(svc, args[0]), *ui.people_in(a for a, _ in rows)])
+    people = await mention_ids(svc, [*ui.owner_people(svc.policy, args[0]), *ui.people_in(a for a, _ in rows)])
     # The service page (/s/NAME) is otherwise reachable only from an action's page.
     page = service_url(svc.settings, args[0], user_id, svc.clock())  # signed for who asked
     return ui.service_message(svc.policy, args[0], [(a, g.name) for a, g in rows], people=people, page_url=page)
@@ -152,14 +152,9 @@ async def _who_owns(svc: Services, user_id: str, args: list[str]) -> Message:
         return ui.help_message("Which service? Use `/ai-actions who-owns SERVICE`.")
     if args[0] not in svc.policy.services:
         return ui.unknown_service(svc.policy, args[0])
-    people = await mention_ids(svc, _owners(svc, args[0]))
+    people = await mention_ids(svc, ui.owner_people(svc.policy, args[0]))
     return ui.who_owns_message(svc.policy, args[0], people=people)
 
-
-def _owners(svc: Services, service: str) -> list[str | None]:
-    """The people `owner_text` names: an email among them is shown as a mention once resolved."""
-    config = svc.policy.services[service]
-    return [config.owner, config.secondary]
 
 
 def stats_window(args: list[str]) -> tuple[timedelta, str]:

@@ -14,7 +14,7 @@ from bot.delivery.directory import mention_ids
 from bot.delivery.pacing import slack_error
 from bot.reports import stats
 from bot.services import Services
-from handlers.blocks.commands import people_in
+from handlers.blocks.commands import owner_people, people_in
 from handlers.blocks.home import home_blocks
 from storage.queries import agents, people
 
@@ -42,7 +42,7 @@ async def home_view(svc: Services, user_id: str) -> dict[str, Any]:
         decided = await people.decided_by(session, user_id, limit=DECIDED_SHOWN)
         names = await agents.names(session)
     roles = stats.services_of(svc.policy, who)
-    named = [spec for name in roles for spec in (svc.policy.services[name].owner, svc.policy.services[name].secondary)]
+    named = [spec for name in roles for spec in owner_people(svc.policy, name)]
     mentions = await mention_ids(svc, [*named, *people_in([*waiting, *decided])])
     return home_blocks(svc.policy, [(a, names.get(a.agent_id)) for a in waiting], WAITING_SHOWN,
                        [(a, names.get(a.agent_id)) for a in decided], roles, svc.clock(), mentions)
