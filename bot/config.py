@@ -11,6 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.contract.callback_target import AllowList
 
 
+def _hour_minute(text: str) -> tuple[int, int]:
+    hour, minute = text.split(":")
+    return int(hour), int(minute)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -49,10 +54,15 @@ class Settings(BaseSettings):
     @classmethod
     def _clock_time(cls, text: str) -> str:
         # The pattern lets 25:99 through; the scheduler would then die at start with a traceback.
-        hour, minute = (int(x) for x in text.split(":"))
+        hour, minute = _hour_minute(text)
         if hour > 23 or minute > 59:
             raise ValueError("a time of day as HH:MM, 00:00 to 23:59")
         return text
+
+    @property
+    def digest_clock(self) -> tuple[int, int]:
+        """COUNTERSIGN_DIGEST_TIME as (hour, minute), in COUNTERSIGN_DIGEST_TIMEZONE."""
+        return _hour_minute(self.digest_time)
 
     @field_validator("digest_timezone")
     @classmethod

@@ -167,7 +167,7 @@ async def catch_up(svc: Services) -> dict[str, Any] | None:
     """At start: today's digest (and the chain head it publishes), when its time passed while no
     replica was up to send it. Only on a deployment that has sent a scheduled digest before (a new
     one waits for its first send time); the claim on today's period keeps it once."""
-    hour, minute = (int(x) for x in svc.settings.digest_time.split(":"))
+    hour, minute = svc.settings.digest_clock
     local = svc.clock().astimezone(ZoneInfo(svc.settings.digest_timezone))
     if local.time() < time(hour, minute):
         return None
@@ -182,7 +182,7 @@ def schedule(svc: Services) -> None:
     """The daily cron job, on the app's one scheduler (started and stopped with the app), and a
     catch-up once at start (the cron job does not fire for a time that passed while it was down)."""
     svc.scheduler.add_job(catch_up, args=[svc], id=f"{JOB}.catch_up", replace_existing=True)
-    hour, minute = (int(x) for x in svc.settings.digest_time.split(":"))
+    hour, minute = svc.settings.digest_clock
     # coalesce + misfire grace: a run held up (a busy loop, a slow database) still sends today's digest.
     trigger = CronTrigger(hour=hour, minute=minute, timezone=ZoneInfo(svc.settings.digest_timezone))
     svc.scheduler.add_job(run_digest, trigger, args=[svc], id=JOB, replace_existing=True,
