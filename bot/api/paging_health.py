@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.api.post_health import PostAttempt, posts_verdict
-from bot.delivery.wire import PERMANENT_ERRORS
+from bot.delivery.failures import PERMANENT_ERRORS
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
 from storage.queries import paging

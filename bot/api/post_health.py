@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from bot.delivery.wire import NO_ANSWER, SLACK_TROUBLE
+from bot.delivery.failures import NO_ANSWER, SLACK_TROUBLE
 
 FAILED_RUN = 3  # this many failed posts in a row, with no successful post since: degraded
 FRESH_SECONDS = 120.0  # ... as long as the newest of them is younger than this

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from bot.delivery.wire import OUTBOX_EVENT, tagged
+from bot.delivery.resume import OUTBOX_EVENT, tagged
 from bot.demo.fakeslack import FakeSlack, Fault
 from bot.policy.rules import Policy
 from storage.models import OutboxMessage, SlackMessage

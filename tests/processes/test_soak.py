@@ -32,7 +32,7 @@ import aiohttp
 import pytest
 from sqlmodel import col, select
 
-from bot.delivery.wire import tagged
+from bot.delivery.resume import tagged
 from bot.demo.fakeslack import FakeSlack, Fault, RateLimit
 from storage.db import Database
 from storage.models import Action, LedgerEntry, OutboxMessage
