@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.policy.autonomy import Record, Suggestion, suggestions
+from bot.policy.autonomy import Record, Suggestion, demotion, promotion, suggestions
+from bot.policy.rules import Autonomy
 from bot.services import Services
 from storage.queries import agents
 from storage.queries import autonomy as q
@@ -52,8 +54,8 @@ async def subject(svc: Services, session: AsyncSession, word: str | None) -> tup
 
 async def current_suggestions(svc: Services, session: AsyncSession, now: datetime, *, agent_id: int | None = None,
                               service: str | None = None, long: list[Record] | None = None) -> list[Suggestion]:
-    """What the policy's `autonomy:` thresholds suggest now, less what was granted or dismissed since
-    the window began (a dismissed suggestion comes back once a new window's figures support it)."""
+    """What the policy's `autonomy:` thresholds suggest now, less what a person's decision holds back
+    (see `_held_back`)."""
     autonomy = svc.policy.autonomy
     if autonomy is None:
         return []
@@ -64,5 +66,75 @@ async def current_suggestions(svc: Services, session: AsyncSession, now: datetim
                           service=service, median=False)  # suggestions need no median
     in_force = await svc.autonomy.current()
     found = suggestions(svc.policy, in_force, long, short, now)
-    decided = await q.dismissed_keys(session, now - timedelta(seconds=autonomy.demote.window))
-    return [s for s in found if (s.kind, *s.key()) not in decided]
+    if not found:
+        return []
+    held = await _held_back(session, now, autonomy)
+    out = []
+    for s in found:
+        key = (s.kind, *s.key())
+        if key in held.dismissed or (*key, s.mode_suggested) in held.granted_moves:
+            continue
+        since = held.evidence_since.get(key)
+        if since is not None and not await _supported_since(session, s, since, now, autonomy):
+            continue
+        out.append(s)
+    return out
+
+
+Decided = tuple[str, str, str, str, str]  # kind, agent, service, action_type, environment
+
+
+@dataclass
+class HeldBack:
+    """What `_held_back` found: keys quiet outright, moves a grant gives now, and since when figures count."""
+
+    dismissed: set[Decided] = field(default_factory=set)
+    granted_moves: set[tuple[str, str, str, str, str, str]] = field(default_factory=set)  # Decided + mode
+    evidence_since: dict[Decided, datetime] = field(default_factory=dict)
+
+
+async def _held_back(session: AsyncSession, now: datetime, autonomy: Autonomy) -> HeldBack:
+    """How people's decisions hold a suggestion (kind x agent x service x action_type x environment) back:
+    - dismissed: quiet for `demote.window` after the dismissal, whatever the figures (a bounded "not now");
+    - granted, in force: its own move is not suggested again (the grant gives it; under a pause the mode
+      reads `approve` again, so that move could otherwise come back), and a further move of the same kind
+      needs figures gathered since the grant: the ones before it were spent on this step;
+    - granted, then revoked by a person: only figures gathered since the revocation count. A leader
+      just judged the figures before it insufficient; suggesting them again at once would only nag;
+    - granted, then expired by itself: nothing. It ran its term without objection, so the record
+      is judged afresh at once (it used to stay hidden for `demote.window`, longer than a short grant).
+    A restriction to figures since a moment never reaches back beyond the window itself."""
+    oldest = now - timedelta(seconds=max(autonomy.window, autonomy.demote.window))
+    rows = await q.decided_since(session, dismissed_since=now - timedelta(seconds=autonomy.demote.window),
+                                 granted_since=oldest)
+    held = HeldBack()
+    for g in rows:
+        key = (g.kind, g.agent, g.service, g.action_type, g.environment)
+        if g.decision == "dismissed":
+            held.dismissed.add(key)
+            continue
+        if g.revoked_at is None and g.until > now:
+            held.granted_moves.add((*key, g.mode))
+            since = g.at
+        elif g.revoked_at is not None and g.revoked_by != "expiry":
+            since = g.revoked_at
+        else:  # expired (recorded by the sweep or not yet)
+            continue
+        held.evidence_since[key] = max(since, held.evidence_since.get(key, since))
+    return held
+
+
+async def _supported_since(session: AsyncSession, s: Suggestion, since: datetime, now: datetime,
+                           autonomy: Autonomy) -> bool:
+    """Whether the figures since `since` alone (within the suggestion's window) make the same suggestion."""
+    window = autonomy.window if s.kind == "promote" else autonomy.demote.window
+    start = now - timedelta(seconds=window)
+    if since <= start:  # the whole window is after it: `s` was read from exactly these figures
+        return True
+    # strictly after: what was submitted by that instant was in the figures the person judged
+    found = await records(session, since + trust_q.TICK, now, service=s.service, median=False)
+    record = next((r for r in found if r.key() == s.key()), None)
+    if record is None:
+        return False
+    again = (promotion if s.kind == "promote" else demotion)(record, s.mode_now, autonomy)
+    return again is not None and again.mode_suggested == s.mode_suggested

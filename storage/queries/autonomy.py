@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -50,12 +50,15 @@ async def grants(session: AsyncSession, *, include_ended: bool = False, now: dat
     return list((await session.execute(stmt.order_by(col(AutonomyGrant.id).desc()).limit(limit))).scalars())
 
 
-async def dismissed_keys(session: AsyncSession, since: datetime) -> set[tuple[str, str, str, str, str]]:
-    """(kind, agent, service, action_type, environment) dismissed or granted since `since`."""
-    rows = await session.execute(select(
-        col(AutonomyGrant.kind), col(AutonomyGrant.agent), col(AutonomyGrant.service),
-        col(AutonomyGrant.action_type), col(AutonomyGrant.environment)).where(col(AutonomyGrant.at) >= since))
-    return {tuple(r) for r in rows.all()}  # type: ignore[misc]
+async def decided_since(session: AsyncSession, *, dismissed_since: datetime,
+                        granted_since: datetime) -> list[AutonomyGrant]:
+    """What may hold a suggestion back (bot.autonomy.trust): dismissals made since `dismissed_since`,
+    and grants not ended before `granted_since` (in force, or revoked or expired since)."""
+    return list((await session.execute(select(AutonomyGrant).where(or_(
+        and_(col(AutonomyGrant.decision) == "dismissed", col(AutonomyGrant.at) >= dismissed_since),
+        and_(col(AutonomyGrant.decision) == "granted",
+             or_(col(AutonomyGrant.revoked_at).is_(None), col(AutonomyGrant.revoked_at) >= granted_since))))
+        .order_by(col(AutonomyGrant.id)))).scalars())
 
 
 async def end_grant(session: AsyncSession, grant_id: int, at: datetime, by: str) -> AutonomyGrant | None:
