@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.delivery.directory import resolve_all
 from bot.delivery.messages import Kind, send
-from bot.policy.rules import parse_duration
+from bot.policy.durations import parse_duration
 from bot.services import Services
 from storage.ledger import chain as ledger
 from storage.models import Pause

@@ -11,6 +11,8 @@ import typer
 from bot.cli.common import fail, with_db
 from bot.cli.trust import services, table
 from bot.policy.autonomy import Record
+from bot.policy.durations import spoken
+from bot.reports.figures import counts_text
 from storage.db import Database
 
 
@@ -18,22 +20,10 @@ def register(app: typer.Typer) -> None:
     app.command("digest")(digest)
 
 
-def _counts(counter: dict[str, int]) -> str:
-    """'approve 6, acknowledge 3' (the Slack digest's order); a Python dict's repr was printed."""
-    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{k} {v}" for k, v in ranked) or "none"
-
-
-def _seconds(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.0f}s" if v < 120 else f"{v / 60:.0f}m" if v < 7200 else f"{v / 3600:.1f}h"
-
-
 def summary(d: dict[str, Any]) -> str:
     lines = [f"Countersign digest {d['day']} ({d['since']} to {d['until']}, {d['timezone']})",
-             f"{d['total']} actions; by mode: {_counts(d['by_mode'])}; by outcome: {_counts(d['by_outcome'])}",
-             f"median time to response: {_seconds(d['median_response_seconds'])} over {d['responded']} responses",
+             f"{d['total']} actions; by mode: {counts_text(d['by_mode'])}; by outcome: {counts_text(d['by_outcome'])}",
+             f"median time to response: {spoken(d['median_response_seconds'])} over {d['responded']} responses",
              f"overrides: {len(d['overrides'])}; default accountability: {len(d['defaults'])}"]
     for item in d["overrides"]:
         lines.append(f"  override #{item['id']} {item['service']} {item['action_type']}: {item['reason'] or ''}")

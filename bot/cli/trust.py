@@ -13,7 +13,8 @@ import typer
 
 from bot.cli.common import fail, settings_or_exit
 from bot.policy.autonomy import Record
-from bot.policy.rules import Policy, PolicyError, load_policy, parse_duration
+from bot.policy.durations import parse_duration
+from bot.policy.rules import Policy, PolicyError, load_policy
 from bot.services import Services
 from storage.db import Database
 

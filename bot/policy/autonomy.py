@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot.policy.durations import written
 from bot.policy.rules import Autonomy, Brake, Mode, Policy, RuleMatch, evaluate
 
 # From the loosest to the strictest: a promotion moves left, a demotion right.
@@ -256,20 +257,13 @@ def brake_trips(brake: Brake | None, overrides: int, failed_results: int) -> Tri
     """Whether an agent's overrides or failed results for a service within the window reach the limit."""
     if brake is None:
         return None
-    window = _window_text(brake.window)
+    window = written(brake.window)
     if brake.max_overrides is not None and overrides >= brake.max_overrides:
         return Trip(f"automatic brake: {overrides} overrides within {window} (limit {brake.max_overrides})")
     if brake.max_failed_results is not None and failed_results >= brake.max_failed_results:
         return Trip(f"automatic brake: {failed_results} failed or rolled back results within {window} "
                     f"(limit {brake.max_failed_results})")
     return None
-
-
-def _window_text(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def mode_is(value: str) -> Mode:

@@ -14,27 +14,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.policy.durations import parse_duration
+
 Mode = Literal["autonomous", "acknowledge", "approve", "forbidden"]
 Level = Literal["owner", "secondary", "leadership"]
 LEVELS: tuple[Level, ...] = ("owner", "secondary", "leadership")
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str | int | float) -> float:
-    """'30s', '5m', '2h', '1h30m', '1d' (or a bare number of seconds) -> seconds."""
-    if isinstance(text, bool):
-        raise ValueError("a duration must be like 30s, 5m, 2h")
-    if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(text)
-    compact = str(text).strip().replace(" ", "")
-    parts = _DURATION.findall(compact)
-    if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"bad duration {text!r}: use a number and a unit, like 30s, 5m, 2h")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
 
 
 class _Strict(BaseModel):

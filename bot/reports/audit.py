@@ -14,7 +14,8 @@ from typing import Any, TextIO
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.delivery.messages import Kind, send
-from bot.policy.rules import parse_duration, policy_hash
+from bot.policy.durations import parse_duration
+from bot.policy.rules import policy_hash
 from bot.services import Services
 from storage.db import Database
 from storage.enqueue import Queued, write_queued

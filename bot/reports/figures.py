@@ -4,6 +4,7 @@ database and the Block Kit builders draw, so the builders need nothing that does
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -43,3 +44,10 @@ class Stats:
     median_response_seconds: float | None = None
     defaulted: int = 0
     recent_defaults: list[Action] = field(default_factory=list)
+
+
+def counts_text(counter: Mapping[str, int], name: Callable[[str], str] = str) -> str:
+    """'approve 6, acknowledge 3': largest first, ties by name; `name` writes each key (Slack
+    escapes mrkdwn, the CLI prints it as it is)."""
+    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name(k)} {v}" for k, v in ranked) or "none"

@@ -12,6 +12,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from bot.policy.durations import spoken
+
 ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("handlers.web", "templates"),
     autoescape=True,  # every value is HTML-escaped: agent text never becomes markup
@@ -34,17 +36,9 @@ def when(at: datetime | None) -> str:
     return _utc(at).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "-"
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(round(abs(seconds)))
-    parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s")]
-    return " ".join(f"{n}{u}" for n, u in parts if n)[:12].strip() or "0s"
-
-
 def until(at: datetime, now: datetime) -> str:
     seconds = (_utc(at) - _utc(now)).total_seconds()
-    return f"in {duration(seconds)}" if seconds >= 0 else f"overdue by {duration(seconds)}"
+    return f"in {spoken(seconds)}" if seconds >= 0 else f"overdue by {spoken(seconds)}"
 
 
 @jinja2.pass_context
@@ -56,7 +50,7 @@ def person(ctx: Mapping[str, Any], spec: str | None) -> str:
     return str((ctx.get("names") or {}).get(spec) or spec)
 
 
-ENV.filters.update(when=when, duration=duration, until=until, person=person)
+ENV.filters.update(when=when, duration=spoken, until=until, person=person)
 
 
 def render(template: str, **values: Any) -> str:

@@ -10,7 +10,7 @@ import pytest
 from bot.clock import FakeClock
 from bot.demo.fakeslack import FakeSlack
 from bot.escalation.snapshot import EscalationSnapshot
-from bot.policy.rules import FALLBACK_MODE, PolicyError, evaluate, load_policy, parse_duration, parse_policy
+from bot.policy.rules import FALLBACK_MODE, PolicyError, evaluate, load_policy, parse_policy
 from storage.models import Action
 from tests.conftest import Running, proposal
 from tests.policies import FAST
@@ -113,20 +113,6 @@ def test_not_a_mapping_and_a_missing_file() -> None:
     ]
     with pytest.raises(PolicyError, match="cannot read the policy file"):
         load_policy("/nonexistent/policy.yml")
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("30s", 30), ("5m", 300), ("2h", 7200), ("1h30m", 5400), ("1d", 86400), (0, 0), ("250ms", 0.25)],
-)
-def test_durations(text: str | int, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "5", "5 minutes", "m5", "-5s", "5x", True])
-def test_bad_durations(text: str | bool) -> None:
-    with pytest.raises(ValueError):
-        parse_duration(text)
 
 
 @pytest.mark.parametrize(
