@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bot.policy.autonomy import Record, Suggestion
-from handlers.blocks.commands import duration
+from bot.policy.durations import spoken
 from handlers.blocks.kit import (
     Block,
     Message,
@@ -22,6 +22,7 @@ from handlers.blocks.kit import (
     section,
     when,
 )
+from handlers.blocks.notices import Private
 from handlers.ids import ActionId
 
 MAX_ROWS = 15
@@ -34,7 +35,7 @@ def _rate(value: float | None) -> str:
 
 def median(r: Record) -> str:
     """`≈` when read from the daily rollup's histogram (within 9 % of the exact median)."""
-    text = duration(r.median_decision_seconds)
+    text = spoken(r.median_decision_seconds)
     return f"≈{text}" if r.median_approximate and r.median_decision_seconds is not None else text
 
 
@@ -106,6 +107,11 @@ def _who(by: str | None) -> str:
 def answer(text: str) -> Message:
     """An ephemeral answer written by Countersign (what a person typed is escaped by the caller)."""
     return message(text, [section(text)])
+
+
+def mistake(text: str) -> Private:
+    """`answer` for a refusal or a mistake: the asker alone sees it, even after `share`."""
+    return Private(answer(text))
 
 
 def _until(iso_text: str | None) -> str:

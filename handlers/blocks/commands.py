@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from bot.escalation.snapshot import freeze, snapshot_of
+from bot.policy.durations import spoken
 from bot.policy.rules import Policy, evaluate
-from bot.reports.figures import Rates, Stats
+from bot.reports.figures import Rates, Stats, counts_text
 from handlers.blocks.card import DECIDED, decision_buttons
 from handlers.blocks.kit import (
     MAX_BLOCKS,
@@ -27,6 +28,7 @@ from handlers.blocks.kit import (
     section,
     slack_date,
 )
+from handlers.blocks.notices import Private
 from storage.models import Action
 
 STATUS_EMOJI = {**{k: v[0] for k, v in DECIDED.items()}, "pending": ":hourglass_flowing_sand:"}
@@ -46,16 +48,6 @@ first response wins)
 • `trust [AGENT|SERVICE]`: track record over 30 days, and suggested promotions/demotions
 • `pause TARGET [DURATION] REASON` (TARGET: a service, `agent:NAME` or `all`), `resume TARGET`, `pauses`
 • `share …`: post the answer to the channel instead of only to you (e.g. `/ai-actions share stats 7d`)"""
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    parts = [(seconds // 86400, "d"), (seconds % 86400 // 3600, "h"), (seconds % 3600 // 60, "m"),
-             (seconds % 60, "s")]
-    shown = [f"{n}{u}" for n, u in parts if n][:2]
-    return " ".join(shown) or "0s"
 
 
 def pct(part: int, whole: int) -> str:
@@ -123,15 +115,24 @@ def action_list(title: str, rows: Sequence[tuple[Action, str | None]], *, empty:
 
 
 def help_message(note: str = "") -> Message:
-    return message("/ai-actions help", [*([section(note)] if note else []), section(HELP)])
+    """The help; with a `note` (what was wrong with the command) it answers a mistake, so it is
+    `Private`: the asker alone sees it, even after `share`. The bare help may be shared."""
+    answer = message("/ai-actions help", [*([section(note)] if note else []), section(HELP)])
+    return Private(answer) if note else answer
 
 
 def unknown_command(word: str) -> Message:
     return help_message(f"I don't know `{escape(word)}`. Here is what I can do:")
 
 
-def no_action(ref: str) -> Message:
-    return message(f"No action {escape(ref)}", [section(f"There is no action {escape(ref)}.")])
+def no_action(ref: str) -> Private:
+    """A mistake (no action has that id): answered to the asker alone, even after `share`."""
+    return Private(message(f"No action {escape(ref)}", [section(f"There is no action {escape(ref)}.")]))
+
+
+def shareable(answer: Message) -> bool:
+    """Whether `share` may post this answer to the channel: not a refusal or a mistake (`Private`)."""
+    return not isinstance(answer, Private)
 
 
 def shared(answer: Message, user_id: str, command: str) -> Message:
@@ -147,18 +148,13 @@ def rates_line(name: str, rates: Rates) -> str:
             + (f" · {rates.pending} pending" if rates.pending else ""))
 
 
-def counts(counter: Mapping[str, int]) -> str:
-    """'approve 3, acknowledge 1': largest first, ties by name."""
-    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{escape(k)} {v}" for k, v in ranked) or "none"
-
-
 def stats_blocks(stats: Stats, *, top: int = 10, people: Mapping[str, str] | None = None) -> list[Block]:
     """Counts by mode and outcome, rates per agent and service, time to response, defaults."""
     blocks: list[Block] = [
         section(f"*{stats.total} actions* submitted {slack_date(stats.since)} – {slack_date(stats.until)}\n"
-                f"*By mode:* {counts(stats.by_mode)}\n*By outcome:* {counts(stats.by_outcome)}\n"
-                f"*Median time to response:* {duration(stats.median_response_seconds)} "
+                f"*By mode:* {counts_text(stats.by_mode, escape)}\n"
+                f"*By outcome:* {counts_text(stats.by_outcome, escape)}\n"
+                f"*Median time to response:* {spoken(stats.median_response_seconds)} "
                 f"(over {stats.responded} explicit responses)\n"
                 f"*Default accountability* (nobody answered in time): {stats.defaulted}"),
     ]
@@ -221,18 +217,19 @@ def owner_people(policy: Policy, service: str) -> list[str | None]:
 def owner_text(policy: Policy, service: str, people: Mapping[str, str] | None = None) -> str:
     svc = policy.services[service]
     snapshot = freeze(policy, service, evaluate(policy, service, "*", "production"))
-    chain = " → ".join(f"{level} at {duration(after)}" for level, after in snapshot.steps)
+    chain = " → ".join(f"{level} at {spoken(after)}" for level, after in snapshot.steps)
     return (f"*{escape(service)}*: owner {mention(svc.owner, people)}, secondary {mention(svc.secondary, people)}, "
             f"channel {mention(svc.channel)}, tier `{escape(svc.tier or '-')}`\n"
-            f"*Escalation:* {chain}; remind every {duration(snapshot.remind_every)}, timeout "
-            f"{duration(snapshot.timeout)}, then {escape(snapshot.on_timeout)}\n"
+            f"*Escalation:* {chain}; remind every {spoken(snapshot.remind_every)}, timeout "
+            f"{spoken(snapshot.timeout)}, then {escape(snapshot.on_timeout)}\n"
             f"*Autonomy:*\n{modes_text(policy, service)}")
 
 
-def unknown_service(policy: Policy, name: str) -> Message:
+def unknown_service(policy: Policy, name: str) -> Private:
+    """A mistake (no such service in the policy): answered to the asker alone, even after `share`."""
     known = ", ".join(f"`{escape(s)}`" for s in sorted(policy.services)[:30])
-    return message(f"No service {escape(name)}", [section(f"There is no service `{escape(name)}` in the policy. "
-                                                  f"Known: {known}")])
+    return Private(message(f"No service {escape(name)}", [
+        section(f"There is no service `{escape(name)}` in the policy. Known: {known}")]))
 
 
 def who_owns_message(policy: Policy, service: str, people: Mapping[str, str] | None = None) -> Message:

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.policy.autonomy import Record, Suggestion
-from bot.reports.figures import Rates
+from bot.policy.durations import spoken
+from bot.reports.figures import Rates, counts_text
 from handlers.blocks.autonomy import suggestion_blocks, table_lines
-from handlers.blocks.commands import counts, duration, rates_line
+from handlers.blocks.commands import rates_line
 from handlers.blocks.kit import Block, Message, clip, context, escape, header, mention, message, section, when
 
 LIST_LINES = 60  # per list (a message holds 50 blocks); beyond it the digest points to the audit export
+LISTS = ("slowest", "overrides", "defaults")  # the lists whose lines name who decided
 
 
-def _who(item: dict[str, Any]) -> str:
-    return mention(item.get("decided_by")) + (f" ({escape(item['decided_by_name'])})"
-                                              if item.get("decided_by_name") and item.get("level") else "")
+def digest_people(d: dict[str, Any]) -> list[str]:
+    """Whom the digest's lines name (who decided, or is accountable by default): the emails among
+    them to resolve before rendering, so the digest mentions the Slack user, not the address."""
+    return [i["decided_by"] for name in LISTS for i in (d.get(name) or [])[:LIST_LINES] if i.get("decided_by")]
+
+
+def _who(item: dict[str, Any], people: Mapping[str, str]) -> str:
+    return mention(item.get("decided_by"), people) + (f" ({escape(item['decided_by_name'])})"
+                                                      if item.get("decided_by_name") and item.get("level") else "")
 
 
 def _line(item: dict[str, Any], extra: str) -> str:
@@ -43,13 +51,17 @@ def _list_blocks(title: str, items: list[dict[str, Any]], fmt: Callable[[dict[st
     return blocks
 
 
-def digest_message(d: dict[str, Any]) -> Message:
+def digest_message(d: dict[str, Any], people: Mapping[str, str] | None = None) -> Message:
+    """The digest from its snapshot `d`; `people` maps the emails among `digest_people(d)` to the
+    Slack user ids they resolved to (one Slack cannot resolve is shown as text)."""
+    people = people or {}
     rates = {t: {k: Rates(**v) for k, v in d[t].items()} for t in ("per_agent", "per_service")}
     blocks: list[Block] = [
         header(f"Countersign daily digest: {d['day']}"),
         section(f"*{d['total']} AI actions* submitted {when(d['since'])} – {when(d['until'])}\n"
-                f"*By mode:* {counts(d['by_mode'])}\n*By outcome:* {counts(d['by_outcome'])}\n"
-                f"*Median time to response:* {duration(d['median_response_seconds'])} "
+                f"*By mode:* {counts_text(d['by_mode'], escape)}\n"
+                f"*By outcome:* {counts_text(d['by_outcome'], escape)}\n"
+                f"*Median time to response:* {spoken(d['median_response_seconds'])} "
                 f"(over {d['responded']} explicit responses)\n"
                 f"*Default accountability:* {len(d['defaults'])} decided by default in this period"),
     ]
@@ -58,13 +70,13 @@ def digest_message(d: dict[str, Any]) -> Message:
         lines = "\n".join(rates_line(name, r) for name, r in ranked)
         blocks.append(section(f"*{title}*\n" + (lines or "none")))
     blocks += _list_blocks("Slowest responses", d["slowest"], lambda i: _line(
-        i, f"*{duration(i['response_seconds'])}* to {escape(i['outcome'])} by {_who(i)}"),
+        i, f"*{spoken(i['response_seconds'])}* to {escape(i['outcome'])} by {_who(i, people)}"),
         "no responses", d["day"])
     blocks += _list_blocks("Overrides", d["overrides"], lambda i: _line(
-        i, f"{escape(i['outcome'])} by {_who(i)} {when(i['decided_at'])}"
+        i, f"{escape(i['outcome'])} by {_who(i, people)} {when(i['decided_at'])}"
         + (f": “{escape(clip(i['reason'] or '', 200))}”" if i.get("reason") else "")), "none", d["day"])
     blocks += _list_blocks("Default accountability", d["defaults"], lambda i: _line(
-        i, f"{escape(i['outcome'])}, accountable {_who(i)} at {escape(i['level'] or '-')} "
+        i, f"{escape(i['outcome'])}, accountable {_who(i, people)} at {escape(i['level'] or '-')} "
         f"{when(i['decided_at'])}"), "none: every decision had a named human", d["day"])
     blocks += autonomy_blocks(d)
     head = d.get("head") or {}

@@ -1,5 +1,5 @@
 """Block Kit for the other messages, as pure functions: the refusal report, reminders, notices, the
-ephemeral refusal, the override modal and the audit anchor."""
+ephemeral refusal (a `Private` answer), the override modal and the audit anchor."""
 
 from __future__ import annotations
 
@@ -77,20 +77,34 @@ def notice(text: str, action_id: int | None = None) -> Message:
     return message(text, [section(text, pointer=more(action_id) if action_id else "")], unfurl=False)
 
 
-def refusal(text: str) -> Message:
+class Private(dict[str, Any]):
+    """An answer for the asker alone: a refusal or a mistake (a missing id, an unknown service). It is
+    a Message like any other (Web API arguments); its type tells `/ai-actions share …` not to post it
+    to the channel, since a mistake is never shared."""
+
+
+def refusal(text: str) -> Private:
     """The ephemeral answer to someone who may not (or may no longer) respond; `text` is
-    Countersign's own (so not escaped)."""
-    return message(text, [section(f":no_entry_sign: {text}")])
+    Countersign's own (so not escaped). Never shared, even when asked with `share`."""
+    return Private(message(text, [section(f":no_entry_sign: {text}")]))
 
 
-def refused(code: str | None, text: str, action: Action | None) -> Message:
+def refused(code: str | None, text: str, action: Action | None,
+            people: Mapping[str, str] | None = None) -> Private:
     """The refusal for a response bot.actions.decisions turned down (`code`, its plain `text`):
-    too late, it names who decided, mentioned when they are a Slack user."""
+    too late, it names who decided, mentioned when they are a Slack user (`people`: the emails the
+    policy gave resolved to user ids, `refused_people` lists what to resolve)."""
     if code == "already_decided" and action is not None:
-        decider = action.decided_by
+        decider = (people or {}).get(action.decided_by or "", action.decided_by)
         who = mention(decider) if is_user(decider) else escape(action.decided_by_name or "someone")
         text = f"Action {action.id} was already decided: {escape(action.outcome)} by {who}."
     return refusal(text)
+
+
+def refused_people(code: str | None, action: Action | None) -> list[str]:
+    """Whom `refused` may name: the decider of an action already decided (an email when a timeout
+    or the policy decided for a person the policy gave by email)."""
+    return [action.decided_by] if code == "already_decided" and action is not None and action.decided_by else []
 
 
 def override_modal(action: Action, private_metadata: str) -> dict[str, Any]:

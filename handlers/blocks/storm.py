@@ -3,7 +3,7 @@ channel, and the pack of several cards in one message that a too-deep queue is s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from handlers.blocks.card import decision_buttons, title
@@ -33,11 +33,13 @@ def storm_parent(service: str, total: int, pending: int, since: datetime) -> Mes
     ])
 
 
-def card_pack(cards: Sequence[tuple[Action, str]], *, mentions: Sequence[str] = ()) -> Message:
+def card_pack(cards: Sequence[tuple[Action, str]], *, mentions: Sequence[str] = (),
+              people: Mapping[str, str] | None = None) -> Message:
     """Several actions' cards in one message (actions with their agents' names), each with its own
     buttons: what a storm's backlog looks like when one channel's queue is too deep to send one card
     a second (bot.delivery.packing packs them). `mentions`: the leadership users a leadership pack
-    calls, once for the whole pack, and only while one of its actions still waits."""
+    calls, once for the whole pack, and only while one of its actions still waits. `people`: the
+    emails the policy gave resolved to user ids, so a decider given by email is mentioned too."""
     service = cards[0][0].service
     waiting = sum(1 for action, _ in cards if action.status == "pending")
     head = f"{len(cards)} actions on {escape(service)} (a storm), {waiting} waiting for a decision"
@@ -50,8 +52,9 @@ def card_pack(cards: Sequence[tuple[Action, str]], *, mentions: Sequence[str] = 
         text = (f"*{title(action)}*: {escape(clip(action.summary, 300))}\n"
                 f"Action {action.id} · {escape(agent)} · {escape(action.environment)}{confidence}\n"
                 f"_{escape(clip(action.rationale, 500))}_")
-        if action.status != "pending" and is_user(action.decided_by):
-            text += f"\nby {mention(action.decided_by)}"
+        decider = (people or {}).get(action.decided_by or "", action.decided_by)
+        if action.status != "pending" and is_user(decider):
+            text += f"\nby {mention(decider)}"
         blocks.append(section(text))
         buttons = decision_buttons(action, per_action=True)
         if buttons is not None:

@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.actions.decisions import Result, may_respond, respond
 from bot.actions.rules import allowed_responses
+from bot.delivery.directory import mention_ids
 from bot.delivery.messages import Kind, send
 from bot.delivery.pacing import slack_error
 from bot.services import Services
@@ -57,7 +58,8 @@ async def tell(
 ) -> None:
     """Why a response was refused, privately (`privately`). Best effort: the refusal is already
     recorded whatever happens here."""
-    payload = notices.refused(result.refusal, result.message, result.action)
+    people = await mention_ids(svc, notices.refused_people(result.refusal, result.action))
+    payload = notices.refused(result.refusal, result.message, result.action, people)
     await privately(svc, client, user_id, payload, channel=channel, response_url=response_url,
                     action_id=result.action.id if result.action else None, dm_text=f":no_entry_sign: {payload['text']}")
 

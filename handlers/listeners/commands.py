@@ -1,7 +1,8 @@
 """`/ai-actions`: ask Slack what the AI did, what waits on you, and how the AI is doing.
 
 The request is acknowledged at once (Slack allows 3 s); the answer goes through `respond()`
-(the command's response_url), ephemeral unless the text starts with `share`.
+(the command's response_url), ephemeral unless the text starts with `share` and the answer is not a
+refusal or a mistake (handlers.blocks.notices.Private): a mistake is never shared with the channel.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from slack_bolt.app.async_app import AsyncApp
 
 from bot.actions.record import action_record
 from bot.delivery.directory import mention_ids
-from bot.policy.rules import parse_duration
+from bot.policy.durations import parse_duration, spoken
 from bot.reports import stats
 from bot.services import Services
 from handlers.blocks import commands as ui
 from handlers.blocks.kit import Message, escape, message, section
-from handlers.blocks.notices import refusal
+from handlers.blocks.notices import Private, refusal
 from handlers.blocks.record import record_message
 from handlers.listeners import slash_autonomy, slash_decisions
 from handlers.listeners.command_text import too_long, typed_id
@@ -63,7 +64,8 @@ def register(app: AsyncApp, svc: Services) -> None:
 async def answer_for(svc: Services, user_id: str, text: str,
                      user_name: str | None = None) -> tuple[bool, Message]:
     """(share with the channel?, the answer) for the command's text; `user_name` is the payload's, the
-    name a decision records when Slack's users.info cannot name the user (as a click records it)."""
+    name a decision records when Slack's users.info cannot name the user (as a click records it).
+    Shared only when asked with `share` and the answer is no refusal or mistake (`Private`)."""
     problem = too_long(text)
     if problem is not None:  # answered, never shared: the channel need not see a mistake
         return False, refusal(problem)
@@ -74,11 +76,13 @@ async def answer_for(svc: Services, user_id: str, text: str,
     sub, args = (words[0].lower(), words[1:]) if words else ("help", [])
     decide = slash_decisions.RESPONSES.get(sub)
     if decide is not None:
-        return share, await slash_decisions.decide(svc, user_id, decide, args, user_name=user_name)
+        answer = await slash_decisions.decide(svc, user_id, decide, args, user_name=user_name)
+        return share and ui.shareable(answer), answer
     handler = SUBCOMMANDS.get(sub)
     if handler is None:
         return False, ui.unknown_command(sub)
-    return share, await handler(svc, user_id, args)
+    answer = await handler(svc, user_id, args)
+    return share and ui.shareable(answer), answer
 
 
 def _count(text: str, default: int) -> int:
@@ -178,14 +182,14 @@ def window_label(seconds: float) -> str:
         if seconds >= least and seconds % size == 0:
             count = int(seconds // size)
             return f"last {count} {unit}s" if count > 1 else f"last {unit}"
-    return f"last {ui.duration(seconds)}"
+    return f"last {spoken(seconds)}"
 
 
 async def _stats(svc: Services, user_id: str, args: list[str]) -> Message:
     try:
         window, label = stats_window(args)
-    except ValueError as exc:
-        return message(str(exc), [section(f":warning: {exc}")])
+    except ValueError as exc:  # a window we cannot read or will not scan: a mistake, never shared
+        return Private(message(str(exc), [section(f":warning: {exc}")]))
     until = svc.clock()
     async with svc.db.session() as session:
         figures = await stats.window_stats(session, until - window, until)

@@ -28,8 +28,8 @@ async def trust(svc: Services, user_id: str, args: list[str]) -> Message:
         try:
             agent_id, service = await trust_domain.subject(svc, session, word)
         except UnknownSubject:
-            return ui.answer(f"No agent or service is called `{escape(word)}`: "
-                             "use `/ai-actions trust [AGENT|SERVICE]`.")
+            return ui.mistake(f"No agent or service is called `{escape(word)}`: "
+                              "use `/ai-actions trust [AGENT|SERVICE]`.")
         found = await trust_domain.records(session, now - DEFAULT_WINDOW, now, agent_id=agent_id, service=service)
         same = svc.policy.autonomy is not None and svc.policy.autonomy.window == DEFAULT_WINDOW.total_seconds()
         suggested = await trust_domain.current_suggestions(svc, session, now, agent_id=agent_id, service=service,
@@ -43,13 +43,13 @@ async def pause(svc: Services, user_id: str, args: list[str]) -> Message:
     try:
         req = await pauses.parse_pause(svc, args, svc.clock())
     except pauses.Refused as exc:
-        return ui.answer(f":warning: {exc}")
+        return ui.mistake(f":warning: {exc}")
     if not await pauses.may_pause(svc, user_id, req.target.service):  # None (all, agent:NAME): leadership
         why = "not allowed: only the service's owner and secondary (their services), leadership and admins"
         await pauses.refuse(svc, user_id, "pause", text, why)
-        return ui.answer(f":no_entry_sign: You may not pause `{escape(req.target.text)}`: only the service's owner "
-                         "and secondary (for their services), leadership users and admins may. Your attempt was "
-                         "recorded.")
+        return ui.mistake(f":no_entry_sign: You may not pause `{escape(req.target.text)}`: only the service's "
+                          "owner and secondary (for their services), leadership users and admins may. Your attempt "
+                          "was recorded.")
     await pauses.start(svc, user_id, req)
     until = f"until {slack_date(req.until)}" if req.until else "until resumed"
     return ui.answer(f":double_vertical_bar: Paused `{escape(req.target.text)}` {until}: every new action for it "
@@ -58,15 +58,15 @@ async def pause(svc: Services, user_id: str, args: list[str]) -> Message:
 
 async def resume(svc: Services, user_id: str, args: list[str]) -> Message:
     if not args:
-        return ui.answer("Which pause? Use `/ai-actions resume TARGET` (see `/ai-actions pauses`).")
+        return ui.mistake("Which pause? Use `/ai-actions resume TARGET` (see `/ai-actions pauses`).")
     try:
         target = await pauses.parse_target(svc, args[0])
         ended = await pauses.resume(svc, user_id, target)
     except pauses.Refused as exc:
-        return ui.answer(f":warning: {exc}")
+        return ui.mistake(f":warning: {exc}")
     except PermissionError as exc:
         await pauses.refuse(svc, user_id, "resume", " ".join(args), str(exc))
-        return ui.answer(f":no_entry_sign: {exc} Your attempt was recorded.")
+        return ui.mistake(f":no_entry_sign: {exc} Your attempt was recorded.")
     names = ", ".join(f"`{escape(p.target)}`" for p in ended)
     return ui.answer(f":arrow_forward: Resumed {names}: the policy's modes apply again.")
 

@@ -5,6 +5,7 @@ ephemeral (the command's); a refusal is recorded by decisions like a refused cli
 from __future__ import annotations
 
 from bot.actions.decisions import respond
+from bot.delivery.directory import mention_ids
 from bot.services import Services
 from handlers.blocks import commands as ui
 from handlers.blocks import notices
@@ -37,7 +38,8 @@ async def decide(svc: Services, user_id: str, response: str, args: list[str], *,
     if not result.accepted:
         if result.refusal == "not_found":
             return ui.no_action(raw)
-        answer = notices.refused(result.refusal, result.message, result.action)
+        people = await mention_ids(svc, notices.refused_people(result.refusal, result.action))
+        answer = notices.refused(result.refusal, result.message, result.action, people)
         if result.refusal == "reason_required":
             answer = notices.refusal(f"An override needs a reason: {USAGE['override']}.")
         return answer

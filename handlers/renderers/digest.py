@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.delivery.directory import mention_ids
 from bot.delivery.messages import Kind
 from bot.services import Services
-from handlers.blocks.digest import digest_message
+from handlers.blocks.digest import digest_message, digest_people
 from handlers.listeners.home import home_view
 from handlers.renderers.registry import renders
 
 
 @renders(Kind.DIGEST)
 async def render_digest(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
-    return digest_message(payload["digest"])
+    """The people a policy names by email are resolved here (the cache, else Slack, briefly), so the
+    digest mentions them as Slack users; the snapshot keeps the policy's spec."""
+    digest = payload["digest"]
+    return digest_message(digest, await mention_ids(svc, digest_people(digest)))
 
 
 @renders(Kind.HOME)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.delivery import storms
+from bot.delivery.directory import mention_ids
 from bot.delivery.messages import Kind
 from bot.escalation.snapshot import snapshot_of
 from bot.services import Services
@@ -45,11 +46,11 @@ async def card_pack(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | 
                 cards.append((found[0], found[1].name))
     if not cards:
         return None
+    people = {**await mention_ids(svc, [a.decided_by for a, _ in cards]), **await people_of(svc, cards[0][0])}
     mentions: list[str] = []
     if payload.get("level") == "leadership":
-        people = await people_of(svc, cards[0][0])
         mentions = [mention(u, people) for u in snapshot_of(cards[0][0]).leadership_users]
-    return blocks.card_pack(cards, mentions=mentions)
+    return blocks.card_pack(cards, mentions=mentions, people=people)
 
 
 @renders(Kind.FYI_PACK)

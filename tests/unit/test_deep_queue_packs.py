@@ -73,6 +73,16 @@ def test_a_leadership_pack_calls_its_users_once_and_only_while_one_waits() -> No
     assert "<@U0VP>" not in str(decided)  # nobody needs to act: no page
 
 
+def test_a_storm_pack_names_a_decider_the_policy_gave_by_email() -> None:
+    """The pack mentions who decided; one the policy named by email was left out (not a user id)."""
+    timed_out = action(1, status="expired", outcome="denied", decided_by="dana@example.com", decided_by_name="owner")
+    by_button = action(2, status="approved", outcome="approved", decided_by="U0OWNER")
+    pack = str(card_pack([(timed_out, "bot"), (by_button, "bot")], people={"dana@example.com": "U0DANA"}))
+    assert "by <@U0DANA>" in pack and "by <@U0OWNER>" in pack and "dana@example.com" not in pack
+    unresolved = str(card_pack([(timed_out, "bot")]))
+    assert "dana@example.com" not in unresolved  # still no address printed where Slack found nobody
+
+
 @pytest.mark.parametrize("build", ["reminders", "notices"])
 def test_a_full_pack_of_worst_case_lines_fits_slack(build: str) -> None:
     if build == "reminders":
