@@ -180,9 +180,14 @@ class Suggestion:
 
 
 def mode_now(policy: Policy, in_force: InForce, record: Record, now: datetime) -> str:
+    """The mode a suggestion starts from: the file's rule, then a grant. Not a pause: it is a brake
+    for a while, not the mode the figures argue about (under a pause every mode reads `approve`, so
+    "approve -> acknowledge" would be suggested for a rule that is `acknowledge` already)."""
     match = evaluate(policy, record.service, record.action_type, record.environment, "proposed")
-    return apply(match, in_force, agent=record.agent, service=record.service, action_type=record.action_type,
-                 environment=record.environment, now=now).match.mode if match.mode != "forbidden" else "forbidden"
+    if match.mode == "forbidden":
+        return "forbidden"
+    return apply(match, InForce(grants=in_force.grants), agent=record.agent, service=record.service,
+                 action_type=record.action_type, environment=record.environment, now=now).match.mode
 
 
 def promotion(record: Record, mode: str, autonomy: Autonomy) -> Suggestion | None:

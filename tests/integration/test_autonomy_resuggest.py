@@ -107,14 +107,18 @@ async def test_a_further_step_while_a_grant_holds_needs_evidence_gathered_under_
 
 async def test_the_granted_move_is_not_suggested_again_while_a_pause_hides_it(
         running: Running, fake_slack: FakeSlack, clock: FakeClock) -> None:
-    """A pause makes the mode `approve` again: approve → acknowledge is what the grant already gives."""
+    """A pause makes the mode `approve` for a while: approve → acknowledge is what the grant already
+    gives, so it is not suggested again. Suggestions start from the grant's mode (a pause is a brake,
+    not a mode), so the next step is, once the figures gathered under the grant support it."""
     await decided(running, 3)
     await grants.decide(running.svc, "U0VP", (await the_promotion(running, clock)).token(), "granted")
     assert "Paused" in json.dumps(await slash(running, fake_slack, "pause checkout-api 2h bad deploys",
                                               user="U0VP"))
     clock.advance(60)
-    await decided(running, 3)
+    await decided(running, 2)
     assert await standing(running, clock) == []
+    await decided(running, 1)
+    assert await standing(running, clock) == [("promote", "acknowledge", "autonomous")]
 
 
 async def test_a_dismissed_promotion_stays_quiet_for_the_demote_window(running: Running, clock: FakeClock) -> None:

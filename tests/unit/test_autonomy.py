@@ -136,3 +136,17 @@ def test_autonomy_and_brake_keys_are_validated_with_line_numbers() -> None:
     service_brake = FAST.replace("    tier: tier2\n", "    tier: tier2\n    brake: {max_overrides: 1}\n")
     policy = parse_policy(service_brake + "brake: {max_overrides: 5}\n")
     assert policy.brake_for("search") == Brake(max_overrides=1) and policy.brake_for("batch") == Brake(max_overrides=5)
+
+
+def test_a_pause_does_not_make_suggestions_of_its_own() -> None:
+    """Suggestions weigh the policy's mode (rules and grants), not a pause: search · restart is
+    `acknowledge` by the file, and a pause making it `approve` for a while must not bring
+    "approve → acknowledge" (granting that would change nothing), nor hide a real demotion."""
+    policy = parse_policy(AUTONOMY)
+    paused = InForce(pauses=(PauseInForce(7, "all", None, None, "U0VP", "incident", None),))
+    good = Record("bot", "search", "restart", "production", actions=3, approved=3)
+    assert [(s.mode_now, s.mode_suggested) for s in suggestions(policy, paused, [good], [], NOW)] == [
+        ("acknowledge", "autonomous")]
+    bad = Record("bot", "search", "restart", "production", actions=2, acknowledged=1, overridden=1)
+    assert [(s.kind, s.mode_now, s.mode_suggested) for s in suggestions(policy, paused, [bad], [bad], NOW)] == [
+        ("demote", "acknowledge", "approve")]
