@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from bot.api.body import bad_request, read_object
 from bot.autonomy import pauses, results
 from bot.contract.schemas import ResultIn, field_problems
-from bot.contract.serialize import iso
 from bot.services import Services
 from storage.models import Agent
 
@@ -30,9 +29,7 @@ def register(app: web.Application, services_key: web.AppKey[Services], agent_key
 
     async def get_pauses(request: web.Request) -> web.Response:
         svc = request.app[services_key]
-        items = [{"id": p.id, "target": p.target, "service": p.service, "agent": p.agent, "by": p.by,
-                  "reason": p.reason, "since": iso(p.started_at), "until": iso(p.until)}
-                 for p in await pauses.holding(svc)]
+        items = [pauses.pause_json(p) for p in await pauses.holding(svc)]
         return web.json_response({"items": items, "pauses": items})
 
     app.router.add_post("/v1/actions/{id}/result", post_result)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.contract.serialize import iso
 from bot.delivery.directory import resolve_all
 from bot.delivery.messages import Kind, send
 from bot.policy.durations import parse_duration
@@ -64,10 +65,11 @@ async def parse_target(svc: Services, word: str) -> Target:
     return Target(word, word, None)
 
 
-async def parse_pause(svc: Services, args: list[str], now: datetime) -> PauseRequest:
-    """`TARGET [DURATION] REASON`; a second word starting with a digit is the duration."""
+async def parse_pause(svc: Services, args: list[str], now: datetime, *, command: str = "/ai-actions") -> PauseRequest:
+    """`TARGET [DURATION] REASON`; a second word starting with a digit is the duration. `command`: how
+    the usage in a refusal is spelled (`/ai-actions` in Slack, `countersign` in a terminal)."""
     if not args:
-        raise Refused("Usage: `/ai-actions pause TARGET [DURATION] REASON` (TARGET: a service, `agent:NAME` or "
+        raise Refused(f"Usage: `{command} pause TARGET [DURATION] REASON` (TARGET: a service, `agent:NAME` or "
                       "`all`; DURATION like `30m`, `2h`, `3d`, at most 30 days).")
     target = await parse_target(svc, args[0])
     rest = args[1:]
@@ -82,7 +84,7 @@ async def parse_pause(svc: Services, args: list[str], now: datetime) -> PauseReq
         until, rest = now + timedelta(seconds=seconds), rest[1:]
     reason = " ".join(rest).strip()
     if not reason:
-        raise Refused("A pause needs a reason: `/ai-actions pause TARGET [DURATION] REASON`.")
+        raise Refused(f"A pause needs a reason: `{command} pause TARGET [DURATION] REASON`.")
     return PauseRequest(target, until, reason[:2000])
 
 
@@ -139,15 +141,17 @@ async def start(svc: Services, user_id: str, req: PauseRequest, *, dedupe_key: s
     return pause
 
 
-async def resume(svc: Services, user_id: str, target: Target) -> list[Pause]:
-    """End every pause holding for `target` that `user_id` may end; raises Refused if there is none."""
+async def resume(svc: Services, user_id: str, target: Target, *, command: str = "/ai-actions",
+                 operator: bool = False) -> list[Pause]:
+    """End every pause holding for `target` that `user_id` may end; raises Refused if there is none.
+    `operator`: the command line, where whoever holds the database may (as `policy grants revoke`)."""
     now = svc.clock()
     async with svc.db.read_session() as session:
         holding = await q.holding_pauses(session, now)
     mine = [p for p in holding if _covers(target, p)]
     if not mine:
-        raise Refused(f"No pause holds for `{target.text}`: see `/ai-actions pauses`.")
-    allowed = [p for p in mine if await may_pause(svc, user_id, p.service)]
+        raise Refused(f"No pause holds for `{target.text}`: see `{command} pauses`.")
+    allowed = [p for p in mine if operator or await may_pause(svc, user_id, p.service)]
     if not allowed:
         raise PermissionError(f"Only the service's owner or secondary, leadership and admins may resume "
                               f"`{target.text}`.")
@@ -177,6 +181,12 @@ async def _record_end(session: AsyncSession, svc: Services, p: Pause, by: str, a
     await ledger.append(session, "pause.ended", data, actor=by, at=at)
     announce(session, svc, p.service, leadership=p.service is None or p.by == "countersign",
              notice={"event": "pause.ended", **data}, everywhere=p.target == "all")
+
+
+def pause_json(p: Pause) -> dict[str, Any]:
+    """A pause as `GET /v1/pauses` and `countersign pauses --json` give it."""
+    return {"id": p.id, "target": p.target, "service": p.service, "agent": p.agent, "by": p.by,
+            "reason": p.reason, "since": iso(p.started_at), "until": iso(p.until)}
 
 
 async def holding(svc: Services) -> list[Pause]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +15,20 @@ from bot.config import Settings, SettingsError, load_settings
 from storage.db import Database, SchemaNotCurrent
 
 T = TypeVar("T")
+
+
+BY_HELP = "Who does it, for the ledger and the announcement (default: cli:<your login name>)."
+
+
+def operator(by: str | None) -> str:
+    """Who a change made from the command line is recorded as: the `--by` given, else the login that
+    ran the command (a pause or a revocation names a person, not just "cli")."""
+    if by and by.strip():
+        return by.strip()
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container's bare uid)
+        return "cli"
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from bot.cli import actions, agents, audit, deliveries, demo, digest, mcp, policy, trust
+from bot.cli import actions, agents, audit, deliveries, demo, digest, mcp, pauses, policy, trust
 from bot.cli.common import database_problem, fail, refuse_missing_directory, with_db
 from bot.config import SettingsError, load_settings
 from bot.policy.rules import PolicyError
@@ -169,7 +169,7 @@ def migrate() -> None:
     typer.echo(f"database is at revision {revision}")
 
 
-for group in (agents, policy, actions, audit, deliveries, demo, mcp, trust, digest):
+for group in (agents, policy, actions, audit, deliveries, demo, mcp, trust, pauses, digest):
     group.register(app)
 
 

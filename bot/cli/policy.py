@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from bot.cli.common import BY_HELP
 from bot.policy.rules import PolicyError, load_policy
 from storage.queries import autonomy as autonomy_q
 
@@ -100,16 +101,15 @@ def grants_list(
 
 
 @grants_app.command("revoke")
-def grants_revoke(grant_id: int, by: str = typer.Option("cli", "--by", help="Who revokes it (for the ledger).")
-                  ) -> None:
+def grants_revoke(grant_id: int, by: str = typer.Option(None, "--by", help=BY_HELP)) -> None:
     """Revoke a grant now: new actions fall back to the policy file's rules."""
     from bot.autonomy import grants
-    from bot.cli.common import fail, with_db
+    from bot.cli.common import fail, operator, with_db
     from bot.cli.trust import services
 
     async def run(db: Any) -> Any:
         try:
-            return await grants.revoke(services(db), grant_id, by)
+            return await grants.revoke(services(db), grant_id, operator(by))
         except grants.GrantRefused as exc:
             raise fail(str(exc)) from None
 

@@ -54,7 +54,7 @@ async def test_trust_digest_and_grants_from_the_command_line(database_url: str, 
                                       mode="autonomous", previous_mode="acknowledge", by="U0VP", at=now,
                                       until=now + timedelta(days=1)))
             await session.commit()
-    env = clean_env(COUNTERSIGN_POLICY=str(policy_path), DATABASE_URL=database_url)
+    env = clean_env(COUNTERSIGN_POLICY=str(policy_path), DATABASE_URL=database_url, LOGNAME="dana", USER="dana")
     table = await countersign("trust", env=env, cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert "remediator" in table.stdout and "100%" in table.stdout
@@ -81,14 +81,14 @@ async def test_trust_digest_and_grants_from_the_command_line(database_url: str, 
     again = await countersign("policy", "grants", "revoke", grant_id, env=env, cwd=tmp_path)
     # it said only "No grant 1 is in force"
     assert again.returncode != 0 and f"Grant {grant_id} was already revoked at" in again.stderr
-    assert "by cli" in again.stderr
+    assert "by cli:dana" in again.stderr  # no --by: the login that ran the command
     unknown = await countersign("policy", "grants", "revoke", "999", env=env, cwd=tmp_path)
     assert unknown.returncode != 0 and "No grant 999: `countersign policy grants list --all`" in unknown.stderr
     assert "No grants in force" in (await countersign("policy", "grants", "list", env=env, cwd=tmp_path)).stdout
     # who, when, until and the figures, as stored
     [shown] = json.loads((await countersign("policy", "grants", "list", "--all", "--json", env=env,
                                             cwd=tmp_path)).stdout)
-    assert (shown["by"], shown["revoked_by"], shown["mode"]) == ("U0VP", "cli", "autonomous")
+    assert (shown["by"], shown["revoked_by"], shown["mode"]) == ("U0VP", "cli:dana", "autonomous")
     assert shown["at"] and shown["until"] and shown["revoked_at"]
     async with app_db(database_url) as session:  # one that passed its `until` before any sweep ran
         then = datetime.now(UTC) - timedelta(hours=1)
