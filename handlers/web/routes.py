@@ -228,10 +228,16 @@ class Web:
         pending = [_Pending(a.id or 0, a.summary, g.name, a.level, a.created_at,
                             self.url(grant, links.action_page(a.id or 0))) for a, g in waiting]
         owner = snapshot_of(waiting[0][0]).owner if waiting else service.owner
-        names = await labels(self.svc, [owner, service.secondary, grant.viewer])
+        # where the line is drawn now: the pauses that hold here and the grants in force (the mode a
+        # new action gets besides the file's rules; bot.policy.autonomy.apply)
+        in_force = await self.svc.autonomy.current()
+        paused = [p for p in in_force.live_pauses(now) if p.service in (None, name)]
+        granted = [g for g in in_force.live_grants(now) if g.service == name]
+        names = await labels(self.svc, [owner, service.secondary, grant.viewer, *(p.by for p in paused),
+                                        *(g.by for g in granted)])
         return html(render("service.html", service=name, owner=owner, secondary=service.secondary, names=names,
                            days=SERVICE_DAYS, total=len(history), charts=service_charts(history, now, SERVICE_DAYS),
-                           pending=pending))
+                           pending=pending, paused=paused, granted=granted))
 
 
 def _confirmation(page: ActionPage, grant: links.Grant, done: str) -> str:

@@ -296,3 +296,32 @@ async def test_a_reminder_on_the_page_says_whom_it_reached(running: Running, fak
                 break
             await asyncio.sleep(0.1)
     assert "reminded <strong>owner</strong> (Olive Owner (U0OWNER))" in page
+
+
+async def test_the_service_page_shows_the_pauses_and_grants_that_hold_now(running: Running,
+                                                                          fake_slack: FakeSlack) -> None:
+    """Where the line is drawn right now, beside the track record: a pause holding for the service (or
+    for everything) and the grants in force for it, with who did it and until when."""
+    from storage.models import AutonomyGrant
+    from tests.integration.test_commands import dump, slash
+
+    url = links.service_url(running.svc.settings, "checkout-api", "U0OWNER", running.svc.clock())
+    async with browser() as b, b.get(url) as resp:
+        assert "No pause holds and no grant is in force" in await resp.text()
+    assert "Paused" in dump(await slash(running, fake_slack, "pause checkout-api 2h bad <b>deploys</b>"))
+    now = running.svc.clock()
+    async with running.svc.db.session() as session:
+        session.add(AutonomyGrant(agent="remediator", service="checkout-api", action_type="restart",
+                                  environment="production", kind="promote", decision="granted", mode="autonomous",
+                                  previous_mode="acknowledge", by="U0VP", at=now, until=now + timedelta(days=1)))
+        await session.commit()
+    running.svc.autonomy.invalidate()  # as `grants.decide` does after its commit
+    async with browser() as b, b.get(url) as resp:
+        page = await resp.text()
+    assert "No pause holds" not in page
+    assert "<strong>Paused</strong> (checkout-api) by" in page and "until resumed" not in page
+    assert "bad &lt;b&gt;deploys&lt;/b&gt;" in page  # the reason is text, never markup
+    assert "remediator · restart · production runs in mode <strong>autonomous</strong>" in page
+    other = links.service_url(running.svc.settings, "search", "U0OWNER", running.svc.clock())
+    async with browser() as b, b.get(other) as resp:
+        assert "No pause holds and no grant is in force" in await resp.text()  # neither is search's
