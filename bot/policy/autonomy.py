@@ -67,6 +67,12 @@ class InForce:
     def live_grants(self, now: datetime) -> list[GrantInForce]:
         return [g for g in self.grants if g.until > now]
 
+    def at_service(self, service: str, now: datetime) -> tuple[list[PauseInForce], list[GrantInForce]]:
+        """What changes `service`'s modes now: the pauses that hold there (its own, an agent's
+        everywhere or there, `all`) and its grants in force (the service page, `/ai-actions service`)."""
+        return ([p for p in self.live_pauses(now) if p.service in (None, service)],
+                [g for g in self.live_grants(now) if g.service == service])
+
 
 @dataclass(frozen=True, slots=True)
 class Applied:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bot.policy.autonomy import Record, Suggestion
+from bot.policy.autonomy import GrantInForce, PauseInForce, Record, Suggestion
 from bot.policy.durations import spoken
 from handlers.blocks.kit import (
     Block,
@@ -20,6 +20,7 @@ from handlers.blocks.kit import (
     mention,
     message,
     section,
+    slack_date,
     when,
 )
 from handlers.blocks.notices import Private
@@ -96,6 +97,15 @@ def pauses_message(items: Sequence[Mapping[str, Any]]) -> Message:
              f"{escape(p['reason'])}" for p in items]
     count = f"{len(items)} pause{'' if len(items) == 1 else 's'} in force"
     return message(count, [header("Pauses in force"), section("\n".join(lines))])
+
+
+def in_force_text(paused: Sequence[PauseInForce], granted: Sequence[GrantInForce]) -> str:
+    """What changes a service's modes now, a line each (empty when only the file's rules decide)."""
+    lines = [f":double_vertical_bar: *Paused* (`{escape(p.target)}`) by {_who(p.by)} "
+             f"{f'until {slack_date(p.until)}' if p.until else 'until resumed'}: {escape(p.reason)}" for p in paused]
+    lines += [f":key: *Grant #{g.id}*: `{escape(g.agent)}` · {escape(g.action_type)} · {escape(g.environment)} "
+              f"runs *{g.mode}* until {slack_date(g.until)}, granted by {_who(g.by)}" for g in granted]
+    return "\n".join(lines)
 
 
 def _who(by: str | None) -> str:

@@ -237,9 +237,14 @@ def who_owns_message(policy: Policy, service: str, people: Mapping[str, str] | N
 
 
 def service_message(policy: Policy, service: str, rows: Sequence[tuple[Action, str | None]],
-                    people: Mapping[str, str] | None = None, page_url: str | None = None) -> Message:
-    """`page_url`: the service's web page (its charted track record), signed for who asked."""
-    blocks: list[Block] = [header(f"Service {service}"), section(owner_text(policy, service, people)), divider()]
+                    people: Mapping[str, str] | None = None, page_url: str | None = None,
+                    in_force: str = "") -> Message:
+    """`page_url`: the service's web page (its charted track record), signed for who asked;
+    `in_force`: what changes its modes now (handlers.blocks.autonomy.in_force_text)."""
+    blocks: list[Block] = [header(f"Service {service}"), section(owner_text(policy, service, people))]
+    if in_force:
+        blocks.append(section(f"*Now:*\n{in_force}"))
+    blocks.append(divider())
     blocks += action_items(rows, people=people) if rows else [section("No actions yet.")]
     blocks.append(context(FULL_RECORD + (f" · {link(page_url, 'track record: open the service page')}"
                                          if page_url else "")))

@@ -19,6 +19,7 @@ from bot.policy.durations import parse_duration, spoken
 from bot.reports import stats
 from bot.services import Services
 from handlers.blocks import commands as ui
+from handlers.blocks.autonomy import in_force_text
 from handlers.blocks.kit import Message, escape, message, section
 from handlers.blocks.notices import Private, refusal
 from handlers.blocks.record import record_message
@@ -148,7 +149,9 @@ async def _service(svc: Services, user_id: str, args: list[str]) -> Message:
     people = await mention_ids(svc, [*ui.owner_people(svc.policy, args[0]), *ui.people_in(a for a, _ in rows)])
     # The service page (/s/NAME) is otherwise reachable only from an action's page.
     page = service_url(svc.settings, args[0], user_id, svc.clock())  # signed for who asked
-    return ui.service_message(svc.policy, args[0], [(a, g.name) for a, g in rows], people=people, page_url=page)
+    paused, granted = (await svc.autonomy.current()).at_service(args[0], svc.clock())
+    return ui.service_message(svc.policy, args[0], [(a, g.name) for a, g in rows], people=people, page_url=page,
+                              in_force=in_force_text(paused, granted))
 
 
 async def _who_owns(svc: Services, user_id: str, args: list[str]) -> Message:

@@ -230,9 +230,7 @@ class Web:
         owner = snapshot_of(waiting[0][0]).owner if waiting else service.owner
         # where the line is drawn now: the pauses that hold here and the grants in force (the mode a
         # new action gets besides the file's rules; bot.policy.autonomy.apply)
-        in_force = await self.svc.autonomy.current()
-        paused = [p for p in in_force.live_pauses(now) if p.service in (None, name)]
-        granted = [g for g in in_force.live_grants(now) if g.service == name]
+        paused, granted = (await self.svc.autonomy.current()).at_service(name, now)
         names = await labels(self.svc, [owner, service.secondary, grant.viewer, *(p.by for p in paused),
                                         *(g.by for g in granted)])
         return html(render("service.html", service=name, owner=owner, secondary=service.secondary, names=names,

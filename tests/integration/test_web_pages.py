@@ -302,6 +302,7 @@ async def test_the_service_page_shows_the_pauses_and_grants_that_hold_now(runnin
                                                                           fake_slack: FakeSlack) -> None:
     """Where the line is drawn right now, beside the track record: a pause holding for the service (or
     for everything) and the grants in force for it, with who did it and until when."""
+    from bot.autonomy.pauses import invalidate_cache
     from storage.models import AutonomyGrant
     from tests.integration.test_commands import dump, slash
 
@@ -315,7 +316,7 @@ async def test_the_service_page_shows_the_pauses_and_grants_that_hold_now(runnin
                                   environment="production", kind="promote", decision="granted", mode="autonomous",
                                   previous_mode="acknowledge", by="U0VP", at=now, until=now + timedelta(days=1)))
         await session.commit()
-    running.svc.autonomy.invalidate()  # as `grants.decide` does after its commit
+    invalidate_cache(running.svc)  # as `grants.decide` does after its commit
     async with browser() as b, b.get(url) as resp:
         page = await resp.text()
     assert "No pause holds" not in page
