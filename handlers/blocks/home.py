@@ -16,9 +16,12 @@ Items = Sequence[tuple[Action, str | None]]  # actions with their agents' names
 
 
 def home_blocks(policy: Policy, waiting: Items, waiting_shown: int, decided: Items, roles: Mapping[str, str],
-                now: datetime, people: Mapping[str, str] | None = None) -> dict[str, Any]:
+                now: datetime, people: Mapping[str, str] | None = None,
+                in_force: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The Home tab view; `waiting_shown` is how many waiting items were asked for (so "20+");
-    `people` maps the emails it names to Slack ids (shown as mentions)."""
+    `people` maps the emails it names to Slack ids (shown as mentions); `in_force`: per service, what
+    changes its modes now (handlers.blocks.autonomy.in_force_text), shown under it."""
+    in_force = in_force or {}
     shown = f"{len(waiting)}+" if len(waiting) == waiting_shown else str(len(waiting))
     blocks: list[Block] = [header(f"Waiting on you ({shown})")]
     blocks += action_items(waiting, people=people) if waiting else [section("Nothing waits on you. :tada:")]
@@ -27,7 +30,9 @@ def home_blocks(policy: Policy, waiting: Items, waiting_shown: int, decided: Ite
                else [section("You have not decided anything yet.")])
     blocks += [divider(), header("Your services")]
     if roles:
-        blocks += [section(f"_{role}_ · " + owner_text(policy, name, people)) for name, role in roles.items()]
+        blocks += [section(f"_{role}_ · " + owner_text(policy, name, people)
+                           + (f"\n*Now:*\n{in_force[name]}" if in_force.get(name) else ""))
+                   for name, role in roles.items()]
     else:
         blocks.append(section("You are not named as owner or secondary of any service in the policy."))
     blocks.append(context(f"As of {slack_date(now)} · {FULL_RECORD} · `/ai-actions help`"))

@@ -14,6 +14,7 @@ from bot.delivery.directory import mention_ids
 from bot.delivery.pacing import slack_error
 from bot.reports import stats
 from bot.services import Services
+from handlers.blocks.autonomy import in_force_text
 from handlers.blocks.commands import owner_people, people_in
 from handlers.blocks.home import home_blocks
 from storage.queries import agents, people
@@ -44,5 +45,7 @@ async def home_view(svc: Services, user_id: str) -> dict[str, Any]:
     roles = stats.services_of(svc.policy, who)
     named = [spec for name in roles for spec in owner_people(svc.policy, name)]
     mentions = await mention_ids(svc, [*named, *people_in([*waiting, *decided])])
+    now, holding = svc.clock(), await svc.autonomy.current()
+    in_force = {name: in_force_text(*holding.at_service(name, now)) for name in roles}  # paused? granted?
     return home_blocks(svc.policy, [(a, names.get(a.agent_id)) for a in waiting], WAITING_SHOWN,
-                       [(a, names.get(a.agent_id)) for a in decided], roles, svc.clock(), mentions)
+                       [(a, names.get(a.agent_id)) for a in decided], roles, now, mentions, in_force)

@@ -170,3 +170,15 @@ async def test_page_and_decision_refresh_the_home(running: Running, fake_slack: 
     after = await fake_slack.wait_for(lambda: fake_slack.calls_to("views.publish", user_id="U0OWNER")[count:])
     view = after[-1].args["view"]
     assert buttons(view) == [] and f"*#{body['id']}*" in sections(view).split("Your recent decisions")[1]
+
+
+async def test_home_says_when_ones_service_is_paused(running: Running, fake_slack: FakeSlack) -> None:
+    """An owner opening Home sees that their service is paused, by whom and why: every new action
+    there needs them now, whatever the rules say."""
+    from tests.integration.test_commands import dump, slash
+
+    assert "*Now:*" not in sections(await open_home(running, fake_slack, "U0OWNER"))
+    assert "Paused" in dump(await slash(running, fake_slack, "pause checkout-api 2h bad deploys"))
+    services = sections(await open_home(running, fake_slack, "U0OWNER")).split("Your services")[1]
+    assert "*Now:*" in services and "*Paused* (`checkout-api`) by <@U0OWNER>" in services
+    assert "bad deploys" in services
