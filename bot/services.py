@@ -31,11 +31,11 @@ class DecisionListener(Protocol):
 class AutonomySource(Protocol):
     """The grants and pauses in force now (bot.autonomy.state), cheap enough to ask on every ingest."""
 
-    async def current(self) -> InForce: ...
+    async def current(self, *, fresh: bool = False) -> InForce: ...
 
 
 class _NoAutonomy:
-    async def current(self) -> InForce:
+    async def current(self, *, fresh: bool = False) -> InForce:
         return InForce()
 
 

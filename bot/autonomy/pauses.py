@@ -101,13 +101,21 @@ async def may_pause(svc: Services, user_id: str, service: str | None) -> bool:
 def announce(session: AsyncSession, svc: Services, service: str | None, *, leadership: bool,
               notice: dict[str, Any], everywhere: bool = False) -> None:
     """In the service's channel (every service's channel when `everywhere`: a pause of `all` stops
-    each team's agents, so each team hears it where it works), and the leadership channel."""
+    each team's agents, so each team hears it where it works), and the leadership channel; and the
+    Home of the people who own what it holds for is published again."""
     names = list(svc.policy.services) if everywhere else [service] if service is not None else []
     channels = [s.channel for name in names if (s := svc.policy.services.get(name)) is not None and s.channel]
     if (leadership or service is None) and svc.policy.leadership:
         channels.append(svc.policy.leadership.channel)
     for channel in dict.fromkeys(channels):
         send(session, Kind.AUTONOMY, channel=channel, purpose="autonomy", notice=notice)
+    # The owners' and secondaries' Home shows what holds for their services (handlers.listeners.home):
+    # an agent's pause everywhere (no service) and `all` hold for every service.
+    affected = [service] if service is not None else list(svc.policy.services)
+    homes = [p for name in affected if (s := svc.policy.services.get(name)) is not None
+             for p in (s.owner, s.secondary)]
+    for person in dict.fromkeys(p for p in homes if p):
+        send(session, Kind.HOME, channel=person, purpose="home")
 
 
 async def refuse(svc: Services, user_id: str, what: str, text: str, why: str) -> None:

@@ -37,12 +37,14 @@ class AutonomyState:
     def invalidate(self) -> None:
         self._value = None
 
-    async def current(self) -> InForce:
+    async def current(self, *, fresh: bool = False) -> InForce:
+        """What holds, read at most `ttl` ago; `fresh`: read now (a view rendered seldom that must
+        show a change another process made a moment ago, e.g. App Home after `countersign pause`)."""
         value = self._value
-        if value is not None and time.monotonic() - self._read_at < self.ttl:
+        if not fresh and value is not None and time.monotonic() - self._read_at < self.ttl:
             return value
         async with self._lock:  # one read for every request that arrives meanwhile
-            if self._value is not None and time.monotonic() - self._read_at < self.ttl:
+            if not fresh and self._value is not None and time.monotonic() - self._read_at < self.ttl:
                 return self._value
             async with self.db.read_session() as session:
                 grants = await q.live_grants(session)

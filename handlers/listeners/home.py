@@ -45,7 +45,7 @@ async def home_view(svc: Services, user_id: str) -> dict[str, Any]:
     roles = stats.services_of(svc.policy, who)
     named = [spec for name in roles for spec in owner_people(svc.policy, name)]
     mentions = await mention_ids(svc, [*named, *people_in([*waiting, *decided])])
-    now, holding = svc.clock(), await svc.autonomy.current()
+    now, holding = svc.clock(), await svc.autonomy.current(fresh=True)  # Home is seldom: no second-old read
     in_force = {name: in_force_text(*holding.at_service(name, now)) for name in roles}  # paused? granted?
     return home_blocks(svc.policy, [(a, names.get(a.agent_id)) for a in waiting], WAITING_SHOWN,
                        [(a, names.get(a.agent_id)) for a in decided], roles, now, mentions, in_force)

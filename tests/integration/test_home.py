@@ -173,12 +173,20 @@ async def test_page_and_decision_refresh_the_home(running: Running, fake_slack: 
 
 
 async def test_home_says_when_ones_service_is_paused(running: Running, fake_slack: FakeSlack) -> None:
-    """An owner opening Home sees that their service is paused, by whom and why: every new action
-    there needs them now, whatever the rules say."""
+    """An owner's Home says their service is paused, by whom and why (every new action there needs
+    them now, whatever the rules say): published again when the pause starts and when it ends."""
     from tests.integration.test_commands import dump, slash
 
+    def homes_saying(needle: str, present: bool) -> list[Call]:
+        published = fake_slack.calls_to("views.publish", user_id="U0OWNER")
+        return [c for c in published[before:] if (needle in json.dumps(c.args)) == present]
+
     assert "*Now:*" not in sections(await open_home(running, fake_slack, "U0OWNER"))
+    before = len(fake_slack.calls_to("views.publish", user_id="U0OWNER"))
     assert "Paused" in dump(await slash(running, fake_slack, "pause checkout-api 2h bad deploys"))
-    services = sections(await open_home(running, fake_slack, "U0OWNER")).split("Your services")[1]
+    [view] = (await fake_slack.wait_for(lambda: homes_saying("bad deploys", True)))[:1]
+    services = sections(view.args["view"]).split("Your services")[1]
     assert "*Now:*" in services and "*Paused* (`checkout-api`) by <@U0OWNER>" in services
-    assert "bad deploys" in services
+    before = len(fake_slack.calls_to("views.publish", user_id="U0OWNER"))
+    assert "Resumed" in dump(await slash(running, fake_slack, "resume checkout-api"))
+    await fake_slack.wait_for(lambda: homes_saying("bad deploys", False))  # published again, without it
