@@ -82,12 +82,20 @@ def mention(spec: str | None, people: Mapping[str, str] | None = None) -> str:
     Anything that is not a Slack id (an unresolved email, a name) is shown escaped, never parsed."""
     if not spec:
         return "nobody"
+    user = user_mention(spec, people)
+    if user is not None:
+        return user
     target = (people or {}).get(spec, spec)
-    if is_user(target):
-        return f"<@{target}>"
     if target[:1] in ("C", "G") and target.isalnum():
         return f"<#{target}>"
     return escape(spec)
+
+
+def user_mention(spec: str | None, people: Mapping[str, str] | None = None) -> str | None:
+    """`<@U…>` when `spec` is a Slack user, or an email `people` resolved to one; else None (the
+    caller says who it was another way, or leaves it out)."""
+    target = (people or {}).get(spec or "", spec)
+    return f"<@{target}>" if is_user(target) else None
 
 
 def link(url: str, label: str) -> str:

@@ -15,13 +15,13 @@ from handlers.blocks.kit import (
     context,
     escape,
     header,
-    is_user,
     mention,
     message,
     more,
     plain,
     section,
     slack_date,
+    user_mention,
 )
 from handlers.ids import BlockId, CallbackId, InputId
 from storage.models import Action
@@ -95,8 +95,7 @@ def refused(code: str | None, text: str, action: Action | None,
     too late, it names who decided, mentioned when they are a Slack user (`people`: the emails the
     policy gave resolved to user ids, `refused_people` lists what to resolve)."""
     if code == "already_decided" and action is not None:
-        decider = (people or {}).get(action.decided_by or "", action.decided_by)
-        who = mention(decider) if is_user(decider) else escape(action.decided_by_name or "someone")
+        who = user_mention(action.decided_by, people) or escape(action.decided_by_name or "someone")
         text = f"Action {action.id} was already decided: {escape(action.outcome)} by {who}."
     return refusal(text)
 

@@ -13,10 +13,9 @@ from handlers.blocks.kit import (
     clip,
     context,
     escape,
-    is_user,
-    mention,
     message,
     section,
+    user_mention,
 )
 from handlers.blocks.packs import lines_in_sections
 from storage.models import Action
@@ -52,9 +51,9 @@ def card_pack(cards: Sequence[tuple[Action, str]], *, mentions: Sequence[str] = 
         text = (f"*{title(action)}*: {escape(clip(action.summary, 300))}\n"
                 f"Action {action.id} · {escape(agent)} · {escape(action.environment)}{confidence}\n"
                 f"_{escape(clip(action.rationale, 500))}_")
-        decider = (people or {}).get(action.decided_by or "", action.decided_by)
-        if action.status != "pending" and is_user(decider):
-            text += f"\nby {mention(decider)}"
+        decider = user_mention(action.decided_by, people)
+        if action.status != "pending" and decider is not None:
+            text += f"\nby {decider}"
         blocks.append(section(text))
         buttons = decision_buttons(action, per_action=True)
         if buttons is not None:
