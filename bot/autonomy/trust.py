@@ -96,9 +96,10 @@ class HeldBack:
 async def _held_back(session: AsyncSession, now: datetime, autonomy: Autonomy) -> HeldBack:
     """How people's decisions hold a suggestion (kind x agent x service x action_type x environment) back:
     - dismissed: quiet for `demote.window` after the dismissal, whatever the figures (a bounded "not now");
-    - granted, in force: its own move is not suggested again (the grant gives it; under a pause the mode
-      reads `approve` again, so that move could otherwise come back), and a further move of the same kind
-      needs figures gathered since the grant: the ones before it were spent on this step;
+    - granted, in force: its own move is not suggested again (the grant gives it; a suggestion starts
+      from the grant's mode, so this matters when a newer grant for the key shadows it), and a further
+      move of the same kind needs figures gathered since the grant: the ones before it were spent on
+      this step;
     - granted, then revoked by a person: only figures gathered since the revocation count. A leader
       just judged the figures before it insufficient; suggesting them again at once would only nag;
     - granted, then expired by itself: nothing. It ran its term without objection, so the record

@@ -23,6 +23,18 @@ def policy() -> Policy:
     return make_policy(AUTONOMY)
 
 
+async def grant_in_force(running: Running, service: str) -> None:
+    """remediator · restart · production promoted to autonomous on `service` for a day, by U0VP, as a
+    granted suggestion stores it; the running app sees it at once (as `grants.decide` makes it)."""
+    now = running.svc.clock()
+    async with running.svc.db.session() as session:
+        session.add(AutonomyGrant(agent="remediator", service=service, action_type="restart",
+                                  environment="production", kind="promote", decision="granted", mode="autonomous",
+                                  previous_mode="acknowledge", by="U0VP", at=now, until=now + timedelta(days=1)))
+        await session.commit()
+    invalidate_cache(running.svc)
+
+
 async def test_ai_actions_service_says_what_changes_its_modes_now(
         running: Running, fake_slack: FakeSlack) -> None:
     """A team lead asking about a service sees the pause holding for it and its grants in force, not
@@ -30,13 +42,7 @@ async def test_ai_actions_service_says_what_changes_its_modes_now(
     quiet = json.dumps(await slash(running, fake_slack, "service search"), ensure_ascii=False)
     assert "*Now:*" not in quiet and "Paused" not in quiet
     assert "Paused" in json.dumps(await slash(running, fake_slack, "pause search 2h bad deploys", user="U0SEARCH"))
-    now = running.svc.clock()
-    async with running.svc.db.session() as session:
-        session.add(AutonomyGrant(agent="remediator", service="search", action_type="restart",
-                                  environment="production", kind="promote", decision="granted", mode="autonomous",
-                                  previous_mode="acknowledge", by="U0VP", at=now, until=now + timedelta(days=1)))
-        await session.commit()
-    invalidate_cache(running.svc)
+    await grant_in_force(running, "search")
     answer = json.dumps(await slash(running, fake_slack, "service search"), ensure_ascii=False)
     assert "*Paused* (`search`) by <@U0SEARCH>" in answer and "bad deploys" in answer
     assert "*Grant #" in answer and "`remediator` · restart · production runs *autonomous*" in answer

@@ -302,21 +302,14 @@ async def test_the_service_page_shows_the_pauses_and_grants_that_hold_now(runnin
                                                                           fake_slack: FakeSlack) -> None:
     """Where the line is drawn right now, beside the track record: a pause holding for the service (or
     for everything) and the grants in force for it, with who did it and until when."""
-    from bot.autonomy.pauses import invalidate_cache
-    from storage.models import AutonomyGrant
+    from tests.integration.test_autonomy_now import grant_in_force
     from tests.integration.test_commands import dump, slash
 
     url = links.service_url(running.svc.settings, "checkout-api", "U0OWNER", running.svc.clock())
     async with browser() as b, b.get(url) as resp:
         assert "No pause holds and no grant is in force" in await resp.text()
     assert "Paused" in dump(await slash(running, fake_slack, "pause checkout-api 2h bad <b>deploys</b>"))
-    now = running.svc.clock()
-    async with running.svc.db.session() as session:
-        session.add(AutonomyGrant(agent="remediator", service="checkout-api", action_type="restart",
-                                  environment="production", kind="promote", decision="granted", mode="autonomous",
-                                  previous_mode="acknowledge", by="U0VP", at=now, until=now + timedelta(days=1)))
-        await session.commit()
-    invalidate_cache(running.svc)  # as `grants.decide` does after its commit
+    await grant_in_force(running, "checkout-api")
     async with browser() as b, b.get(url) as resp:
         page = await resp.text()
     assert "No pause holds" not in page
